@@ -1,0 +1,67 @@
+"""Input validation shared by the public API: clear errors, nothing clipped silently."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def is_traced(x) -> bool:
+    """True inside jit/vmap/grad, where values cannot be inspected."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_finite_array(name: str, x) -> np.ndarray:
+    """Return ``x`` as a float64 array, or raise if it holds NaN or inf."""
+    a = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite; it contains NaN or inf")
+    return a
+
+
+def check_positive(name: str, value: float) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return v
+
+
+def check_nonnegative(name: str, value: float) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return v
+
+
+def check_in_range(name: str, x, lo: float, hi: float, *, open_lo=False, open_hi=False):
+    """Raise unless every value of ``x`` lies in the interval; skip traced values."""
+    if is_traced(x):
+        return x
+    a = np.asarray(x, dtype=np.float64)
+    bad = ~np.isfinite(a)
+    bad |= (a <= lo) if open_lo else (a < lo)
+    bad |= (a >= hi) if open_hi else (a > hi)
+    if np.any(bad):
+        left = "(" if open_lo else "["
+        right = ")" if open_hi else "]"
+        first = a[bad].ravel()[0] if a.ndim else a
+        raise ValueError(f"{name} must lie in {left}{lo}, {hi}{right}; got {first!r}")
+    return x
+
+
+def check_weights(weights, n: int) -> np.ndarray:
+    """Mixture weights: shape (n,), non-negative, summing to 1 (to 1e-10); None means uniform."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = check_finite_array("weights", weights)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},) to match the components; got {w.shape}")
+    if np.any(w < 0):
+        raise ValueError("weights must be >= 0")
+    if abs(w.sum() - 1.0) > 1e-10:
+        raise ValueError(f"weights must sum to 1 (within 1e-10); they sum to {w.sum()!r}")
+    return w
+
+
+def check_eta(eta) -> float:
+    return check_nonnegative("eta", eta)

@@ -1,0 +1,320 @@
+r"""Data families and the diffused density p_t.
+
+Under the marginal x_t = theta x_0 + sigma eps:
+
+* ``DeltaMixture`` (a finite data set y_j with weights w_j):
+  p_t(x) = sum_j w_j N(x; theta y_j, sigma^2 I). With the posterior r_j(x) over the points,
+  m = E[y | x] and C = Cov[y | x]:
+  score = (theta m - x) / sigma^2,  Hess log p_t = -I / sigma^2 + theta^2 C / sigma^4.
+* ``GaussianMixture`` (means mu_k, covariances Sigma_k = U_k diag(lam_k) U_k^T):
+  p_t(x) = sum_k w_k N(x; theta mu_k, S_k), S_k = theta^2 Sigma_k + sigma^2 I. With the
+  component scores g_k = -S_k^{-1}(x - theta mu_k) and responsibilities r_k:
+  score = sum_k r_k g_k,  Hess log p_t = sum_k r_k (g_k g_k^T - S_k^{-1}) - score score^T.
+
+Everything is log-sum-exp based, float64, jit-compiled, and batched over leading axes of x.
+Methods take ``(x, t, schedule)`` with x of shape (..., d) and t a scalar or an array that
+broadcasts against x.shape[:-1].
+
+Example:
+    >>> import numpy as np
+    >>> from theory import DeltaMixture, VPLinear
+    >>> data = DeltaMixture(np.array([[-1.0], [1.0]]))
+    >>> float(data.score(np.array([0.5]), 0.3, VPLinear())[0])  # doctest: +ELLIPSIS
+    -0.19...
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from theory._checks import check_finite_array, check_weights
+from theory.schedules import Schedule
+
+__all__ = ["DeltaMixture", "GaussianMixture"]
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+# --- delta mixtures: single-point kernels (x: (d,), theta, s2 scalars) -------------------------
+def _dm_logits(Y, logw, ysq, x, theta, s2):
+    """Log posterior weights up to a constant: ln w_j + (theta y_j.x - theta^2 |y_j|^2 / 2) / s2."""
+    return logw + (theta * (Y @ x) - 0.5 * theta**2 * ysq) / s2
+
+
+def _dm_log_prob(Y, logw, ysq, x, theta, s2):
+    d = x.shape[-1]
+    lse = logsumexp(_dm_logits(Y, logw, ysq, x, theta, s2))
+    return lse - 0.5 * (x @ x) / s2 - 0.5 * d * (LOG_2PI + jnp.log(s2))
+
+
+def _dm_posterior(Y, logw, ysq, x, theta, s2):
+    r = jax.nn.softmax(_dm_logits(Y, logw, ysq, x, theta, s2))
+    return r, r @ Y
+
+
+def _dm_score(Y, logw, ysq, x, theta, s2):
+    _, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
+    return (theta * m - x) / s2
+
+
+def _dm_hessian(Y, logw, ysq, x, theta, s2):
+    r, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
+    cov = (Y * r[:, None]).T @ Y - jnp.outer(m, m)
+    return -jnp.eye(x.shape[-1]) / s2 + theta**2 / s2**2 * cov
+
+
+def _dm_hvp(Y, logw, ysq, x, v, theta, s2):
+    r, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
+    cov_v = Y.T @ (r * (Y @ v)) - m * (m @ v)
+    return -v / s2 + theta**2 / s2**2 * cov_v
+
+
+# --- Gaussian mixtures ------------------------------------------------------------------------
+def _gm_terms(M, U, lam, logw, x, theta, s2):
+    """Responsibilities r (K,), component scores g (K, d) and variances v (K, d) in each eigenbasis."""
+    v = theta**2 * lam + s2
+    z = jnp.einsum("kij,ki->kj", U, x[None, :] - theta * M)  # U_k^T (x - theta mu_k)
+    logn = -0.5 * jnp.sum(z**2 / v + jnp.log(v), axis=-1) - 0.5 * x.shape[-1] * LOG_2PI
+    logits = logw + logn
+    g = -jnp.einsum("kij,kj->ki", U, z / v)
+    return logits, g, v
+
+
+def _gm_log_prob(M, U, lam, logw, x, theta, s2):
+    logits, _, _ = _gm_terms(M, U, lam, logw, x, theta, s2)
+    return logsumexp(logits)
+
+
+def _gm_score(M, U, lam, logw, x, theta, s2):
+    logits, g, _ = _gm_terms(M, U, lam, logw, x, theta, s2)
+    return jax.nn.softmax(logits) @ g
+
+
+def _gm_hessian(M, U, lam, logw, x, theta, s2):
+    logits, g, v = _gm_terms(M, U, lam, logw, x, theta, s2)
+    r = jax.nn.softmax(logits)
+    s = r @ g
+    prec = jnp.einsum("kij,kj,klj->kil", U, 1.0 / v, U)  # S_k^{-1}
+    return jnp.einsum("k,ki,kj->ij", r, g, g) - jnp.einsum("k,kij->ij", r, prec) - jnp.outer(s, s)
+
+
+def _gm_hvp(M, U, lam, logw, x, w, theta, s2):
+    logits, g, v = _gm_terms(M, U, lam, logw, x, theta, s2)
+    r = jax.nn.softmax(logits)
+    s = r @ g
+    prec_w = jnp.einsum("kij,kj->ki", U, jnp.einsum("kij,i->kj", U, w) / v)
+    return r @ (g * (g @ w)[:, None] - prec_w) - s * (s @ w)
+
+
+def _batched(kernel, params, x, theta, s2, *extra):
+    """Apply a single-point kernel over the leading axes of x (theta, s2 broadcast against them)."""
+    x = jnp.asarray(x, dtype=jnp.float64)
+    batch = x.shape[:-1]
+    theta = jnp.broadcast_to(theta, batch).reshape(-1)
+    s2 = jnp.broadcast_to(s2, batch).reshape(-1)
+    xs = x.reshape(-1, x.shape[-1])
+    extra = [jnp.broadcast_to(jnp.asarray(e, dtype=jnp.float64), x.shape).reshape(xs.shape) for e in extra]
+    out = _vmapped(kernel, len(extra))(params, xs, theta, s2, *extra)
+    return out.reshape(batch + out.shape[1:])
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _vmapped_call(kernel, n_extra, params, xs, theta, s2, *extra):
+    if n_extra:
+        f = lambda x, th, s, *e: kernel(*params, x, *e, th, s)  # noqa: E731
+    else:
+        f = lambda x, th, s: kernel(*params, x, th, s)  # noqa: E731
+    return jax.vmap(f)(xs, theta, s2, *extra)
+
+
+def _vmapped(kernel, n_extra):
+    return partial(_vmapped_call, kernel, n_extra)
+
+
+class _Mixture:
+    """Shared interface: subclasses set ``_params`` and the kernel table ``_k``."""
+
+    dim: int
+    _k: dict
+
+    def _ts(self, t, schedule: Schedule):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a theory Schedule; got {type(schedule).__name__}")
+        schedule.check_t(t)
+        return schedule.theta(t), schedule.sigma2(t)
+
+    def _check_x(self, x, name="x"):
+        x = jnp.asarray(x, dtype=jnp.float64)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(f"{name} must have shape (..., {self.dim}); got {x.shape}")
+        return x
+
+    def log_prob(self, x, t, schedule):
+        """ln p_t(x); x (..., d) -> (...)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(self._k["log_prob"], self._params, self._check_x(x), th, s2)
+
+    def score(self, x, t, schedule):
+        """grad_x ln p_t(x); x (..., d) -> (..., d)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(self._k["score"], self._params, self._check_x(x), th, s2)
+
+    def hessian(self, x, t, schedule):
+        """Exact Hessian of ln p_t; x (..., d) -> (..., d, d)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(self._k["hessian"], self._params, self._check_x(x), th, s2)
+
+    def hvp(self, x, v, t, schedule):
+        """Hessian-vector product (Hess ln p_t(x)) v without forming the Hessian; -> (..., d)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(self._k["hvp"], self._params, self._check_x(x), th, s2, self._check_x(v, "v"))
+
+    # Kernels on (theta, sigma^2) for the fixed-point engine, which differentiates through them.
+    def log_prob_ts(self, x, theta, s2):
+        return self._k["log_prob"](*self._params, x, theta, s2)
+
+    def score_ts(self, x, theta, s2):
+        return self._k["score"](*self._params, x, theta, s2)
+
+    def hessian_ts(self, x, theta, s2):
+        return self._k["hessian"](*self._params, x, theta, s2)
+
+    def hvp_ts(self, x, v, theta, s2):
+        return self._k["hvp"](*self._params, x, v, theta, s2)
+
+
+class DeltaMixture(_Mixture):
+    """A finite data set: p_0 = sum_j w_j delta(x - y_j).
+
+    Args:
+        points: (N, d) data points (a (N,) array is read as N points in 1D).
+        weights: (N,) non-negative, summing to 1; uniform when None.
+
+    Example:
+        >>> DeltaMixture([[-1.0], [1.0]]).dim
+        1
+    """
+
+    _k = {"log_prob": _dm_log_prob, "score": _dm_score, "hessian": _dm_hessian, "hvp": _dm_hvp}
+
+    def __init__(self, points, weights=None):
+        Y = check_finite_array("points", points)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.shape[0] < 1:
+            raise ValueError(f"points must have shape (N, d) with N >= 1; got {np.shape(points)}")
+        self.points = jnp.asarray(Y)
+        self.weights = jnp.asarray(check_weights(weights, Y.shape[0]))
+        self.dim = Y.shape[1]
+        with np.errstate(divide="ignore"):
+            logw = np.log(np.asarray(self.weights))
+        self._params = (self.points, jnp.asarray(logw), jnp.sum(self.points**2, axis=1))
+
+    def __repr__(self):
+        return f"DeltaMixture(N={self.points.shape[0]}, d={self.dim})"
+
+    @property
+    def means(self):
+        """The attractors at t = 0: the points themselves."""
+        return self.points
+
+    def mean(self):
+        return self.weights @ self.points
+
+    def covariance(self):
+        """Weighted covariance of the data set, (d, d)."""
+        c = self.points - self.mean()
+        return (c * self.weights[:, None]).T @ c
+
+    def min_component_variance(self):
+        return 0.0
+
+    def posterior(self, x, t, schedule):
+        """(r, m): posterior weights over the points (..., N) and the mean E[y | x] (..., d)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(_dm_post_stack, self._params, self._check_x(x), th, s2)
+
+    def sample(self, key, t, schedule, n: int):
+        """n samples of x_t; returns (n, d)."""
+        th, s2 = self._ts(t, schedule)
+        k1, k2 = jax.random.split(key)
+        j = jax.random.choice(k1, self.points.shape[0], (n,), p=self.weights)
+        return th * self.points[j] + jnp.sqrt(s2) * jax.random.normal(k2, (n, self.dim))
+
+
+def _dm_post_stack(Y, logw, ysq, x, theta, s2):
+    r, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
+    return jnp.concatenate([r, m])
+
+
+class GaussianMixture(_Mixture):
+    """p_0 = sum_k w_k N(mu_k, Sigma_k).
+
+    Args:
+        means: (K, d).
+        covariances: full (K, d, d), diagonal (K, d) or isotropic (K,) variances; each must be
+            symmetric positive definite.
+        weights: (K,), uniform when None.
+
+    Example:
+        >>> GaussianMixture([[-1.0], [1.0]], [0.1, 0.1]).dim
+        1
+    """
+
+    _k = {"log_prob": _gm_log_prob, "score": _gm_score, "hessian": _gm_hessian, "hvp": _gm_hvp}
+
+    def __init__(self, means, covariances, weights=None):
+        M = check_finite_array("means", means)
+        if M.ndim == 1:
+            M = M[:, None]
+        if M.ndim != 2:
+            raise ValueError(f"means must have shape (K, d); got {np.shape(means)}")
+        K, d = M.shape
+        C = check_finite_array("covariances", covariances)
+        if C.shape == (K,):
+            C = C[:, None, None] * np.eye(d)
+        elif C.shape == (K, d):
+            C = np.einsum("ki,ij->kij", C, np.eye(d))
+        elif C.shape != (K, d, d):
+            raise ValueError(f"covariances must have shape ({K},), ({K}, {d}) or ({K}, {d}, {d}); got {C.shape}")
+        if not np.allclose(C, np.swapaxes(C, 1, 2), rtol=1e-12, atol=1e-12):
+            raise ValueError("covariances must be symmetric")
+        lam, U = np.linalg.eigh(C)
+        if np.any(lam <= 0):
+            raise ValueError(f"covariances must be positive definite; smallest eigenvalue {lam.min():.3g}")
+        self.dim = d
+        self.means = jnp.asarray(M)
+        self.covariances = jnp.asarray(C)
+        self.weights = jnp.asarray(check_weights(weights, K))
+        with np.errstate(divide="ignore"):
+            logw = np.log(np.asarray(self.weights))
+        self._params = (self.means, jnp.asarray(U), jnp.asarray(lam), jnp.asarray(logw))
+        self._lam_min = float(lam.min())
+
+    def __repr__(self):
+        return f"GaussianMixture(K={self.means.shape[0]}, d={self.dim})"
+
+    def mean(self):
+        return self.weights @ self.means
+
+    def covariance(self):
+        """Covariance of the mixture: sum_k w_k (Sigma_k + mu_k mu_k^T) - mu mu^T."""
+        c = self.means - self.mean()
+        return jnp.einsum("k,kij->ij", self.weights, self.covariances) + (c * self.weights[:, None]).T @ c
+
+    def min_component_variance(self):
+        return self._lam_min
+
+    def sample(self, key, t, schedule, n: int):
+        """n samples of x_t; returns (n, d)."""
+        th, s2 = self._ts(t, schedule)
+        k1, k2 = jax.random.split(key)
+        _, U, lam, _ = self._params
+        k = jax.random.choice(k1, self.means.shape[0], (n,), p=self.weights)
+        eps = jax.random.normal(k2, (n, self.dim)) * jnp.sqrt(th**2 * lam[k] + s2)
+        return th * self.means[k] + jnp.einsum("nij,nj->ni", U[k], eps)

@@ -1,0 +1,251 @@
+r"""Noise schedules: the one place where theta(t), sigma(t), f and g are defined.
+
+Forward time t in [0, T] (t = 0 data, t = T noise); marginal x_t = theta(t) x_0 + sigma(t) eps.
+The forward SDE is dx = f(x, t) dt + g(t) dW with a linear drift f(x, t) = a(t) x, where
+a = d log theta / dt and g^2 = d sigma^2 / dt - 2 a sigma^2. Every function is written in jax,
+float64, vectorised over ``t`` and differentiable.
+
+Example:
+    >>> s = VPLinear()
+    >>> float(s.theta(0.2926416543))  # doctest: +ELLIPSIS
+    0.64359425...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import jax.numpy as jnp
+import numpy as np
+
+from theory._checks import check_in_range, check_positive
+
+__all__ = ["Schedule", "VPLinear", "VPCosine", "VE", "DDPM"]
+
+
+class Schedule(ABC):
+    """Base class. Subclasses define ``log_theta``, ``a`` and ``t_from_theta`` (VE: ``sigma2`` too)."""
+
+    T: float = 1.0
+    variance_preserving: bool = True
+
+    # --- the defining functions -------------------------------------------------------------
+    @abstractmethod
+    def log_theta(self, t):
+        """ln theta(t)."""
+
+    @abstractmethod
+    def a(self, t):
+        """Drift coefficient a(t) = d log theta / dt, so that f(x, t) = a(t) x."""
+
+    def sigma2(self, t):
+        """sigma(t)^2; for VP 1 - theta^2, computed as -expm1(2 log theta) (exact near t = 0)."""
+        return -jnp.expm1(2.0 * self.log_theta(t))
+
+    def g2(self, t):
+        """Diffusion g(t)^2 = d sigma^2/dt - 2 a sigma^2; for VP this is beta(t) = -2 a(t)."""
+        return -2.0 * self.a(t)
+
+    # --- derived quantities ------------------------------------------------------------------
+    def theta(self, t):
+        return jnp.exp(self.log_theta(t))
+
+    def sigma(self, t):
+        return jnp.sqrt(self.sigma2(t))
+
+    def f(self, x, t):
+        """Forward drift f(x, t) = a(t) x; ``x`` of shape (..., d), ``t`` broadcastable to (...)."""
+        return jnp.asarray(self.a(t))[..., None] * x
+
+    def log_snr(self, t):
+        return 2.0 * self.log_theta(t) - jnp.log(self.sigma2(t))
+
+    def snr(self, t):
+        """Signal-to-noise ratio theta^2 / sigma^2."""
+        return jnp.exp(self.log_snr(t))
+
+    def ou_time(self, t):
+        """Ornstein-Uhlenbeck time s with the same SNR: theta_OU = e^{-s}, i.e. s = 1/2 ln(1 + 1/snr)."""
+        return 0.5 * jnp.log1p(jnp.exp(-self.log_snr(t)))
+
+    def edm_sigma(self, t):
+        """EDM noise level sigma / theta (the noise of x_t / theta)."""
+        return jnp.exp(0.5 * jnp.log(self.sigma2(t)) - self.log_theta(t))
+
+    @abstractmethod
+    def t_from_theta(self, theta):
+        """Inverse of theta(t) on [0, T]; ``theta`` must lie in [theta(T), 1]."""
+
+    def t_from_snr(self, snr):
+        """Inverse of snr(t); VP schedules go through theta^2 = snr / (1 + snr)."""
+        snr = jnp.asarray(snr, dtype=jnp.float64)
+        return self.t_from_theta(jnp.sqrt(snr / (1.0 + snr)))
+
+    def check_t(self, t, name: str = "t"):
+        """Raise unless every t lies in [0, T]."""
+        return check_in_range(name, t, 0.0, self.T)
+
+    def _check_theta(self, theta):
+        lo = float(self.theta(self.T))
+        check_in_range("theta", theta, 0.0, 1.0, open_lo=True)
+        return check_in_range(f"theta (this schedule spans [theta(T)={lo:.6g}, 1])", theta, lo, 1.0)
+
+
+class VPLinear(Schedule):
+    r"""Variance-preserving SDE with beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021).
+
+    theta(t) = exp(-1/2 (beta_min t + (beta_max - beta_min) t^2 / 2)), sigma^2 = 1 - theta^2.
+    Defaults are the paper's: beta_min = 0.1, beta_max = 20, T = 1.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
+        self.beta_min = check_positive("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
+        if self.beta_max < self.beta_min:
+            raise ValueError(f"beta_max must be >= beta_min; got beta_min={beta_min}, beta_max={beta_max}")
+        self.T = check_positive("T", T)
+
+    def __repr__(self):
+        return f"VPLinear(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
+
+    def beta(self, t):
+        return self.beta_min + (jnp.asarray(t) / self.T) * (self.beta_max - self.beta_min)
+
+    def log_theta(self, t):
+        t = jnp.asarray(t, dtype=jnp.float64)
+        return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2 / self.T)
+
+    def a(self, t):
+        return -0.5 * self.beta(t)
+
+    def t_from_theta(self, theta):
+        """Closed form: the positive root of (beta_max - beta_min)/(2T) t^2 + beta_min t + 2 ln theta = 0."""
+        self._check_theta(theta)
+        L = -2.0 * jnp.log(jnp.asarray(theta, dtype=jnp.float64))  # = beta_min t + k t^2
+        k = 0.5 * (self.beta_max - self.beta_min) / self.T
+        # Citardauq form of the root: stable also when k -> 0.
+        return 2.0 * L / (self.beta_min + jnp.sqrt(self.beta_min**2 + 4.0 * k * L))
+
+
+class VPCosine(Schedule):
+    r"""Cosine schedule (Nichol & Dhariwal 2021): theta(t) = cos(phi(t)) / cos(phi(0)),
+    phi(t) = (t/T + s) / (1 + s) * pi/2, s = 0.008. theta(T) = 0, so g^2 diverges at t = T:
+    samplers start at some t < T.
+    """
+
+    def __init__(self, s: float = 0.008, T: float = 1.0):
+        self.s = check_positive("s", s)
+        self.T = check_positive("T", T)
+
+    def __repr__(self):
+        return f"VPCosine(s={self.s}, T={self.T})"
+
+    def _phi(self, t):
+        return (jnp.asarray(t, dtype=jnp.float64) / self.T + self.s) / (1.0 + self.s) * (jnp.pi / 2)
+
+    def log_theta(self, t):
+        return jnp.log(jnp.cos(self._phi(t))) - jnp.log(jnp.cos(self._phi(0.0)))
+
+    def a(self, t):
+        return -jnp.tan(self._phi(t)) * jnp.pi / (2.0 * self.T * (1.0 + self.s))
+
+    def t_from_theta(self, theta):
+        """Closed form: phi = arccos(theta cos phi(0)), t = T ((1 + s) 2 phi / pi - s)."""
+        self._check_theta(theta)
+        phi = jnp.arccos(jnp.asarray(theta, dtype=jnp.float64) * jnp.cos(self._phi(0.0)))
+        return self.T * ((1.0 + self.s) * 2.0 * phi / jnp.pi - self.s)
+
+
+class VE(Schedule):
+    r"""Variance-exploding SDE: theta = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^(t/T)."""
+
+    variance_preserving = False
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(f"sigma_max must be > sigma_min; got {sigma_min=}, {sigma_max=}")
+        self.T = check_positive("T", T)
+
+    def __repr__(self):
+        return f"VE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"
+
+    def log_theta(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.float64))
+
+    def a(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.float64))
+
+    def sigma2(self, t):
+        t = jnp.asarray(t, dtype=jnp.float64)
+        return self.sigma_min**2 * (self.sigma_max / self.sigma_min) ** (2.0 * t / self.T)
+
+    def g2(self, t):
+        return self.sigma2(t) * 2.0 * np.log(self.sigma_max / self.sigma_min) / self.T
+
+    def t_from_theta(self, theta):
+        raise ValueError("VE has theta = 1 at every t; invert the noise level with t_from_snr or t_from_sigma")
+
+    def t_from_sigma(self, sigma):
+        check_in_range("sigma", sigma, self.sigma_min, self.sigma_max)
+        r = jnp.log(jnp.asarray(sigma, dtype=jnp.float64) / self.sigma_min)
+        return self.T * r / np.log(self.sigma_max / self.sigma_min)
+
+    def t_from_snr(self, snr):
+        return self.t_from_sigma(1.0 / jnp.sqrt(jnp.asarray(snr, dtype=jnp.float64)))
+
+
+class DDPM(Schedule):
+    r"""Discrete DDPM schedule (Ho et al. 2020): betas = linspace(beta_1, beta_N, N),
+    theta_k^2 = prod_{i <= k} (1 - beta_i), k = 0..N (theta_0 = 1).
+
+    Step k sits at continuous time t_k = k T / N; in between, log theta is linear in t, so
+    a(t) = N/(2T) ln(1 - beta_k) on (t_{k-1}, t_k]. With N = 1000 it is the discretisation of
+    VPLinear(0.1, 20): beta_k ~ beta(t_k) T / N.
+    """
+
+    def __init__(self, n_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, T: float = 1.0):
+        if int(n_steps) != n_steps or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
+        self.n_steps = int(n_steps)
+        self.beta_start = check_positive("beta_start", beta_start)
+        self.beta_end = check_positive("beta_end", beta_end)
+        if not (beta_start <= beta_end < 1):
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1; got {beta_start=}, {beta_end=}")
+        self.T = check_positive("T", T)
+        self.betas = np.linspace(beta_start, beta_end, self.n_steps)
+        # log theta at the knots t_k = k T / N, k = 0..N.
+        self._knots_log_theta = np.concatenate([[0.0], np.cumsum(0.5 * np.log1p(-self.betas))])
+        self._knots_t = np.arange(self.n_steps + 1) * self.T / self.n_steps
+
+    def __repr__(self):
+        return f"DDPM(n_steps={self.n_steps}, beta_start={self.beta_start}, beta_end={self.beta_end}, T={self.T})"
+
+    def log_theta(self, t):
+        return jnp.interp(jnp.asarray(t, dtype=jnp.float64), self._knots_t, self._knots_log_theta)
+
+    def a(self, t):
+        t = jnp.asarray(t, dtype=jnp.float64)
+        k = jnp.clip(jnp.ceil(t * self.n_steps / self.T).astype(int), 1, self.n_steps)
+        return self.n_steps / (2.0 * self.T) * jnp.log1p(-jnp.asarray(self.betas)[k - 1])
+
+    def t_from_theta(self, theta):
+        self._check_theta(theta)
+        lt = jnp.log(jnp.asarray(theta, dtype=jnp.float64))
+        return jnp.interp(lt, self._knots_log_theta[::-1], self._knots_t[::-1])
+
+    def theta_steps(self) -> np.ndarray:
+        """theta_k for k = 0..N as a numpy array (theta_k^2 = alpha-bar_k)."""
+        return np.exp(self._knots_log_theta)
+
+    def t_of_step(self, k):
+        return np.asarray(k) * self.T / self.n_steps
+
+    def forward_step(self, theta_c: float) -> int:
+        """The last forward step that is past the bifurcation: max{k : theta_k > theta_c}.
+
+        In generation (k = N down to 0) it is the first step whose dynamics has broken symmetry;
+        the generative step is N - k.
+        """
+        return int(np.nonzero(self.theta_steps() > theta_c)[0].max())
