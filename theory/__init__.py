@@ -5,6 +5,33 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from theory.data import DeltaMixture, GaussianMixture  # noqa: E402
+from theory.dynamics import (  # noqa: E402
+    Trajectories,
+    commitment,
+    data_potential,
+    drift,
+    drift_jacobian,
+    potential,
+    simulate,
+)
+from theory.fixed_points import (  # noqa: E402
+    BifurcationDiagram,
+    CriticalTime,
+    FixedPoint,
+    SpeciationTime,
+    attractor_labels,
+    bifurcation_diagram,
+    critical_time,
+    descend,
+    fixed_points,
+    speciation_time,
+)
 from theory.schedules import DDPM, VE, Schedule, VPCosine, VPLinear  # noqa: E402
 
-__all__ = ["Schedule", "VPLinear", "VPCosine", "VE", "DDPM", "DeltaMixture", "GaussianMixture"]
+__all__ = [
+    "Schedule", "VPLinear", "VPCosine", "VE", "DDPM",
+    "DeltaMixture", "GaussianMixture",
+    "drift", "potential", "data_potential", "drift_jacobian", "simulate", "Trajectories", "commitment",
+    "fixed_points", "bifurcation_diagram", "critical_time", "speciation_time", "descend", "attractor_labels",
+    "FixedPoint", "CriticalTime", "SpeciationTime", "BifurcationDiagram",
+]

@@ -68,6 +68,10 @@ def _dm_hessian(Y, logw, ysq, x, theta, s2):
     return -jnp.eye(x.shape[-1]) / s2 + theta**2 / s2**2 * cov
 
 
+def _dm_resp(Y, logw, ysq, x, theta, s2):
+    return jax.nn.softmax(_dm_logits(Y, logw, ysq, x, theta, s2))
+
+
 def _dm_hvp(Y, logw, ysq, x, v, theta, s2):
     r, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
     cov_v = Y.T @ (r * (Y @ v)) - m * (m @ v)
@@ -93,6 +97,10 @@ def _gm_log_prob(M, U, lam, logw, x, theta, s2):
 def _gm_score(M, U, lam, logw, x, theta, s2):
     logits, g, _ = _gm_terms(M, U, lam, logw, x, theta, s2)
     return jax.nn.softmax(logits) @ g
+
+
+def _gm_resp(M, U, lam, logw, x, theta, s2):
+    return jax.nn.softmax(_gm_terms(M, U, lam, logw, x, theta, s2)[0])
 
 
 def _gm_hessian(M, U, lam, logw, x, theta, s2):
@@ -169,6 +177,11 @@ class _Mixture:
         th, s2 = self._ts(t, schedule)
         return _batched(self._k["hessian"], self._params, self._check_x(x), th, s2)
 
+    def responsibilities(self, x, t, schedule):
+        """Posterior weights over the points (or components) given x_t = x; (..., d) -> (..., N)."""
+        th, s2 = self._ts(t, schedule)
+        return _batched(self._k["resp"], self._params, self._check_x(x), th, s2)
+
     def hvp(self, x, v, t, schedule):
         """Hessian-vector product (Hess ln p_t(x)) v without forming the Hessian; -> (..., d)."""
         th, s2 = self._ts(t, schedule)
@@ -200,7 +213,7 @@ class DeltaMixture(_Mixture):
         1
     """
 
-    _k = {"log_prob": _dm_log_prob, "score": _dm_score, "hessian": _dm_hessian, "hvp": _dm_hvp}
+    _k = {"log_prob": _dm_log_prob, "score": _dm_score, "hessian": _dm_hessian, "hvp": _dm_hvp, "resp": _dm_resp}
 
     def __init__(self, points, weights=None):
         Y = check_finite_array("points", points)
@@ -234,22 +247,12 @@ class DeltaMixture(_Mixture):
     def min_component_variance(self):
         return 0.0
 
-    def posterior(self, x, t, schedule):
-        """(r, m): posterior weights over the points (..., N) and the mean E[y | x] (..., d)."""
-        th, s2 = self._ts(t, schedule)
-        return _batched(_dm_post_stack, self._params, self._check_x(x), th, s2)
-
     def sample(self, key, t, schedule, n: int):
         """n samples of x_t; returns (n, d)."""
         th, s2 = self._ts(t, schedule)
         k1, k2 = jax.random.split(key)
         j = jax.random.choice(k1, self.points.shape[0], (n,), p=self.weights)
         return th * self.points[j] + jnp.sqrt(s2) * jax.random.normal(k2, (n, self.dim))
-
-
-def _dm_post_stack(Y, logw, ysq, x, theta, s2):
-    r, m = _dm_posterior(Y, logw, ysq, x, theta, s2)
-    return jnp.concatenate([r, m])
 
 
 class GaussianMixture(_Mixture):
@@ -266,7 +269,7 @@ class GaussianMixture(_Mixture):
         1
     """
 
-    _k = {"log_prob": _gm_log_prob, "score": _gm_score, "hessian": _gm_hessian, "hvp": _gm_hvp}
+    _k = {"log_prob": _gm_log_prob, "score": _gm_score, "hessian": _gm_hessian, "hvp": _gm_hvp, "resp": _gm_resp}
 
     def __init__(self, means, covariances, weights=None):
         M = check_finite_array("means", means)

@@ -1,0 +1,163 @@
+r"""The generative dynamics of the eta family, its potential, and a simulator with the exact score.
+
+Generation runs in forward time from T down to 0 (DESIGN.md); with s = -t,
+
+    dx = [ -f(x, t) + (1 + eta^2)/2 g^2(t) grad log p_t(x) ] ds + eta g(t) dW,
+
+eta = 1 the reverse SDE, eta = 0 the probability-flow ODE. The drift is -grad u_eta with
+
+    u_eta(x, t) = -(1 + eta^2)/2 g^2 log p_t(x) + a(t) |x|^2 / 2     (f = a x).
+
+For VP and eta = 1 this is the paper's u = beta(t) (-log p_t(x) - |x|^2 / 4).
+
+Example:
+    >>> import numpy as np
+    >>> from theory import DeltaMixture, VPLinear, drift
+    >>> drift(DeltaMixture([[-1.0], [1.0]]), VPLinear(), np.array([0.0]), 0.5).tolist()
+    [0.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory._checks import check_eta, check_in_range
+from theory.schedules import Schedule
+
+__all__ = [
+    "drift",
+    "potential",
+    "data_potential",
+    "drift_jacobian",
+    "simulate",
+    "Trajectories",
+    "commitment",
+]
+
+
+def _coeffs(schedule: Schedule, t, eta):
+    """(a, (1 + eta^2)/2 g^2) at t: drift = -a x + k score."""
+    return schedule.a(t), 0.5 * (1.0 + eta**2) * schedule.g2(t)
+
+
+def drift(data, schedule: Schedule, x, t, eta: float = 1.0):
+    """Generative drift -f + (1 + eta^2)/2 g^2 grad log p_t; x (..., d) -> (..., d)."""
+    eta = check_eta(eta)
+    a, k = _coeffs(schedule, t, eta)
+    x = jnp.asarray(x, dtype=jnp.float64)
+    return -jnp.asarray(a)[..., None] * x + jnp.asarray(k)[..., None] * data.score(x, t, schedule)
+
+
+def potential(data, schedule: Schedule, x, t, eta: float = 1.0):
+    """u_eta(x, t) = -(1 + eta^2)/2 g^2 log p_t(x) + a |x|^2 / 2, up to a constant in x; -> (...)."""
+    eta = check_eta(eta)
+    a, k = _coeffs(schedule, t, eta)
+    x = jnp.asarray(x, dtype=jnp.float64)
+    return -k * data.log_prob(x, t, schedule) + 0.5 * a * jnp.sum(x**2, axis=-1)
+
+
+def data_potential(data, schedule: Schedule, x, t):
+    """-log p_t(x), the potential of the data alone (its convexity defines speciation)."""
+    return -data.log_prob(x, t, schedule)
+
+
+def drift_jacobian(data, schedule: Schedule, x, t, eta: float = 1.0):
+    """d drift / dx = -a I + (1 + eta^2)/2 g^2 Hess log p_t (symmetric: minus Hess u_eta); -> (..., d, d)."""
+    eta = check_eta(eta)
+    a, k = _coeffs(schedule, t, eta)
+    H = data.hessian(x, t, schedule)
+    eye = jnp.eye(H.shape[-1])
+    return -jnp.asarray(a)[..., None, None] * eye + jnp.asarray(k)[..., None, None] * H
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """Simulated paths: ``t`` (K + 1,) decreasing forward times, ``x`` (K + 1, n, d)."""
+
+    t: np.ndarray
+    x: np.ndarray
+
+
+def simulate(
+    data,
+    schedule: Schedule,
+    n: int,
+    *,
+    eta: float = 1.0,
+    n_steps: int = 1000,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    method: str = "euler",
+    seed: int = 0,
+    x_start=None,
+) -> Trajectories:
+    """Integrate the eta family with the exact score from t_start down to t_end.
+
+    Steps are uniform in t: t_k = t_start - k (t_start - t_end) / n_steps. Euler-Maruyama:
+    x_{k+1} = x_k + h b(x_k, t_k) + eta g(t_k) sqrt(h) xi_k. Heun: the same predictor, then the
+    trapezoidal drift (b(x_k, t_k) + b(x~, t_{k+1})) / 2 with the same noise (exact-order 2 for the
+    ODE, eta = 0). The start is drawn from the exact marginal p_{t_start} unless ``x_start`` (n, d)
+    is given. Defaults: t_start = T, t_end = 1e-3 T (the score of a finite data set blows up at 0).
+
+    Returns ``Trajectories`` with x of shape (n_steps + 1, n, d).
+    """
+    eta = check_eta(eta)
+    if method not in ("euler", "heun"):
+        raise ValueError(f"method must be 'euler' or 'heun'; got {method!r}")
+    if int(n_steps) != n_steps or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
+    T = schedule.T
+    t_start = T if t_start is None else float(t_start)
+    t_end = 1e-3 * T if t_end is None else float(t_end)
+    check_in_range("t_start", t_start, 0.0, T)
+    check_in_range(f"t_end (below t_start={t_start})", t_end, 0.0, t_start, open_hi=True)
+    if not np.isfinite(float(schedule.g2(t_start))):
+        raise ValueError(f"g^2 is infinite at t_start={t_start} for {schedule!r}; start below T")
+    key_start, key_noise = jax.random.split(jax.random.PRNGKey(seed))
+    if x_start is None:
+        x0 = data.sample(key_start, t_start, schedule, int(n))
+    else:
+        x0 = jnp.asarray(x_start, dtype=jnp.float64)
+        if x0.shape != (int(n), data.dim):
+            raise ValueError(f"x_start must have shape ({n}, {data.dim}); got {x0.shape}")
+    ts = jnp.linspace(t_start, t_end, int(n_steps) + 1)
+    h = (t_start - t_end) / n_steps
+
+    def b(x, t):
+        a = schedule.a(t)
+        k = 0.5 * (1.0 + eta**2) * schedule.g2(t)
+        th, s2 = schedule.theta(t), schedule.sigma2(t)
+        return -a * x + k * jax.vmap(lambda xi: data.score_ts(xi, th, s2))(x)
+
+    def step(x, inputs):
+        t0, t1, key = inputs
+        noise = eta * jnp.sqrt(schedule.g2(t0) * h) * jax.random.normal(key, x.shape)
+        b0 = b(x, t0)
+        x_pred = x + h * b0 + noise
+        x_new = x + 0.5 * h * (b0 + b(x_pred, t1)) + noise if method == "heun" else x_pred
+        return x_new, x_new
+
+    keys = jax.random.split(key_noise, int(n_steps))
+    _, xs = jax.lax.scan(jax.jit(step), x0, (ts[:-1], ts[1:], keys))
+    return Trajectories(t=np.asarray(ts), x=np.asarray(jnp.concatenate([x0[None], xs])))
+
+
+def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, labels=None, every: int = 10):
+    """Probability that the basin a sample is in at time t is the one it ends in.
+
+    At each kept time t_k (every ``every``-th step), each sample is carried to its attractor by the
+    frozen-time gradient flow of u_eta (``theory.fixed_points.descend``), and the attractor is
+    labelled by the data point (or component) with the largest posterior weight there, mapped
+    through ``labels`` (length N; default: the point's index). The final label is read the same
+    way at the last time. Returns (t (M,), p (M,)).
+    """
+    from theory.fixed_points import attractor_labels
+
+    idx = np.arange(0, len(traj.t), int(every))
+    final = attractor_labels(data, schedule, traj.x[-1], traj.t[-1], eta, labels)
+    p = [np.mean(attractor_labels(data, schedule, traj.x[i], traj.t[i], eta, labels) == final) for i in idx]
+    return traj.t[idx], np.asarray(p)

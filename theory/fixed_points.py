@@ -1,0 +1,557 @@
+r"""Fixed points of the generative drift, their stability, and the bifurcations met in generation.
+
+At a frozen time t the fixed points of the eta family solve drift = 0. Dividing the drift by
+(1 + eta^2)/2 g^2 > 0 changes neither the fixed points nor the signs of the Jacobian's
+eigenvalues, so the engine works with the reduced drift and Jacobian
+
+    R(x) = grad log p_t(x) - c x,     Hred(x) = Hess log p_t(x) - c I,     c = 2 a / ((1 + eta^2) g^2),
+
+the gradient and Hessian of -u_red, u_red = -log p_t + c |x|^2 / 2. For VP, c = -1/(1 + eta^2)
+at every t; for VE, c = 0 (the fixed points are the modes of p_t). A fixed point is stable in
+the generative direction iff every eigenvalue of Hred is negative.
+
+How fixed points are found, with no hand-picked guesses: seeds are the centre kappa E[y] and the
+data attractors kappa y_j (kappa = theta / (1 + c sigma^2), where x = kappa E[y | x] holds at a
+fixed point of a finite data set); each seed descends u_red by majorise-minimise steps
+x <- x + R(x) / L with L >= the largest eigenvalue of -Hred (for a finite data set this is the
+exact fixed-point iteration x <- kappa E[y | x], which never increases u_red); the limits are
+polished by Newton, deduplicated and classified by the eigenvalues of Hred. Unstable fixed points
+come from Newton started at the centre and at midpoints between attractors; in 1D every fixed
+point is found by bracketing the sign changes of R on a grid covering kappa [min y, max y].
+
+Bifurcations are located by continuation in t: a branch is carried by Newton steps whose size
+halves whenever the next point fails to be a stable fixed point, until the step is below
+``tol_t``; the branch's end is where it loses stability (pitchfork) or ceases to exist
+(saddle-node).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from theory._checks import check_eta, check_in_range
+from theory.schedules import DDPM, Schedule
+
+__all__ = [
+    "FixedPoint",
+    "CriticalTime",
+    "SpeciationTime",
+    "BifurcationDiagram",
+    "fixed_points",
+    "critical_time",
+    "speciation_time",
+    "bifurcation_diagram",
+    "descend",
+    "attractor_labels",
+]
+
+DENSE_MAX = 400  # above this dimension: Hessian-vector products, GMRES and Lanczos
+
+
+# --- jitted kernels, one set per data family --------------------------------------------------
+@lru_cache(maxsize=None)
+def _ops(kernels: tuple):
+    score, hess, hvp, resp = kernels
+
+    def R1(p, x, th, s2, c):
+        return score(*p, x, th, s2) - c * x
+
+    def H1(p, x, th, s2, c):
+        return hess(*p, x, th, s2) - c * jnp.eye(x.shape[0])
+
+    def descend(p, X, th, s2, c, L, tol, max_iter, r_max):
+        def cond(state):
+            _, res, it = state
+            return (it < max_iter) & jnp.any(res > tol)
+
+        def body(state):
+            X, _, it = state
+            Rx = jax.vmap(R1, (None, 0, None, None, None))(p, X, th, s2, c)
+            Xn = X + Rx / L
+            Xn = jnp.where(jnp.linalg.norm(Xn, axis=1, keepdims=True) > r_max, X, Xn)  # freeze runaways
+            return Xn, jnp.linalg.norm(Rx, axis=1) / L, it + 1
+
+        X, res, it = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf), 0))
+        return X, res
+
+    def newton_dense(p, X, th, s2, c, n_iter):
+        def one(x):
+            def body(_, x):
+                return x - jnp.linalg.solve(H1(p, x, th, s2, c), R1(p, x, th, s2, c))
+
+            return jax.lax.fori_loop(0, n_iter, body, x)
+
+        return jax.vmap(one)(X)
+
+    return {
+        "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
+        "H": jax.jit(H1),
+        "Hv": jax.jit(lambda p, x, v, th, s2, c: hvp(*p, x, v, th, s2) - c * v),
+        "resp": jax.jit(jax.vmap(lambda p, x, th, s2: resp(*p, x, th, s2), (None, 0, None, None))),
+        "descend": jax.jit(descend),
+        "newton": jax.jit(newton_dense, static_argnums=5),
+    }
+
+
+class _Problem:
+    """Data + schedule + eta (or an explicit c) at frozen times: residuals, Hessians, solvers."""
+
+    def __init__(self, data, schedule: Schedule, eta: float | None, c_override: float | None = None):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a theory Schedule; got {type(schedule).__name__}")
+        self.data, self.schedule = data, schedule
+        self.eta = None if eta is None else check_eta(eta)
+        self.c_override = c_override
+        k = data._k
+        self.ops = _ops((k["score"], k["hessian"], k["hvp"], k["resp"]))
+        self.p = data._params
+        self.d = data.dim
+        means = np.asarray(data.means)
+        self.scale = float(np.max(np.linalg.norm(means, axis=1))) + math.sqrt(
+            max(data.min_component_variance(), 0.0) * self.d
+        )
+        self.lam_min = data.min_component_variance()
+
+    def coeffs(self, t):
+        """(theta, sigma^2, c) at t."""
+        s = self.schedule
+        th, s2 = float(s.theta(t)), float(s.sigma2(t))
+        if self.c_override is not None:
+            return th, s2, self.c_override
+        return th, s2, float(2.0 * s.a(t) / ((1.0 + self.eta**2) * s.g2(t)))
+
+    def kappa(self, t):
+        th, s2, c = self.coeffs(t)
+        return th / (1.0 + c * s2)
+
+    def tol_res(self, t):
+        """Residual tolerance on |R|: R is a score, of size |x| / sigma^2."""
+        return 1e-10 * (1.0 + self.scale) / self.coeffs(t)[1]
+
+    def residual(self, X, t):
+        return np.asarray(self.ops["R"](self.p, jnp.atleast_2d(X), *self.coeffs(t)))
+
+    def descend(self, X, t, max_iter=5000, tol=None):
+        th, s2, c = self.coeffs(t)
+        L = 1.0 / (th**2 * self.lam_min + s2) + max(c, 0.0)
+        tol = 1e-9 * (1.0 + self.scale) if tol is None else tol
+        r_max = 10.0 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
+        X, res = self.ops["descend"](self.p, jnp.asarray(X), th, s2, c, L, tol, max_iter, r_max)
+        return np.asarray(X), np.asarray(res)
+
+    def newton(self, X, t, n_iter=8):
+        """Newton on R = 0 from each row of X; returns (X, converged mask)."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if self.d <= DENSE_MAX:
+            Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter))
+        else:
+            Xn = np.stack([self._newton_krylov(x, t, n_iter) for x in X])
+        ok = np.all(np.isfinite(Xn), axis=1)
+        res = np.full(len(Xn), np.inf)
+        res[ok] = np.linalg.norm(self.residual(Xn[ok], t), axis=1) if ok.any() else []
+        return Xn, ok & (res <= self.tol_res(t))
+
+    def _newton_krylov(self, x, t, n_iter):
+        th, s2, c = self.coeffs(t)
+        x = jnp.asarray(x)
+        for _ in range(n_iter):
+            r = self.ops["R"](self.p, x[None], th, s2, c)[0]
+            if float(jnp.linalg.norm(r)) <= self.tol_res(t):
+                break
+            op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.asarray(
+                self.ops["Hv"](self.p, x, jnp.asarray(v), th, s2, c)))
+            dx, _ = spla.gmres(op, -np.asarray(r), rtol=1e-12, maxiter=200)
+            x = x + jnp.asarray(dx)
+        return np.asarray(x)
+
+    def eig(self, x, t, k=1):
+        """(eigenvalues of Hred ascending, eigenvectors); all of them when d <= DENSE_MAX, else top k."""
+        th, s2, c = self.coeffs(t)
+        if self.d <= DENSE_MAX:
+            w, V = np.linalg.eigh(np.asarray(self.ops["H"](self.p, jnp.asarray(x), th, s2, c)))
+            return w, V
+        shift = 1.0 / s2 + c  # Hred + shift I = theta^2 Cov / sigma^4 >= 0 for a finite data set
+        xj = jnp.asarray(x)
+        op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.asarray(
+            self.ops["Hv"](self.p, xj, jnp.asarray(v), th, s2, c)) + shift * v)
+        w, V = spla.eigsh(op, k=k, which="LA", tol=1e-12)
+        order = np.argsort(w)
+        return w[order] - shift, V[:, order]
+
+    def stable(self, x, t):
+        w, _ = self.eig(x, t)
+        return bool(w[-1] < -1e-12 / self.coeffs(t)[1])
+
+    def seeds(self, t, n_seeds, seed=0):
+        """The centre kappa E[y] and data attractors kappa y_j (a farthest-point subset if N > n_seeds)."""
+        means = np.asarray(self.data.means)
+        idx = _farthest_points(means, n_seeds, seed) if len(means) > n_seeds else np.arange(len(means))
+        centre = np.asarray(self.data.mean())[None]
+        return self.kappa(t) * np.concatenate([centre, means[idx]])
+
+    def dedup(self, X):
+        tol = 1e-7 * (1.0 + self.scale)
+        kept = []
+        for x in X:
+            if all(np.linalg.norm(x - y) > tol for y in kept):
+                kept.append(x)
+        return np.array(kept).reshape(-1, self.d)
+
+    def stable_points(self, t, n_seeds, extra=None):
+        """All attractors reached from the seeds (and the rows of ``extra``), polished and deduplicated."""
+        X = self.seeds(t, n_seeds)
+        if extra is not None and len(extra):
+            X = np.concatenate([X, extra])
+        X, _ = self.descend(X, t)
+        Xp, ok = self.newton(X, t)
+        X = np.where(ok[:, None], Xp, X)
+        X = self.dedup(X[np.all(np.isfinite(X), axis=1)])
+        return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
+
+    def continue_branch(self, x0, t0, t1, accept, tol_t):
+        """Carry a fixed point from t0 towards t1 while ``accept(x, t)``; halve the step on failure.
+
+        Returns (x, t, reached): the last accepted point, its time, and whether t1 was reached.
+        """
+        x, t, h = np.asarray(x0, dtype=np.float64), float(t0), float(t1) - float(t0)
+        while abs(h) > tol_t:
+            t_try = t + h
+            if (h < 0 and t_try < t1) or (h > 0 and t_try > t1):
+                t_try, h = float(t1), float(t1) - t
+            xn, ok = self.newton(x[None], t_try)
+            if ok[0] and accept(xn[0], t_try):
+                x, t = xn[0], t_try
+                if t == t1:
+                    return x, t, True
+                h *= 2.0
+            else:
+                h *= 0.5
+        return x, t, False
+
+
+def _farthest_points(P, n, seed):
+    """Deterministic farthest-point subset of the rows of P (the first one chosen by ``seed``)."""
+    rng = np.random.default_rng(seed)
+    idx = [int(rng.integers(len(P)))]
+    dist = np.linalg.norm(P - P[idx[0]], axis=1)
+    for _ in range(n - 1):
+        idx.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(P - P[idx[-1]], axis=1))
+    return np.array(idx)
+
+
+def _scale_eig(prob: _Problem, t, w):
+    """Eigenvalues of Hred -> eigenvalues of the drift Jacobian ((1 + eta^2)/2 g^2 Hred)."""
+    if prob.eta is None:
+        return w
+    return np.asarray(w) * 0.5 * (1.0 + prob.eta**2) * float(prob.schedule.g2(t))
+
+
+# --- public results ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixedPoint:
+    """A fixed point x (d,) of the drift at time t, its drift-Jacobian eigenvalues, and stability.
+
+    ``eigenvalues`` are all d eigenvalues (ascending) when d <= 400, else the largest one.
+    """
+
+    x: np.ndarray
+    eigenvalues: np.ndarray
+    stable: bool
+
+
+@dataclass(frozen=True)
+class CriticalTime:
+    """The first bifurcation met in the generative direction (t decreasing from T).
+
+    Attributes:
+        t, theta, sigma, snr, ou_time: where it happens (forward time; OU time s = 1/2 ln(1 + 1/snr)).
+        kind: "pitchfork" (the centre loses stability and the new attractors are born from it),
+            "saddle-node" (new attractors appear away from the centre), or "none" (no bifurcation
+            in (t_min, T]; then ``message`` says why and the numbers are nan).
+        x: the bifurcation point (d,); direction: the unit eigenvector of the zero eigenvalue there.
+        centre_t, centre_theta: where the branch continued from the centre at T loses stability
+            (nan if it never does above t_min).
+        step, generative_step: for a DDPM schedule, the last forward step past the bifurcation,
+            max{k : theta_k > theta_c}, and N - step; None otherwise.
+    """
+
+    t: float
+    theta: float
+    sigma: float
+    snr: float
+    ou_time: float
+    kind: str
+    x: np.ndarray
+    direction: np.ndarray
+    centre_t: float
+    centre_theta: float
+    eta: float
+    step: int | None = None
+    generative_step: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SpeciationTime:
+    """Where -log p_t loses convexity at the centre (the mode continued from T), with the
+    Biroli et al. (2024) estimate t_S = 1/2 ln Lambda in OU time (Lambda: top eigenvalue of the
+    data covariance), mapped to this schedule's time through the SNR."""
+
+    t: float
+    theta: float
+    snr: float
+    ou_time: float
+    biroli_ou_time: float
+    biroli_t: float
+    Lambda: float
+
+
+@dataclass
+class BifurcationDiagram:
+    """Fixed points over a time grid: ``t`` (M,), and per time a list of FixedPoint."""
+
+    t: np.ndarray
+    points: list = field(default_factory=list)
+
+
+# --- public functions --------------------------------------------------------------------------
+def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seeds: int = 256) -> list[FixedPoint]:
+    """All fixed points of the eta-family drift at forward time t, with eigenvalues and stability.
+
+    In 1D the set is exhaustive (sign changes of the drift on a fine grid, refined by Newton);
+    in higher dimension it holds the attractors reached from the seeds and the unstable points
+    found by Newton from the centre and from midpoints between attractors. Sorted by x[0].
+
+    Example:
+        >>> import numpy as np
+        >>> from theory import DeltaMixture, VPLinear, fixed_points
+        >>> [round(float(p.x[0]), 6) for p in fixed_points(DeltaMixture([[-1.0], [1.0]]), VPLinear(), 0.1)]
+        [-0.951..., 0.0, 0.951...]
+    """
+    schedule.check_t(t)
+    prob = _Problem(data, schedule, eta)
+    t = float(t)
+    stable = prob.stable_points(t, n_seeds)
+    if prob.d == 1:
+        X = _roots_1d(prob, t)
+    else:
+        cand = [prob.seeds(t, 1)[:1]]
+        if len(stable) > 1:
+            i, j = np.triu_indices(len(stable), 1)
+            cand.append(0.5 * (stable[i] + stable[j])[:200])
+        Xn, ok = prob.newton(np.concatenate(cand), t, n_iter=30)
+        X = np.concatenate([stable, Xn[ok]])
+    out = []
+    for x in prob.dedup(X):
+        w, _ = prob.eig(x, t)
+        out.append(FixedPoint(x=x, eigenvalues=_scale_eig(prob, t, w), stable=bool(w[-1] < 0)))
+    return sorted(out, key=lambda p: float(p.x[0]))
+
+
+def _roots_1d(prob: _Problem, t, n_grid=4001):
+    k = prob.kappa(t)
+    means = np.asarray(prob.data.means)[:, 0]
+    th = float(prob.schedule.theta(t))
+    pad = 1e-6 + 8.0 * math.sqrt(prob.lam_min) * th * abs(k)
+    lo, hi = k * means.min() - pad, k * means.max() + pad
+    if lo > hi:
+        lo, hi = hi, lo
+    grid = np.linspace(lo, hi, n_grid)
+    R = prob.residual(grid[:, None], t)[:, 0]
+    roots = list(grid[R == 0])
+    brackets = np.nonzero(np.sign(R[:-1]) * np.sign(R[1:]) < 0)[0]
+    from scipy.optimize import brentq
+
+    f = lambda x: float(prob.residual(np.array([[x]]), t)[0, 0])  # noqa: E731
+    roots += [brentq(f, grid[i], grid[i + 1], xtol=1e-15, rtol=1e-15) for i in brackets]
+    return np.array(sorted(roots)).reshape(-1, 1)
+
+
+def bifurcation_diagram(data, schedule: Schedule, ts, eta: float = 1.0, *, n_seeds: int = 256) -> BifurcationDiagram:
+    """``fixed_points`` at every time of ``ts`` (any order); vectorised over seeds at each time."""
+    ts = np.asarray(ts, dtype=np.float64)
+    schedule.check_t(ts, "ts")
+    return BifurcationDiagram(t=ts, points=[fixed_points(data, schedule, t, eta, n_seeds=n_seeds) for t in ts])
+
+
+def _time_grid(schedule: Schedule, t_min: float, n_grid: int):
+    """Times from T down to t_min, uniform in log-SNR (where the structure changes)."""
+    lo, hi = float(schedule.log_snr(schedule.T)), float(schedule.log_snr(t_min))
+    grid = np.exp(np.linspace(lo, hi, n_grid))
+    ts = np.asarray(schedule.t_from_snr(grid[1:-1]))
+    return np.concatenate([[schedule.T], ts, [t_min]])
+
+
+def critical_time(
+    data,
+    schedule: Schedule,
+    eta: float = 1.0,
+    *,
+    t_min: float | None = None,
+    n_grid: int = 64,
+    n_seeds: int = 256,
+    tol_t: float = 1e-13,
+) -> CriticalTime:
+    """The first bifurcation of the fixed-point set in the generative direction (DESIGN.md).
+
+    Scans a grid uniform in log-SNR from T down to ``t_min`` (default 1e-4 T) for the first time
+    with a second stable fixed point, then locates the bifurcation inside that grid cell by
+    continuation to ``tol_t`` in t: the centre branch's loss of stability (pitchfork) or the
+    birth of a new attractor away from the centre (saddle-node), whichever comes first.
+
+    Example:
+        >>> import numpy as np
+        >>> from theory import DeltaMixture, VPLinear, critical_time
+        >>> ct = critical_time(DeltaMixture([[-1.0], [1.0]]), VPLinear())
+        >>> ct.kind, round(ct.theta, 10), round(ct.t, 10)
+        ('pitchfork', 0.6435942529, 0.2926416543)
+    """
+    eta = check_eta(eta)
+    prob = _Problem(data, schedule, eta)
+    return _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t)
+
+
+def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
+    T = schedule.T
+    t_min = 1e-4 * T if t_min is None else float(t_min)
+    check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
+    ts = _time_grid(schedule, t_min, n_grid)
+    nan = float("nan")
+
+    def result(kind, t, x, direction, centre_t, message=""):
+        th = float(schedule.theta(t)) if np.isfinite(t) else nan
+        ct = float(schedule.theta(centre_t)) if np.isfinite(centre_t) else nan
+        step = gen = None
+        if isinstance(schedule, DDPM) and np.isfinite(th):
+            step = schedule.forward_step(th)
+            gen = schedule.n_steps - step
+        snr = float(schedule.snr(t)) if np.isfinite(t) else nan
+        return CriticalTime(
+            t=float(t), theta=th, sigma=float(schedule.sigma(t)) if np.isfinite(t) else nan, snr=snr,
+            ou_time=float(schedule.ou_time(t)) if np.isfinite(t) else nan, kind=kind, x=x,
+            direction=direction, centre_t=float(centre_t), centre_theta=ct, eta=eta,
+            step=step, generative_step=gen, message=message,
+        )
+
+    empty = np.full(prob.d, nan)
+    start = prob.stable_points(ts[0], n_seeds)
+    if len(start) >= 2:
+        return result("none", nan, empty, empty, nan,
+                      f"already {len(start)} stable fixed points at t = T = {T}: no bifurcation in (t_min, T]")
+
+    # The centre branch: carried cell by cell from the unique attractor at T until it loses stability.
+    centre_t, path = nan, []  # path: (t, x) points of the centre branch, t decreasing
+    if len(start) == 1:
+        path.append((ts[0], start[0]))
+        for i in range(1, len(ts)):
+            x, t, reached = prob.continue_branch(path[-1][1], ts[i - 1], ts[i], prob.stable, tol_t)
+            path.append((t, x))
+            if not reached:
+                centre_t = t
+                break
+
+    # Scan for the first grid time with a second attractor.
+    prev = start
+    for i in range(1, len(ts)):
+        cur = prob.stable_points(ts[i], n_seeds, extra=prev)
+        if len(cur) >= 2:
+            break
+        prev = cur
+    else:
+        return result("none", nan, empty, empty, centre_t,
+                      f"at most one stable fixed point on the whole grid down to t_min = {t_min}")
+    t_hi, t_lo = ts[i - 1], ts[i]
+
+    def centre_at(t):
+        """The centre branch at t (stable or not): Newton from its nearest recorded point above t."""
+        above = [x for tp, x in path if tp >= t]
+        if not above:
+            return None
+        x, ok = prob.newton(above[-1][None], t, n_iter=30)
+        return x[0] if ok[0] else None
+
+    sep = 1e-6 * (1.0 + prob.scale)
+
+    def new_attractor(x, t):
+        c = centre_at(t)
+        return prob.stable(x, t) and (c is None or np.linalg.norm(x - c) > sep)
+
+    births = []
+    c_lo = centre_at(t_lo)
+    for x in cur:
+        if c_lo is not None and np.linalg.norm(x - c_lo) <= sep:
+            continue  # the centre branch itself
+        xb, tb, reached = prob.continue_branch(x, t_lo, t_hi, new_attractor, tol_t)
+        if not reached:
+            births.append((tb, xb))
+    pf = np.isfinite(centre_t) and t_lo <= centre_t <= t_hi
+    if births:
+        tb, xb = max(births, key=lambda b: b[0])
+    if births and not (pf and tb <= centre_t + 1e-6 * T):
+        w, V = prob.eig(xb, tb)
+        return result("saddle-node", tb, xb, V[:, -1], centre_t)
+    if pf:
+        xc = path[-1][1]
+        w, V = prob.eig(xc, centre_t)
+        return result("pitchfork", centre_t, xc, V[:, -1], centre_t)
+    raise RuntimeError(  # pragma: no cover  (a grid cell with a new attractor but no located birth)
+        f"second attractor found at t={t_lo} but its birth could not be located in ({t_lo}, {t_hi}]"
+    )
+
+
+def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol_t: float = 1e-13) -> SpeciationTime:
+    """Where -log p_t loses convexity at the centre, and the Biroli et al. estimate.
+
+    The centre is the mode of p_t continued from t = T (for centred symmetric data, x = 0); its
+    loss of convexity is where Hess log p_t first gets a zero eigenvalue there. For centred
+    equal-norm data: theta^2 lambda_max = sigma^2. Biroli et al.: t_S = 1/2 ln Lambda in OU time.
+    """
+    T = schedule.T
+    t_min = 1e-4 * T if t_min is None else float(t_min)
+    check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
+    prob = _Problem(data, schedule, None, c_override=0.0)
+    start = prob.stable_points(T, 64)
+    nan = float("nan")
+    t = nan
+    if len(start) == 1:
+        _, tc, reached = prob.continue_branch(start[0], T, t_min, prob.stable, tol_t)
+        t = nan if reached else tc
+    Lam = float(np.linalg.eigvalsh(np.asarray(data.covariance()))[-1])
+    s_biroli = 0.5 * math.log(Lam) if Lam > 0 else nan
+    biroli_t = nan
+    if np.isfinite(s_biroli) and s_biroli > 0:
+        snr_b = 1.0 / math.expm1(2.0 * s_biroli)  # OU: theta = e^{-s}, sigma^2 = 1 - e^{-2s}
+        if float(schedule.snr(T)) <= snr_b <= float(schedule.snr(t_min)):
+            biroli_t = float(schedule.t_from_snr(snr_b))
+    ok = np.isfinite(t)
+    return SpeciationTime(
+        t=t, theta=float(schedule.theta(t)) if ok else nan, snr=float(schedule.snr(t)) if ok else nan,
+        ou_time=float(schedule.ou_time(t)) if ok else nan, biroli_ou_time=s_biroli, biroli_t=biroli_t,
+        Lambda=Lam,
+    )
+
+
+def descend(data, schedule: Schedule, X, t, eta: float = 1.0, max_iter: int = 20000):
+    """Carry each row of X (n, d) to its attractor by the frozen-time gradient flow of u_eta at t."""
+    prob = _Problem(data, schedule, eta)
+    schedule.check_t(t)
+    return prob.descend(np.atleast_2d(X), float(t), max_iter=max_iter)[0]
+
+
+def attractor_labels(data, schedule: Schedule, X, t, eta: float = 1.0, labels=None):
+    """Label of the attractor each row of X flows to at t: the point/component with the largest
+    posterior weight there, mapped through ``labels`` (default: its index)."""
+    prob = _Problem(data, schedule, eta)
+    schedule.check_t(t)
+    A, _ = prob.descend(np.atleast_2d(X), float(t))
+    r = np.asarray(prob.ops["resp"](prob.p, jnp.asarray(A), *prob.coeffs(float(t))[:2]))
+    j = np.argmax(r, axis=1)
+    return j if labels is None else np.asarray(labels)[j]
