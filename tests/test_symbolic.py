@@ -139,19 +139,21 @@ def test_speciation_theta():
     assert ts**2 * lv == pytest.approx(1 - ts**2, rel=1e-14)
     en = S.lambdify(S.equal_norm_theta_c(), (lam, eta))
     assert en(lv, 1e4) == pytest.approx(ts, rel=1e-6)  # eta -> infinity limit
-    assert en(lv, 1.0) > ts
+    assert en(lv, 0.5) < en(lv, 1.0) < en(lv, 2.0) < ts  # the centre destabilises before convexity is lost
 
 
 # --- two-Gaussian mixture ------------------------------------------------------------------------
-@pytest.mark.parametrize("mv, vv, ev", [(1.0, 0.25, 1.0), (1.5, 0.5, 0.5), (0.8, 0.1, 2.0), (2.0, 0.3, 0.0)])
+@pytest.mark.parametrize(
+    "mv, vv, ev", [(1.0, 0.25, 1.0), (1.5, 0.5, 0.5), (0.8, 0.1, 2.0), (0.5, 0.3, 0.0), (2.0, 1.5, 1.0)]
+)
 def test_two_gaussian_theta_c(mv, vv, ev):
     assert (1 + ev**2) * mv**2 > vv * (1 + ev**2 - vv)  # a transition exists
     tc = float(S.lambdify(S.two_gaussian_theta_c(), (m, v0, eta))(mv, vv, ev))
     assert 0 < tc < 1
     assert abs(fd_u2(tc, mv, ev, vv)) < 1e-7
     assert fd_u2(tc - 0.01, mv, ev, vv) > 0 > fd_u2(tc + 0.01, mv, ev, vv)
-    cond = S.two_gaussian_critical_condition().subs({theta: tc, m: mv, v0: vv, eta: ev})
-    assert float(cond.lhs - cond.rhs) == pytest.approx(0, abs=1e-12)
+    cond = S.two_gaussian_critical_condition()
+    assert S.lambdify(cond.lhs - cond.rhs, (theta, m, v0, eta))(tc, mv, vv, ev) == pytest.approx(0, abs=1e-12)
 
 
 def test_two_gaussian_exact_and_delta_limit():
@@ -160,6 +162,8 @@ def test_two_gaussian_exact_and_delta_limit():
     tg = S.lambdify(S.two_gaussian_theta_c(), (m, v0, eta))
     for av, ev in PAIRS[:4]:
         assert tg(av, 1e-9, ev) == pytest.approx(theta_c(av, ev), rel=1e-7)
+    assert tg(0.5, 0.3, 0.0) == pytest.approx(np.sqrt(0.7 - 0.25) / 0.7, rel=1e-14)  # eta = 0: s = (q - m^2) / q^2
+    assert tg(2.0, 0.3, 0.0) == 0  # eta = 0 and m^2 > 1 - v0: the ODE centre is never stable
 
 
 # --- helpers -------------------------------------------------------------------------------------

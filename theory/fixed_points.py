@@ -185,6 +185,10 @@ class _Problem:
         order = np.argsort(w)
         return w[order] - shift, V[:, order]
 
+    def centre_lipschitz(self):
+        """Bound on |dx/dt| along a smooth branch: a generous multiple of the data scale per unit time."""
+        return 1e3 * (1.0 + self.scale) / self.schedule.T
+
     def stable(self, x, t):
         w, _ = self.eig(x, t)
         return bool(w[-1] < -1e-12 / self.coeffs(t)[1])
@@ -215,18 +219,24 @@ class _Problem:
         X = self.dedup(X[np.all(np.isfinite(X), axis=1)])
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
-    def continue_branch(self, x0, t0, t1, accept, tol_t):
+    def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None):
         """Carry a fixed point from t0 towards t1 while ``accept(x, t)``; halve the step on failure.
 
+        A Newton limit further than ``jump`` from the last point, or (with ``lipschitz``) further than
+        lipschitz |dt|, is another branch, not this one: past a pitchfork Newton started on the
+        centre can land on a child branch, which is O(sqrt|dt|) away.
         Returns (x, t, reached): the last accepted point, its time, and whether t1 was reached.
         """
         x, t, h = np.asarray(x0, dtype=np.float64), float(t0), float(t1) - float(t0)
+        jump = 0.05 * (1.0 + self.scale)
         while abs(h) > tol_t:
             t_try = t + h
             if (h < 0 and t_try < t1) or (h > 0 and t_try > t1):
                 t_try, h = float(t1), float(t1) - t
             xn, ok = self.newton(x[None], t_try)
-            if ok[0] and accept(xn[0], t_try):
+            dx = np.linalg.norm(xn[0] - x)
+            near = dx <= jump and (lipschitz is None or dx <= lipschitz * abs(t_try - t))
+            if ok[0] and near and accept(xn[0], t_try):
                 x, t = xn[0], t_try
                 if t == t1:
                     return x, t, True
@@ -452,7 +462,9 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
     if len(start) == 1:
         path.append((ts[0], start[0]))
         for i in range(1, len(ts)):
-            x, t, reached = prob.continue_branch(path[-1][1], ts[i - 1], ts[i], prob.stable, tol_t)
+            x, t, reached = prob.continue_branch(
+                path[-1][1], ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz()
+            )
             path.append((t, x))
             if not reached:
                 centre_t = t
@@ -522,8 +534,13 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
     nan = float("nan")
     t = nan
     if len(start) == 1:
-        _, tc, reached = prob.continue_branch(start[0], T, t_min, prob.stable, tol_t)
-        t = nan if reached else tc
+        ts = _time_grid(schedule, t_min, 64)
+        x = start[0]
+        for i in range(1, len(ts)):
+            x, tc, reached = prob.continue_branch(x, ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz())
+            if not reached:
+                t = tc
+                break
     Lam = float(np.linalg.eigvalsh(np.asarray(data.covariance()))[-1])
     s_biroli = 0.5 * math.log(Lam) if Lam > 0 else nan
     biroli_t = nan

@@ -186,7 +186,8 @@ def two_gaussian_theta_c():
         q^2 s^2 + s ((1 + eta^2)(q + m^2) - 2 q) - eta^2 = 0,   theta_c = sqrt(s_+).
 
     Valid for v0 != 1 (at v0 = 1 the equation is linear, s = eta^2 / ((1 + eta^2) m^2)); s_+ < 1, i.e. a
-    transition exists, iff (1 + eta^2) m^2 > v0 (1 + eta^2 - v0). v0 -> 0 gives ``two_delta_theta_c`` with a = m.
+    transition exists, iff (1 + eta^2) m^2 > v0 (1 + eta^2 - v0). For eta = 0, s_+ = max(0, q - m^2) / q^2.
+    v0 -> 0 gives ``two_delta_theta_c`` with a = m.
 
     >>> two_gaussian_theta_c().subs({m: 1, v0: sp.Rational(1, 4), eta: 1})
     2/3
