@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg as spla
+from jax.experimental.sparse.linalg import lobpcg_standard
 
 from theory._checks import check_eta, check_in_range
 from theory.schedules import DDPM, Schedule
@@ -52,7 +53,14 @@ __all__ = [
     "attractor_labels",
 ]
 
-DENSE_MAX = 400  # above this dimension: Hessian-vector products, GMRES and Lanczos
+# Eigenvalues: up to EIG_DENSE_MAX, Hred is formed once per fixed point from the posterior
+# covariance (cost N d^2, the same as d Hessian-vector products) and diagonalised; above it, LOBPCG
+# on Hessian-vector products. At d = 784, N = 60,000 (random equal-norm data, 2 cores) the dense
+# route took 1.2 s and LOBPCG 30 s on the clustered spectrum, so dense wins below a few thousand.
+# Newton steps solve with the dense Hessian up to NEWTON_DENSE_MAX, with GMRES on HVPs above it
+# (3 dense Newton steps took 4 s there: each forms a Hessian).
+EIG_DENSE_MAX = 2048
+NEWTON_DENSE_MAX = 256
 
 
 # --- jitted kernels, one set per data family --------------------------------------------------
@@ -81,22 +89,35 @@ def _ops(kernels: tuple):
         X, res, it = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf), 0))
         return X, res
 
-    def newton_dense(p, X, th, s2, c, n_iter):
+    def newton_dense(p, X, th, s2, c, n_iter, tol):
         def one(x):
-            def body(_, x):
-                return x - jnp.linalg.solve(H1(p, x, th, s2, c), R1(p, x, th, s2, c))
+            def cond(state):
+                _, it, res = state
+                return (it < n_iter) & (res > tol)
 
-            return jax.lax.fori_loop(0, n_iter, body, x)
+            def body(state):
+                x, it, _ = state
+                r = R1(p, x, th, s2, c)
+                return x - jnp.linalg.solve(H1(p, x, th, s2, c), r), it + 1, jnp.linalg.norm(r)
+
+            return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
 
         return jax.vmap(one)(X)
 
+    def top_eigs(p, x, th, s2, c, shift, V0):
+        """Largest eigenvalues of Hred by LOBPCG on the PSD operator Hred + shift I (Hessian-vector products)."""
+        op = jax.vmap(lambda v: hvp(*p, x, v, th, s2) - c * v + shift * v, in_axes=1, out_axes=1)
+        w, V, _ = lobpcg_standard(op, V0, m=500, tol=1e-12)
+        return w - shift, V
+
     return {
         "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
+        "top_eigs": jax.jit(top_eigs),
         "H": jax.jit(H1),
         "Hv": jax.jit(lambda p, x, v, th, s2, c: hvp(*p, x, v, th, s2) - c * v),
         "resp": jax.jit(jax.vmap(lambda p, x, th, s2: resp(*p, x, th, s2), (None, 0, None, None))),
         "descend": jax.jit(descend),
-        "newton": jax.jit(newton_dense, static_argnums=5),
+        "newton": jax.jit(newton_dense),
     }
 
 
@@ -118,14 +139,18 @@ class _Problem:
             max(data.min_component_variance(), 0.0) * self.d
         )
         self.lam_min = data.min_component_variance()
+        sch = schedule
+        self._coeff_fn = jax.jit(lambda t: jnp.stack([sch.theta(t), sch.sigma2(t), sch.a(t), sch.g2(t)]))
+        self._coeff_cache = {}
 
     def coeffs(self, t):
-        """(theta, sigma^2, c) at t."""
-        s = self.schedule
-        th, s2 = float(s.theta(t)), float(s.sigma2(t))
-        if self.c_override is not None:
-            return th, s2, self.c_override
-        return th, s2, float(2.0 * s.a(t) / ((1.0 + self.eta**2) * s.g2(t)))
+        """(theta, sigma^2, c) at t (memoised: the continuation asks for the same t many times)."""
+        t = float(t)
+        if t not in self._coeff_cache:
+            th, s2, a, g2 = (float(v) for v in self._coeff_fn(t))
+            c = self.c_override if self.c_override is not None else 2.0 * a / ((1.0 + self.eta**2) * g2)
+            self._coeff_cache[t] = (th, s2, c)
+        return self._coeff_cache[t]
 
     def kappa(self, t):
         th, s2, c = self.coeffs(t)
@@ -149,8 +174,9 @@ class _Problem:
     def newton(self, X, t, n_iter=8):
         """Newton on R = 0 from each row of X; returns (X, converged mask)."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        if self.d <= DENSE_MAX:
-            Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter))
+        if self.d <= NEWTON_DENSE_MAX:
+            # Stop once |R| is 1e3 below the acceptance tolerance: one more step is then at round-off.
+            Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, 1e-3 * self.tol_res(t)))
         else:
             Xn = np.stack([self._newton_krylov(x, t, n_iter) for x in X])
         ok = np.all(np.isfinite(Xn), axis=1)
@@ -165,25 +191,24 @@ class _Problem:
             r = self.ops["R"](self.p, x[None], th, s2, c)[0]
             if float(jnp.linalg.norm(r)) <= self.tol_res(t):
                 break
-            op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.asarray(
+            op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.array(
                 self.ops["Hv"](self.p, x, jnp.asarray(v), th, s2, c)))
-            dx, _ = spla.gmres(op, -np.asarray(r), rtol=1e-12, maxiter=200)
+            dx, _ = spla.gmres(op, -np.array(r), rtol=1e-12, maxiter=200)
             x = x + jnp.asarray(dx)
         return np.asarray(x)
 
     def eig(self, x, t, k=1):
-        """(eigenvalues of Hred ascending, eigenvectors); all of them when d <= DENSE_MAX, else top k."""
+        """(eigenvalues of Hred ascending, eigenvectors); all of them when d <= EIG_DENSE_MAX, else top k."""
         th, s2, c = self.coeffs(t)
-        if self.d <= DENSE_MAX:
+        if self.d <= EIG_DENSE_MAX:
             w, V = np.linalg.eigh(np.asarray(self.ops["H"](self.p, jnp.asarray(x), th, s2, c)))
             return w, V
-        shift = 1.0 / s2 + c  # Hred + shift I = theta^2 Cov / sigma^4 >= 0 for a finite data set
-        xj = jnp.asarray(x)
-        op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.asarray(
-            self.ops["Hv"](self.p, xj, jnp.asarray(v), th, s2, c)) + shift * v)
-        w, V = spla.eigsh(op, k=k, which="LA", tol=1e-12)
-        order = np.argsort(w)
-        return w[order] - shift, V[:, order]
+        # Hess log p_t >= -max_k S_k^{-1} = -1 / (theta^2 lam_min + sigma^2), so this shift makes it PSD.
+        shift = 1.0 / (th**2 * self.lam_min + s2) + c
+        V0 = jax.random.normal(jax.random.PRNGKey(0), (self.d, max(k, 4)))
+        w, V = self.ops["top_eigs"](self.p, jnp.asarray(x), th, s2, c, shift, V0)
+        order = np.argsort(np.asarray(w))[-k:]
+        return np.asarray(w)[order], np.asarray(V)[:, order]
 
     def centre_lipschitz(self):
         """Bound on |dx/dt| along a smooth branch: a generous multiple of the data scale per unit time."""
@@ -200,8 +225,8 @@ class _Problem:
         centre = np.asarray(self.data.mean())[None]
         return self.kappa(t) * np.concatenate([centre, means[idx]])
 
-    def dedup(self, X):
-        tol = 1e-7 * (1.0 + self.scale)
+    def dedup(self, X, rel_tol=1e-7):
+        tol = rel_tol * (1.0 + self.scale)
         kept = []
         for x in X:
             if all(np.linalg.norm(x - y) > tol for y in kept):
@@ -214,9 +239,9 @@ class _Problem:
         if extra is not None and len(extra):
             X = np.concatenate([X, extra])
         X, _ = self.descend(X, t)
+        X = self.dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4)  # merge before the costly polish
         Xp, ok = self.newton(X, t)
-        X = np.where(ok[:, None], Xp, X)
-        X = self.dedup(X[np.all(np.isfinite(X), axis=1)])
+        X = self.dedup(np.where(ok[:, None], Xp, X))
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
     def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None):
@@ -269,7 +294,7 @@ def _scale_eig(prob: _Problem, t, w):
 class FixedPoint:
     """A fixed point x (d,) of the drift at time t, its drift-Jacobian eigenvalues, and stability.
 
-    ``eigenvalues`` are all d eigenvalues (ascending) when d <= 400, else the largest one.
+    ``eigenvalues`` are all d eigenvalues (ascending) when d <= 2048, else the largest one.
     """
 
     x: np.ndarray
@@ -362,7 +387,7 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     out = []
     for x in prob.dedup(X):
         w, _ = prob.eig(x, t)
-        out.append(FixedPoint(x=x, eigenvalues=_scale_eig(prob, t, w), stable=bool(w[-1] < 0)))
+        out.append(FixedPoint(x=x, eigenvalues=_scale_eig(prob, t, w), stable=prob.stable(x, t)))
     return sorted(out, key=lambda p: float(p.x[0]))
 
 
@@ -496,14 +521,21 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
         c = centre_at(t)
         return prob.stable(x, t) and (c is None or np.linalg.norm(x - c) > sep)
 
+    # Each new attractor is carried back up (t increasing) to where it is born: first every one to
+    # a coarse tolerance, then the earliest-born to tol_t.
     births = []
     c_lo = centre_at(t_lo)
+    coarse = max(tol_t, 1e-7 * T)
     for x in cur:
         if c_lo is not None and np.linalg.norm(x - c_lo) <= sep:
             continue  # the centre branch itself
-        xb, tb, reached = prob.continue_branch(x, t_lo, t_hi, new_attractor, tol_t)
+        xb, tb, reached = prob.continue_branch(x, t_lo, t_hi, new_attractor, coarse)
         if not reached:
             births.append((tb, xb))
+    if births:
+        tb, xb = max(births, key=lambda b: b[0])
+        xb, tb, _ = prob.continue_branch(xb, tb, t_hi, new_attractor, tol_t)
+        births = [(tb, xb)]
     pf = np.isfinite(centre_t) and t_lo <= centre_t <= t_hi
     if births:
         tb, xb = max(births, key=lambda b: b[0])
