@@ -14,7 +14,7 @@ from theory.dynamics import (  # noqa: E402
     potential,
     simulate,
 )
-from theory.fixed_points import (  # noqa: E402
+from theory.bifurcations import (  # noqa: E402
     BifurcationDiagram,
     CriticalTime,
     FixedPoint,

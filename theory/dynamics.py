@@ -150,12 +150,12 @@ def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, l
     """Probability that the basin a sample is in at time t is the one it ends in.
 
     At each kept time t_k (every ``every``-th step), each sample is carried to its attractor by the
-    frozen-time gradient flow of u_eta (``theory.fixed_points.descend``), and the attractor is
+    frozen-time gradient flow of u_eta (``theory.bifurcations.descend``), and the attractor is
     labelled by the data point (or component) with the largest posterior weight there, mapped
     through ``labels`` (length N; default: the point's index). The final label is read the same
     way at the last time. Returns (t (M,), p (M,)).
     """
-    from theory.fixed_points import attractor_labels
+    from theory.bifurcations import attractor_labels
 
     idx = np.arange(0, len(traj.t), int(every))
     final = attractor_labels(data, schedule, traj.x[-1], traj.t[-1], eta, labels)

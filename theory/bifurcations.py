@@ -107,7 +107,7 @@ def _ops(kernels: tuple):
     def top_eigs(p, x, th, s2, c, shift, V0):
         """Largest eigenvalues of Hred by LOBPCG on the PSD operator Hred + shift I (Hessian-vector products)."""
         op = jax.vmap(lambda v: hvp(*p, x, v, th, s2) - c * v + shift * v, in_axes=1, out_axes=1)
-        w, V, _ = lobpcg_standard(op, V0, m=500, tol=1e-12)
+        w, V, _ = lobpcg_standard(op, V0, m=300, tol=1e-10)
         return w - shift, V
 
     return {
@@ -205,7 +205,7 @@ class _Problem:
             return w, V
         # Hess log p_t >= -max_k S_k^{-1} = -1 / (theta^2 lam_min + sigma^2), so this shift makes it PSD.
         shift = 1.0 / (th**2 * self.lam_min + s2) + c
-        V0 = jax.random.normal(jax.random.PRNGKey(0), (self.d, max(k, 4)))
+        V0 = jax.random.normal(jax.random.PRNGKey(0), (self.d, max(k, min(4, (self.d - 1) // 5))))
         w, V = self.ops["top_eigs"](self.p, jnp.asarray(x), th, s2, c, shift, V0)
         order = np.argsort(np.asarray(w))[-k:]
         return np.asarray(w)[order], np.asarray(V)[:, order]

@@ -1,0 +1,142 @@
+"""The eta family: drift, potential, Jacobian, fixed points, simulator and commitment."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from theory import (
+    VE,
+    DeltaMixture,
+    GaussianMixture,
+    VPLinear,
+    bifurcation_diagram,
+    commitment,
+    data_potential,
+    drift,
+    drift_jacobian,
+    fixed_points,
+    potential,
+    simulate,
+)
+
+S = VPLinear()
+TWO = DeltaMixture([[-1.0], [1.0]])
+
+
+def two_delta_score(x, t):
+    """Independent closed form: -x/sigma^2 + theta/sigma^2 tanh(theta x / sigma^2)."""
+    th, s2 = float(S.theta(t)), float(S.sigma2(t))
+    return -x / s2 + th / s2 * np.tanh(th * x / s2)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0, 2.5])
+def test_drift_matches_closed_form(eta):
+    x, t = np.linspace(-2, 2, 9)[:, None], 0.4
+    beta = 0.1 + 19.9 * t
+    want = beta / 2 * x[:, 0] + (1 + eta**2) / 2 * beta * two_delta_score(x[:, 0], t)
+    np.testing.assert_allclose(np.asarray(drift(TWO, S, x, t, eta))[:, 0], want, rtol=1e-12, atol=1e-12)
+
+
+def test_paper_potential_for_vp_reverse_sde():
+    # u = beta (-log p_t - x^2/4) up to a constant in x (the paper's eq.), with log p_t from numpy.
+    x, t = np.linspace(-2, 2, 7), 0.35
+    th, s2 = float(S.theta(t)), float(S.sigma2(t))
+    logp = np.logaddexp(-((x - th) ** 2) / (2 * s2), -((x + th) ** 2) / (2 * s2))
+    u_paper = (0.1 + 19.9 * t) * (-logp - x**2 / 4)
+    u = np.asarray(potential(TWO, S, x[:, None], t, 1.0))
+    np.testing.assert_allclose(u - u[0], u_paper - u_paper[0], rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("schedule", [VPLinear(), VE()])
+def test_drift_is_minus_grad_potential_and_jacobian_is_autodiff(schedule):
+    gm = GaussianMixture([[-1.0, 0.5], [1.0, 0.0], [0.0, 1.2]], [[0.1, 0.3], [0.2, 0.2], [0.5, 0.1]], [0.2, 0.5, 0.3])
+    x, t, eta = jnp.array([0.3, -0.4]), 0.3, 0.7
+    grad_u = jax.grad(lambda y: potential(gm, schedule, y, t, eta))(x)
+    np.testing.assert_allclose(drift(gm, schedule, x, t, eta), -grad_u, rtol=1e-10, atol=1e-10)
+    J = jax.jacobian(lambda y: drift(gm, schedule, y, t, eta))(x)
+    np.testing.assert_allclose(drift_jacobian(gm, schedule, x, t, eta), J, rtol=1e-10, atol=1e-10)
+    grad_v = jax.grad(lambda y: data_potential(gm, schedule, y, t))(x)
+    np.testing.assert_allclose(grad_v, -gm.score(x, t, schedule), rtol=1e-12)
+
+
+def test_fixed_points_of_two_deltas_after_the_split():
+    t, eta = 0.15, 1.0
+    pts = fixed_points(TWO, S, t, eta)
+    assert [p.stable for p in pts] == [True, False, True]
+    th, s2 = float(S.theta(t)), float(S.sigma2(t))
+    beta = 0.1 + 19.9 * t
+    for p in pts:  # drift = 0 by the independent closed form
+        assert abs(beta / 2 * p.x[0] + beta * two_delta_score(p.x[0], t)) < 1e-9
+    # Centre eigenvalue: beta/2 + beta (-1/sigma^2 + theta^2/sigma^4), written out.
+    assert abs(pts[1].eigenvalues[0] - (beta / 2 + beta * (-1 / s2 + th**2 / s2**2))) < 1e-9
+    assert pts[0].x[0] == pytest.approx(-pts[2].x[0], abs=1e-12)
+
+
+def test_fixed_points_in_2d_eigenvalues_from_autodiff():
+    gm = GaussianMixture([[-1.0, 0.0], [1.0, 0.2]], [0.05, 0.05])
+    t = 0.1
+    pts = fixed_points(gm, S, t)
+    assert sum(p.stable for p in pts) == 2 and len(pts) == 3
+    for p in pts:
+        H = jax.hessian(lambda y: potential(gm, S, y, t, 1.0))(jnp.asarray(p.x))
+        want = np.sort(-np.linalg.eigvalsh(np.asarray(H)))  # drift Jacobian = -Hess u, ascending
+        np.testing.assert_allclose(p.eigenvalues, want, rtol=1e-8, atol=1e-8)
+
+
+def test_bifurcation_diagram_counts_change_at_theta_c():
+    t_c = float(S.t_from_theta(math.sqrt(math.sqrt(2) - 1)))
+    diag = bifurcation_diagram(TWO, S, [t_c + 0.05, t_c - 0.05])
+    assert [len(p) for p in diag.points] == [1, 3]
+
+
+def gaussian_flow_map(x_T, mu, v0, t, T):
+    """Exact probability-flow ODE map for N(mu, v0) data: affine in x (independent closed form)."""
+    th_t, th_T = float(S.theta(t)), float(S.theta(T))
+    v_t, v_T = th_t**2 * v0 + 1 - th_t**2, th_T**2 * v0 + 1 - th_T**2
+    return th_t * mu + math.sqrt(v_t / v_T) * (x_T - th_T * mu)
+
+
+def test_ode_solvers_converge_at_their_order():
+    gm = GaussianMixture([[0.4]], [0.3])
+    x0 = np.array([[-1.0], [0.5], [2.0]])
+    want = np.array([gaussian_flow_map(x, 0.4, 0.3, 0.05, 1.0) for x in x0[:, 0]])
+    slopes = {}
+    for method in ("euler", "heun"):
+        errs = []
+        steps = [50, 100, 200, 400]
+        for n in steps:
+            tr = simulate(gm, S, 3, eta=0.0, n_steps=n, t_end=0.05, method=method, x_start=x0)
+            errs.append(np.max(np.abs(tr.x[-1, :, 0] - want)))
+        slopes[method] = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert 0.9 < slopes["euler"] < 1.1
+    assert 1.9 < slopes["heun"] < 2.1
+
+
+def test_reverse_sde_reaches_the_diffused_marginal():
+    gm = GaussianMixture([[0.4]], [0.3])
+    n, t_end = 4000, 0.2
+    tr = simulate(gm, S, n, eta=1.0, n_steps=400, t_end=t_end, method="heun", seed=3)
+    th = float(S.theta(t_end))
+    mean, var = th * 0.4, th**2 * 0.3 + 1 - th**2
+    xs = tr.x[-1, :, 0]
+    assert abs(xs.mean() - mean) < 4 * math.sqrt(var / n) + 5e-3  # + the O(h) bias of 400 steps
+    assert abs(xs.var() - var) < 4 * var * math.sqrt(2 / n) + 5e-3
+
+
+def test_simulator_is_seeded():
+    a = simulate(TWO, S, 5, n_steps=20, seed=7).x
+    b = simulate(TWO, S, 5, n_steps=20, seed=7).x
+    c = simulate(TWO, S, 5, n_steps=20, seed=8).x
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_commitment_rises_from_chance_to_one():
+    n = 400
+    tr = simulate(TWO, S, n, n_steps=200, seed=0)
+    t, p = commitment(TWO, S, tr, every=20)
+    assert t[0] == pytest.approx(1.0) and t[-1] < 0.3
+    assert abs(p[0] - 0.5) < 4 * math.sqrt(0.25 / n)  # before the split: one basin, a coin flip
+    assert p[-1] == 1.0
