@@ -1,10 +1,11 @@
 """Shared test setup: float64 everywhere, and the reference schedules and data sets.
 
 Strict numerics (diffrax's conftest also sets ``jax_numpy_rank_promotion = "raise"``): that option
-is left OFF on purpose. The package's own code relies on implicit rank promotion when ``t`` is a
-scalar and ``x`` is batched (``Schedule.f`` in theory/schedules.py, ``drift`` and
-``drift_jacobian`` in theory/dynamics.py all multiply ``a(t)[..., None]`` of shape (1,) by an
-``x`` of shape (..., d)), so "raise" breaks the package rather than the tests.
+is left OFF on purpose, because the package's own code relies on implicit rank promotion:
+``Schedule.f`` (theory/schedules.py) and ``drift`` / ``drift_jacobian`` (theory/dynamics.py) multiply
+``a(t)[..., None]`` of shape (1,) by a batched x of shape (..., d); ``DeltaMixture.covariance`` and
+``GaussianMixture.covariance`` (theory/data.py) subtract a (d,) mean from a (K, d) array. Under
+"raise" these fail, and ``drift`` raises the broadcasting error before its t check.
 """
 
 import jax

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from theory import DDPM, VE, DeltaMixture, GaussianMixture, VPCosine, VPLinear, critical_time, fixed_points
-from theory import speciation_time
+from theory import (
+    DDPM,
+    VE,
+    DeltaMixture,
+    GaussianMixture,
+    VPCosine,
+    VPLinear,
+    critical_time,
+    fixed_points,
+    speciation_time,
+)
 from theory import symbolic as S
 
 THETA_C = math.sqrt(math.sqrt(2.0) - 1.0)  # the paper's 1D example, closed form

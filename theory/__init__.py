@@ -4,16 +4,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from theory.data import DeltaMixture, GaussianMixture  # noqa: E402
-from theory.dynamics import (  # noqa: E402
-    Trajectories,
-    commitment,
-    data_potential,
-    drift,
-    drift_jacobian,
-    potential,
-    simulate,
-)
 from theory.bifurcations import (  # noqa: E402
     BifurcationDiagram,
     CriticalTime,
@@ -25,6 +15,16 @@ from theory.bifurcations import (  # noqa: E402
     descend,
     fixed_points,
     speciation_time,
+)
+from theory.data import DeltaMixture, GaussianMixture  # noqa: E402
+from theory.dynamics import (  # noqa: E402
+    Trajectories,
+    commitment,
+    data_potential,
+    drift,
+    drift_jacobian,
+    potential,
+    simulate,
 )
 from theory.schedules import DDPM, VE, Schedule, VPCosine, VPLinear  # noqa: E402
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,7 @@ NEWTON_DENSE_MAX = 256
 
 
 # --- jitted kernels, one set per data family --------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _ops(kernels: tuple):
     score, hess, hvp, resp = kernels
 
@@ -191,7 +191,7 @@ class _Problem:
             r = self.ops["R"](self.p, x[None], th, s2, c)[0]
             if float(jnp.linalg.norm(r)) <= self.tol_res(t):
                 break
-            op = spla.LinearOperator((self.d, self.d), matvec=lambda v: np.array(
+            op = spla.LinearOperator((self.d, self.d), matvec=lambda v, x=x: np.array(
                 self.ops["Hv"](self.p, x, jnp.asarray(v), th, s2, c)))
             dx, _ = spla.gmres(op, -np.array(r), rtol=1e-12, maxiter=200)
             x = x + jnp.asarray(dx)
@@ -238,10 +238,12 @@ class _Problem:
         X = self.seeds(t, n_seeds)
         if extra is not None and len(extra):
             X = np.concatenate([X, extra])
-        X, _ = self.descend(X, t)
+        # Descent brings each seed into its attractor's basin (slowly near a bifurcation, where the
+        # rate -> 1); Newton finishes the job. Only points where Newton converged are kept.
+        X, _ = self.descend(X, t, max_iter=1000)
         X = self.dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4)  # merge before the costly polish
         Xp, ok = self.newton(X, t)
-        X = self.dedup(np.where(ok[:, None], Xp, X))
+        X = self.dedup(Xp[ok])
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
     def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None):
@@ -368,8 +370,9 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     Example:
         >>> import numpy as np
         >>> from theory import DeltaMixture, VPLinear, fixed_points
-        >>> [round(float(p.x[0]), 6) for p in fixed_points(DeltaMixture([[-1.0], [1.0]]), VPLinear(), 0.1)]
-        [-0.951..., 0.0, 0.951...]
+        >>> pts = fixed_points(DeltaMixture([[-1.0], [1.0]]), VPLinear(), 0.1)
+        >>> [(round(float(p.x[0]), 4) + 0.0, p.stable) for p in pts]
+        [(-0.9985, True), (0.0, False), (0.9985, True)]
     """
     schedule.check_t(t)
     prob = _Problem(data, schedule, eta)
@@ -505,7 +508,7 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
     else:
         return result("none", nan, empty, empty, centre_t,
                       f"at most one stable fixed point on the whole grid down to t_min = {t_min}")
-    t_hi, t_lo = ts[i - 1], ts[i]
+    t_lo = ts[i]
 
     def centre_at(t):
         """The centre branch at t (stable or not): Newton from its nearest recorded point above t."""
@@ -522,21 +525,22 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
         return prob.stable(x, t) and (c is None or np.linalg.norm(x - c) > sep)
 
     # Each new attractor is carried back up (t increasing) to where it is born: first every one to
-    # a coarse tolerance, then the earliest-born to tol_t.
+    # a coarse tolerance, then the earliest-born to tol_t. The search may leave the grid cell: a
+    # seed that descended too slowly at an earlier grid time can have hidden an attractor there.
     births = []
     c_lo = centre_at(t_lo)
     coarse = max(tol_t, 1e-7 * T)
     for x in cur:
         if c_lo is not None and np.linalg.norm(x - c_lo) <= sep:
             continue  # the centre branch itself
-        xb, tb, reached = prob.continue_branch(x, t_lo, t_hi, new_attractor, coarse)
+        xb, tb, reached = prob.continue_branch(x, t_lo, T, new_attractor, coarse)
         if not reached:
             births.append((tb, xb))
     if births:
         tb, xb = max(births, key=lambda b: b[0])
-        xb, tb, _ = prob.continue_branch(xb, tb, t_hi, new_attractor, tol_t)
+        xb, tb, _ = prob.continue_branch(xb, tb, T, new_attractor, tol_t)
         births = [(tb, xb)]
-    pf = np.isfinite(centre_t) and t_lo <= centre_t <= t_hi
+    pf = np.isfinite(centre_t) and centre_t >= t_lo  # the centre has lost stability by t_lo
     if births:
         tb, xb = max(births, key=lambda b: b[0])
     if births and not (pf and tb <= centre_t + 1e-6 * T):
@@ -546,8 +550,9 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
         xc = path[-1][1]
         w, V = prob.eig(xc, centre_t)
         return result("pitchfork", centre_t, xc, V[:, -1], centre_t)
-    raise RuntimeError(  # pragma: no cover  (a grid cell with a new attractor but no located birth)
-        f"second attractor found at t={t_lo} but its birth could not be located in ({t_lo}, {t_hi}]"
+    raise RuntimeError(  # pragma: no cover  (a new attractor whose birth continuation failed)
+        f"a second attractor exists at t={t_lo}, but neither its birth nor a loss of stability of the "
+        f"centre could be located above it; try a finer grid (n_grid) or more seeds (n_seeds)"
     )
 
 
