@@ -41,12 +41,6 @@ def test_schedule_parameters(make, match):
         make()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # pytest.raises: the TypeError's message does not match "beta_min"
-    reason="bug: _checks.check_positive does float(value) unguarded, so VPLinear(beta_min=None) raises "
-    "TypeError 'float() argument must be ...' that does not name beta_min",
-)
 def test_schedule_parameter_wrong_type_names_parameter():
     with pytest.raises(TypeError, match="beta_min"):
         VPLinear(beta_min=None)

@@ -175,29 +175,7 @@ def test_t_from_snr_inverts_snr_inside(name):
 
 @pytest.mark.parametrize(
     "make",
-    [
-        pytest.param(
-            VPLinear,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: VPLinear().t_from_snr(snr(T)) raises; sqrt(snr/(1+snr)) rounds just below theta(T) "
-                "and the range check has no tolerance",
-            ),
-        ),
-        VPCosine,
-        DDPM,
-        VE,
-        pytest.param(
-            lambda: VE(0.02, 100.0),
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: VE(0.02, 100).t_from_snr(snr(T)) raises; 1/sqrt(snr) rounds above sigma_max",
-            ),
-            id="VE(0.02,100)",
-        ),
-    ],
+    [VPLinear, VPCosine, DDPM, VE, pytest.param(lambda: VE(0.02, 100.0), id="VE(0.02,100)")],
 )
 def test_t_from_snr_inverts_snr_at_T(make):
     s = make()
@@ -206,19 +184,7 @@ def test_t_from_snr_inverts_snr_at_T(make):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: for VP schedules snr(0) = inf and t_from_snr(inf) raises (inf/(1+inf) = nan) "
-                "instead of returning 0",
-            ),
-        )
-        for n in VP_NAMES
-    ]
-    + ["VE"],
+    [*VP_NAMES, "VE"],
 )
 def test_t_from_snr_inverts_snr_at_0(name):
     s = MAKE[name]()
@@ -327,12 +293,6 @@ def test_vpcosine_sigma2_near_zero_is_finite_and_positive():
         assert got == pytest.approx(_vpcosine_sigma2_mp(t), rel=1e-3, abs=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: VPCosine.log_theta = log cos phi(t) - log cos phi(0) cancels for small t, so sigma2 "
-    "loses digits (rel. error ~3e-6 at t=1e-10, ~5e-7 at t=1e-8) despite the 'exact near t = 0' docstring",
-)
 def test_vpcosine_sigma2_near_zero_accurate():
     for t in [1e-10, 1e-8]:
         assert float(VPCosine().sigma2(t)) == pytest.approx(_vpcosine_sigma2_mp(t), rel=1e-9, abs=0)
@@ -376,12 +336,6 @@ def test_t_from_theta_vmap_and_grad(name):
     np.testing.assert_allclose(grads, 1.0 / dtheta_dt, rtol=1e-8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=jax.errors.ConcretizationTypeError,
-    reason="bug: Schedule._check_theta calls float(self.theta(self.T)) before check_in_range can skip "
-    "tracers, so t_from_theta / t_from_snr cannot be jitted (ConcretizationTypeError)",
-)
 @pytest.mark.parametrize("name", VP_NAMES)
 def test_t_from_theta_jit(name):
     s = MAKE[name]()

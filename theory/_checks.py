@@ -19,15 +19,22 @@ def check_finite_array(name: str, x) -> np.ndarray:
     return a
 
 
+def _as_float(name: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a real number; got {value!r}") from err
+
+
 def check_positive(name: str, value: float) -> float:
-    v = float(value)
+    v = _as_float(name, value)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return v
 
 
 def check_nonnegative(name: str, value: float) -> float:
-    v = float(value)
+    v = _as_float(name, value)
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     return v

@@ -110,7 +110,27 @@ def _ops(kernels: tuple):
         w, V, _ = lobpcg_standard(op, V0, m=300, tol=1e-10)
         return w - shift, V
 
+    def R_scalar(p, x, th, s2, c):  # 1D: R at a scalar x
+        return score(*p, jnp.reshape(x, (1,)), th, s2)[0] - c * x
+
+    def bisect(p, lo, hi, th, s2, c):  # vectorised bisection of brackets with R(lo) R(hi) < 0
+        R = jax.vmap(R_scalar, (None, 0, 0, 0, 0))
+        f_lo = R(p, lo, th, s2, c)
+
+        def body(_, state):
+            lo, hi, f_lo = state
+            mid = 0.5 * (lo + hi)
+            f_mid = R(p, mid, th, s2, c)
+            left = jnp.sign(f_mid) == jnp.sign(f_lo)
+            return jnp.where(left, mid, lo), jnp.where(left, hi, mid), jnp.where(left, f_mid, f_lo)
+
+        lo, hi, _ = jax.lax.fori_loop(0, 80, body, (lo, hi, f_lo))  # 2^-80 of the bracket: round-off
+        x = 0.5 * (lo + hi)
+        return x, jax.vmap(jax.grad(R_scalar, argnums=1), (None, 0, 0, 0, 0))(p, x, th, s2, c)
+
     return {
+        "R_grid": jax.jit(jax.vmap(jax.vmap(R_scalar, (None, 0, None, None, None)), (None, 0, 0, 0, 0))),
+        "bisect": jax.jit(bisect),
         "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
         "top_eigs": jax.jit(top_eigs),
         "H": jax.jit(H1),
@@ -151,6 +171,14 @@ class _Problem:
             c = self.c_override if self.c_override is not None else 2.0 * a / ((1.0 + self.eta**2) * g2)
             self._coeff_cache[t] = (th, s2, c)
         return self._coeff_cache[t]
+
+    def coeffs_array(self, ts):
+        """(theta, sigma^2, c, k) as arrays over ts; k = (1 + eta^2)/2 g^2 turns Hred into the drift Jacobian."""
+        sch, ts = self.schedule, jnp.asarray(ts, dtype=jnp.float64)
+        th, s2, a, g2 = (np.asarray(v) for v in (sch.theta(ts), sch.sigma2(ts), sch.a(ts), sch.g2(ts)))
+        if self.c_override is not None:
+            return th, s2, np.full_like(th, self.c_override), np.ones_like(th)
+        return th, s2, 2.0 * a / ((1.0 + self.eta**2) * g2), 0.5 * (1.0 + self.eta**2) * g2
 
     def kappa(self, t):
         th, s2, c = self.coeffs(t)
@@ -379,7 +407,7 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     t = float(t)
     stable = prob.stable_points(t, n_seeds)
     if prob.d == 1:
-        X = _roots_1d(prob, t)
+        X = _roots_1d(prob, t)[0][0][:, None]
     else:
         cand = [prob.seeds(t, 1)[:1]]
         if len(stable) > 1:
@@ -394,30 +422,61 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     return sorted(out, key=lambda p: float(p.x[0]))
 
 
-def _roots_1d(prob: _Problem, t, n_grid=4001):
-    k = prob.kappa(t)
-    means = np.asarray(prob.data.means)[:, 0]
-    th = float(prob.schedule.theta(t))
-    pad = 1e-6 + 8.0 * math.sqrt(prob.lam_min) * th * abs(k)
-    lo, hi = k * means.min() - pad, k * means.max() + pad
-    if lo > hi:
-        lo, hi = hi, lo
-    grid = np.linspace(lo, hi, n_grid)
-    R = prob.residual(grid[:, None], t)[:, 0]
-    roots = list(grid[R == 0])
-    brackets = np.nonzero(np.sign(R[:-1]) * np.sign(R[1:]) < 0)[0]
-    from scipy.optimize import brentq
+def _roots_1d(prob: _Problem, ts, n_grid=4001):
+    """Every fixed point in 1D at each time of ``ts``: sign changes of R on a grid over
+    kappa [min y, max y] (padded by the components' spread), refined by vectorised bisection.
 
-    f = lambda x: float(prob.residual(np.array([[x]]), t)[0, 0])  # noqa: E731
-    roots += [brentq(f, grid[i], grid[i + 1], xtol=1e-15, rtol=1e-15) for i in brackets]
-    return np.array(sorted(roots)).reshape(-1, 1)
+    Returns per time (roots (n,), slopes dR/dx (n,)); a root is stable iff its slope is < 0.
+    """
+    ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+    th, s2, c, _ = prob.coeffs_array(ts)
+    k = th / (1.0 + c * s2)
+    means = np.asarray(prob.data.means)[:, 0]
+    pad = 1e-6 + 8.0 * np.sqrt(prob.lam_min) * th * np.abs(k)
+    ends = np.stack([k * means.min() - pad, k * means.max() + pad])
+    lo, hi = ends.min(axis=0), ends.max(axis=0)
+    X = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, n_grid)[None, :]
+    R = np.asarray(prob.ops["R_grid"](prob.p, jnp.asarray(X), th, s2, c))
+    it, j = np.nonzero(np.sign(R[:, :-1]) * np.sign(R[:, 1:]) < 0)
+    roots, slopes = prob.ops["bisect"](prob.p, jnp.asarray(X[it, j]), jnp.asarray(X[it, j + 1]), th[it], s2[it], c[it])
+    iz, jz = np.nonzero(R == 0)  # a root exactly on the grid (e.g. the centre of symmetric data)
+
+    def slope_fn(x, i):
+        args = (jnp.asarray([v]) for v in (x, x, th[i], s2[i], c[i]))
+        return float(prob.ops["bisect"](prob.p, *args)[1][0])
+
+    out = [([], []) for _ in ts]
+    for i, x, sl in zip(it, np.asarray(roots), np.asarray(slopes), strict=True):
+        out[i][0].append(x)
+        out[i][1].append(sl)
+    for i, jj in zip(iz, jz, strict=True):
+        out[i][0].append(X[i, jj])
+        out[i][1].append(slope_fn(X[i, jj], i))
+    result = []
+    for r, sl in out:
+        order = np.argsort(r)
+        result.append((np.asarray(r)[order], np.asarray(sl)[order]))
+    return result
 
 
 def bifurcation_diagram(data, schedule: Schedule, ts, eta: float = 1.0, *, n_seeds: int = 256) -> BifurcationDiagram:
-    """``fixed_points`` at every time of ``ts`` (any order); vectorised over seeds at each time."""
+    """``fixed_points`` at every time of ``ts`` (any order).
+
+    In 1D the whole diagram is computed at once: R on a (time x space) grid, one vectorised
+    bisection of every bracket, stability from the sign of dR/dx. In higher dimension, one
+    ``fixed_points`` call per time.
+    """
     ts = np.asarray(ts, dtype=np.float64)
     schedule.check_t(ts, "ts")
-    return BifurcationDiagram(t=ts, points=[fixed_points(data, schedule, t, eta, n_seeds=n_seeds) for t in ts])
+    if data.dim > 1:
+        return BifurcationDiagram(t=ts, points=[fixed_points(data, schedule, t, eta, n_seeds=n_seeds) for t in ts])
+    prob = _Problem(data, schedule, eta)
+    k = prob.coeffs_array(ts)[3]
+    points = [
+        [FixedPoint(x=np.array([x]), eigenvalues=np.array([sl * ki]), stable=bool(sl < 0)) for x, sl in zip(r, sls, strict=True)]
+        for (r, sls), ki in zip(_roots_1d(prob, ts), k, strict=True)
+    ]
+    return BifurcationDiagram(t=ts, points=points)
 
 
 def _time_grid(schedule: Schedule, t_min: float, n_grid: int):

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_in_range, check_positive
+from theory._checks import check_in_range, check_positive, is_traced
 
 __all__ = ["Schedule", "VPLinear", "VPCosine", "VE", "DDPM"]
 
@@ -77,18 +77,21 @@ class Schedule(ABC):
         """Inverse of theta(t) on [0, T]; ``theta`` must lie in [theta(T), 1]."""
 
     def t_from_snr(self, snr):
-        """Inverse of snr(t); VP schedules go through theta^2 = snr / (1 + snr)."""
+        """Inverse of snr(t); VP schedules go through theta = (1 + 1/snr)^(-1/2) (snr = inf gives t = 0)."""
         snr = jnp.asarray(snr, dtype=jnp.float64)
-        return self.t_from_theta(jnp.sqrt(snr / (1.0 + snr)))
+        return self.t_from_theta(1.0 / jnp.sqrt(1.0 + 1.0 / snr))
 
     def check_t(self, t, name: str = "t"):
         """Raise unless every t lies in [0, T]."""
         return check_in_range(name, t, 0.0, self.T)
 
     def _check_theta(self, theta):
+        """theta must lie in [theta(T), 1]; a relative 1e-12 of round-off below theta(T) is allowed."""
+        if is_traced(theta):
+            return theta
         lo = float(self.theta(self.T))
         check_in_range("theta", theta, 0.0, 1.0, open_lo=True)
-        return check_in_range(f"theta (this schedule spans [theta(T)={lo:.6g}, 1])", theta, lo, 1.0)
+        return check_in_range(f"theta (this schedule spans [theta(T)={lo:.6g}, 1])", theta, lo * (1 - 1e-12), 1.0)
 
 
 class VPLinear(Schedule):
@@ -144,7 +147,9 @@ class VPCosine(Schedule):
         return (jnp.asarray(t, dtype=jnp.float64) / self.T + self.s) / (1.0 + self.s) * (jnp.pi / 2)
 
     def log_theta(self, t):
-        return jnp.log(jnp.cos(self._phi(t))) - jnp.log(jnp.cos(self._phi(0.0)))
+        # cos(phi0 + d) / cos(phi0) = 1 - 2 sin^2(d/2) - tan(phi0) sin(d): no cancellation at small t.
+        d = jnp.asarray(t, dtype=jnp.float64) / (self.T * (1.0 + self.s)) * (jnp.pi / 2)  # phi(t) - phi(0)
+        return jnp.log1p(-2.0 * jnp.sin(0.5 * d) ** 2 - jnp.tan(self._phi(0.0)) * jnp.sin(d))
 
     def a(self, t):
         return -jnp.tan(self._phi(t)) * jnp.pi / (2.0 * self.T * (1.0 + self.s))
@@ -188,7 +193,8 @@ class VE(Schedule):
         raise ValueError("VE has theta = 1 at every t; invert the noise level with t_from_snr or t_from_sigma")
 
     def t_from_sigma(self, sigma):
-        check_in_range("sigma", sigma, self.sigma_min, self.sigma_max)
+        """Closed form t = T ln(sigma / sigma_min) / ln(sigma_max / sigma_min); 1e-12 relative round-off allowed."""
+        check_in_range("sigma", sigma, self.sigma_min * (1 - 1e-12), self.sigma_max * (1 + 1e-12))
         r = jnp.log(jnp.asarray(sigma, dtype=jnp.float64) / self.sigma_min)
         return self.T * r / np.log(self.sigma_max / self.sigma_min)
 
