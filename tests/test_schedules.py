@@ -322,7 +322,8 @@ def test_jit_and_vmap(schedules):
         # One compile per schedule: jit of vmap exercises both transformations.
         out = jax.jit(jax.vmap(every))(t)
         for m, e, o in zip(METHODS, every(t), out, strict=True):
-            np.testing.assert_allclose(np.asarray(o), np.asarray(e), rtol=1e-14, err_msg=f"{s}.{m}")
+            # 1e-13: XLA may fuse and reorder the jitted arithmetic (seen: 1.07e-14 for VPCosine.theta).
+            np.testing.assert_allclose(np.asarray(o), np.asarray(e), rtol=1e-13, err_msg=f"{s}.{m}")
 
 
 @pytest.mark.parametrize("name", ["VPLinear", "VPCosine"])
