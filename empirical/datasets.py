@@ -69,16 +69,16 @@ def load_dataset(
     splits, max_level, _ = _SOURCES[name]
     if split not in splits:
         raise ValueError(f"split={split!r} is not available for {name!r}; choose one of {splits}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
     levels, labels, image_shape = _read(name, _locate(name, split))
     keep = np.arange(len(labels))
     if classes is not None:
-        wanted, allowed = set(classes), set(np.unique(labels).tolist())
-        if not wanted or not wanted <= allowed:
-            raise ValueError(f"classes={sorted(wanted, key=str)} must be a non-empty subset of {sorted(allowed)}")
-        keep = np.flatnonzero(np.isin(labels, list(wanted)))
+        wanted, allowed = list(classes), set(np.unique(labels).tolist())
+        if not wanted or not set(wanted) <= allowed:
+            raise ValueError(f"classes={wanted} must be a non-empty subset of {sorted(allowed)}")
+        keep = np.flatnonzero(np.isin(labels, wanted))
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
         if n > len(keep):
             raise ValueError(f"n={n} exceeds the {len(keep)} images available (maximum n={len(keep)})")
         keep = np.sort(np.random.default_rng(seed).choice(keep, size=n, replace=False))

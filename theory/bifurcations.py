@@ -128,7 +128,30 @@ def _ops(kernels: tuple):
         x = 0.5 * (lo + hi)
         return x, jax.vmap(jax.grad(R_scalar, argnums=1), (None, 0, 0, 0, 0))(p, x, th, s2, c)
 
+    def sfn_dense(p, X, th, s2, c, n_iter, tol, max_step):
+        """Saddle-free Newton on u_red (Dauphin et al. 2014): the Newton step with |eigenvalues| of the
+        Hessian. It is Newton near a minimum, but walks away from saddles instead of onto them."""
+
+        def one(x):
+            def cond(state):
+                _, it, res = state
+                return (it < n_iter) & (res > tol)
+
+            def body(state):
+                x, it, _ = state
+                r = R1(p, x, th, s2, c)  # = -grad u_red
+                w, V = jnp.linalg.eigh(H1(p, x, th, s2, c))  # = -Hess u_red
+                w = jnp.maximum(jnp.abs(w), 1e-12 / s2)
+                step = V @ ((V.T @ r) / w)
+                step = step * jnp.minimum(1.0, max_step / jnp.linalg.norm(step))
+                return x + step, it + 1, jnp.linalg.norm(r)
+
+            return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
+
+        return jax.vmap(one)(X)
+
     return {
+        "sfn": jax.jit(sfn_dense),
         "R_grid": jax.jit(jax.vmap(jax.vmap(R_scalar, (None, 0, None, None, None)), (None, 0, 0, 0, 0))),
         "bisect": jax.jit(bisect),
         "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
@@ -185,8 +208,9 @@ class _Problem:
         return th / (1.0 + c * s2)
 
     def tol_res(self, t):
-        """Residual tolerance on |R|: R is a score, of size |x| / sigma^2."""
-        return 1e-10 * (1.0 + self.scale) / self.coeffs(t)[1]
+        """Residual tolerance on |R|: R is a score, of size |x| / sigma^2, and fixed points lie within
+        kappa times the data's scale (kappa = 1/theta for the ODE: large at high noise)."""
+        return 1e-10 * (1.0 + self.scale * max(1.0, abs(self.kappa(t)))) / self.coeffs(t)[1]
 
     def residual(self, X, t):
         return np.asarray(self.ops["R"](self.p, jnp.atleast_2d(X), *self.coeffs(t)))
@@ -207,6 +231,18 @@ class _Problem:
             Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, 1e-3 * self.tol_res(t)))
         else:
             Xn = np.stack([self._newton_krylov(x, t, n_iter) for x in X])
+        ok = np.all(np.isfinite(Xn), axis=1)
+        res = np.full(len(Xn), np.inf)
+        res[ok] = np.linalg.norm(self.residual(Xn[ok], t), axis=1) if ok.any() else []
+        return Xn, ok & (res <= self.tol_res(t))
+
+    def minimise(self, X, t, n_iter=100):
+        """Polish descent endpoints into minima of u_red; returns (X, converged mask)."""
+        if self.d > NEWTON_DENSE_MAX:
+            return self.newton(X, t)
+        max_step = 0.1 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
+        tol = 1e-3 * self.tol_res(t)
+        Xn = np.asarray(self.ops["sfn"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, tol, max_step))
         ok = np.all(np.isfinite(Xn), axis=1)
         res = np.full(len(Xn), np.inf)
         res[ok] = np.linalg.norm(self.residual(Xn[ok], t), axis=1) if ok.any() else []
@@ -266,11 +302,11 @@ class _Problem:
         X = self.seeds(t, n_seeds)
         if extra is not None and len(extra):
             X = np.concatenate([X, extra])
-        # Descent brings each seed into its attractor's basin (slowly near a bifurcation, where the
-        # rate -> 1); Newton finishes the job. Only points where Newton converged are kept.
+        # Descent brings each seed into its attractor's basin (slowly near a bifurcation, where its
+        # rate -> 1); saddle-free Newton (dense) or Newton-Krylov finishes. Only converged points are kept.
         X, _ = self.descend(X, t, max_iter=1000)
         X = self.dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4)  # merge before the costly polish
-        Xp, ok = self.newton(X, t)
+        Xp, ok = self.minimise(X, t)
         X = self.dedup(Xp[ok])
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
@@ -481,7 +517,8 @@ def bifurcation_diagram(data, schedule: Schedule, ts, eta: float = 1.0, *, n_see
 
 def _time_grid(schedule: Schedule, t_min: float, n_grid: int):
     """Times from T down to t_min, uniform in log-SNR (where the structure changes)."""
-    lo, hi = float(schedule.log_snr(schedule.T)), float(schedule.log_snr(t_min))
+    # snr(T) may be 0 (cosine: theta(T) = 0); the grid's first cell then starts at snr = 1e-8.
+    lo, hi = max(float(schedule.log_snr(schedule.T)), math.log(1e-8)), float(schedule.log_snr(t_min))
     grid = np.exp(np.linspace(lo, hi, n_grid))
     ts = np.asarray(schedule.t_from_snr(grid[1:-1]))
     return np.concatenate([[schedule.T], ts, [t_min]])
