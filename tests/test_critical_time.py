@@ -92,8 +92,7 @@ def test_krylov_path_agrees_with_dense(monkeypatch):
     theta_c = S.lambdify(S.equal_norm_theta_c(), (S.lam, S.eta))(lam_max, 1.0)
     s = VPLinear()
     dense = fp._Problem(DeltaMixture(Y), s, 1.0)
-    monkeypatch.setattr(fp, "NEWTON_DENSE_MAX", 4)
-    monkeypatch.setattr(fp, "EIG_DENSE_MAX", 4)
+    monkeypatch.setattr(fp, "DENSE_MAX", 4)
     krylov = fp._Problem(DeltaMixture(Y), s, 1.0)
     x0 = 0.05 * np.random.default_rng(0).normal(size=(1, 24))
     for theta in (theta_c * (1 - 1e-4), theta_c * (1 + 1e-4)):

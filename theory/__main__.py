@@ -25,13 +25,21 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         ct = critical_time(prob.data, schedule, prob.eta)
         closed = prob.centre_theta_closed_form
-        rows.append({
-            "problem": prob.name, "eta": prob.eta, "kind": ct.kind, "t_c": ct.t, "theta_c": ct.theta,
-            "snr_c": ct.snr, "step": ct.step, "centre_theta": ct.centre_theta,
-            "centre_theta_closed_form": closed,
-            "error": abs(ct.centre_theta - closed) if closed is not None and closed > 0 else None,
-            "seconds": time.perf_counter() - t0,
-        })
+        rows.append(
+            {
+                "problem": prob.name,
+                "eta": prob.eta,
+                "kind": ct.kind,
+                "t_c": ct.t,
+                "theta_c": ct.theta,
+                "snr_c": ct.snr,
+                "step": ct.step,
+                "centre_theta": ct.centre_theta,
+                "centre_theta_closed_form": closed,
+                "error": abs(ct.centre_theta - closed) if closed is not None and closed > 0 else None,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     if args.json:
         print(json.dumps({"schedule": repr(schedule), "rows": rows}, indent=1))
         return 0
@@ -44,9 +52,11 @@ def main(argv=None) -> int:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if v is not None and not math.isnan(v) else f"{'-':>{w}}"  # noqa: E731
         step = f"{r['step']:>6}" if r["step"] is not None else f"{'-':>6}"
         err = f"{r['error']:>9.1e}" if r["error"] is not None else f"{'-':>9}"
-        print(f"{r['problem']:<28}{r['eta']:>4} {r['kind']:<12}{fmt(r['t_c'], 14, 10)}{fmt(r['theta_c'], 14, 10)}"
-              f"{fmt(r['snr_c'], 10, 5)}{step}{fmt(r['centre_theta'], 14, 10)}"
-              f"{fmt(r['centre_theta_closed_form'], 14, 10)}{err}")
+        print(
+            f"{r['problem']:<28}{r['eta']:>4} {r['kind']:<12}{fmt(r['t_c'], 14, 10)}{fmt(r['theta_c'], 14, 10)}"
+            f"{fmt(r['snr_c'], 10, 5)}{step}{fmt(r['centre_theta'], 14, 10)}"
+            f"{fmt(r['centre_theta_closed_form'], 14, 10)}{err}"
+        )
     return 0
 
 

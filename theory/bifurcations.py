@@ -53,14 +53,11 @@ __all__ = [
     "attractor_labels",
 ]
 
-# Eigenvalues: up to EIG_DENSE_MAX, Hred is formed once per fixed point from the posterior
-# covariance (cost N d^2, the same as d Hessian-vector products) and diagonalised; above it, LOBPCG
-# on Hessian-vector products. At d = 784, N = 60,000 (random equal-norm data, 2 cores) the dense
-# route took 1.2 s and LOBPCG 30 s on the clustered spectrum, so dense wins below a few thousand.
-# Newton steps solve with the dense Hessian up to NEWTON_DENSE_MAX, with GMRES on HVPs above it
-# (3 dense Newton steps took 4 s there: each forms a Hessian).
-EIG_DENSE_MAX = 2048
-NEWTON_DENSE_MAX = 256
+# Up to DENSE_MAX dimensions, Hred is formed from the posterior covariance (cost N d^2, the same as
+# d Hessian-vector products) for Newton steps and eigenvalues; above it, GMRES and LOBPCG on
+# Hessian-vector products. At d = 784, N = 60,000 (random equal-norm data, 2 cores) forming and
+# diagonalising Hred took 1.2 s, LOBPCG on the clustered spectrum 30 s: dense wins up to a few thousand.
+DENSE_MAX = 2048
 
 
 # --- jitted kernels, one set per data family --------------------------------------------------
@@ -226,7 +223,7 @@ class _Problem:
     def newton(self, X, t, n_iter=8):
         """Newton on R = 0 from each row of X; returns (X, converged mask)."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        if self.d <= NEWTON_DENSE_MAX:
+        if self.d <= DENSE_MAX:
             # Stop once |R| is 1e3 below the acceptance tolerance: one more step is then at round-off.
             Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, 1e-3 * self.tol_res(t)))
         else:
@@ -238,7 +235,7 @@ class _Problem:
 
     def minimise(self, X, t, n_iter=100):
         """Polish descent endpoints into minima of u_red; returns (X, converged mask)."""
-        if self.d > NEWTON_DENSE_MAX:
+        if self.d > DENSE_MAX:
             return self.newton(X, t)
         max_step = 0.1 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
         tol = 1e-3 * self.tol_res(t)
@@ -255,16 +252,17 @@ class _Problem:
             r = self.ops["R"](self.p, x[None], th, s2, c)[0]
             if float(jnp.linalg.norm(r)) <= self.tol_res(t):
                 break
-            op = spla.LinearOperator((self.d, self.d), matvec=lambda v, x=x: np.array(
-                self.ops["Hv"](self.p, x, jnp.asarray(v), th, s2, c)))
+            op = spla.LinearOperator(
+                (self.d, self.d), matvec=lambda v, x=x: np.array(self.ops["Hv"](self.p, x, jnp.asarray(v), th, s2, c))
+            )
             dx, _ = spla.gmres(op, -np.array(r), rtol=1e-12, maxiter=200)
             x = x + jnp.asarray(dx)
         return np.asarray(x)
 
     def eig(self, x, t, k=1):
-        """(eigenvalues of Hred ascending, eigenvectors); all of them when d <= EIG_DENSE_MAX, else top k."""
+        """(eigenvalues of Hred ascending, eigenvectors); all of them when d <= DENSE_MAX, else top k."""
         th, s2, c = self.coeffs(t)
-        if self.d <= EIG_DENSE_MAX:
+        if self.d <= DENSE_MAX:
             w, V = np.linalg.eigh(np.asarray(self.ops["H"](self.p, jnp.asarray(x), th, s2, c)))
             return w, V
         # Hess log p_t >= -max_k S_k^{-1} = -1 / (theta^2 lam_min + sigma^2), so this shift makes it PSD.
@@ -310,7 +308,7 @@ class _Problem:
         X = self.dedup(Xp[ok])
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
-    def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None):
+    def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None, h0=None):
         """Carry a fixed point from t0 towards t1 while ``accept(x, t)``; halve the step on failure.
 
         A Newton limit further than ``jump`` from the last point, or (with ``lipschitz``) further than
@@ -319,6 +317,8 @@ class _Problem:
         Returns (x, t, reached): the last accepted point, its time, and whether t1 was reached.
         """
         x, t, h = np.asarray(x0, dtype=np.float64), float(t0), float(t1) - float(t0)
+        if h0 is not None:  # a first step smaller than the whole way saves failed Newton solves
+            h = math.copysign(min(abs(h), h0), h)
         jump = 0.05 * (1.0 + self.scale)
         while abs(h) > tol_t:
             t_try = t + h
@@ -474,20 +474,23 @@ def _roots_1d(prob: _Problem, ts, n_grid=4001):
     X = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, n_grid)[None, :]
     R = np.asarray(prob.ops["R_grid"](prob.p, jnp.asarray(X), th, s2, c))
     it, j = np.nonzero(np.sign(R[:, :-1]) * np.sign(R[:, 1:]) < 0)
-    roots, slopes = prob.ops["bisect"](prob.p, jnp.asarray(X[it, j]), jnp.asarray(X[it, j + 1]), th[it], s2[it], c[it])
-    iz, jz = np.nonzero(R == 0)  # a root exactly on the grid (e.g. the centre of symmetric data)
-
-    def slope_fn(x, i):
-        args = (jnp.asarray([v]) for v in (x, x, th[i], s2[i], c[i]))
-        return float(prob.ops["bisect"](prob.p, *args)[1][0])
-
+    lo_x, hi_x = X[it, j], X[it, j + 1]
+    iz, jz = np.nonzero(R == 0)  # roots exactly on the grid (e.g. the centre of symmetric data): [x, x]
+    it, lo_x, hi_x = np.concatenate([it, iz]), np.concatenate([lo_x, X[iz, jz]]), np.concatenate([hi_x, X[iz, jz]])
+    # Pad the brackets to a power of two so that repeated calls reuse one compiled kernel.
+    n = len(it)
+    roots = slopes = np.zeros(0)
+    if n:
+        pad = np.concatenate([np.arange(n), np.zeros((1 << (n - 1).bit_length()) - n, dtype=int)])
+        ip = it[pad]
+        roots, slopes = prob.ops["bisect"](
+            prob.p, jnp.asarray(lo_x[pad]), jnp.asarray(hi_x[pad]), th[ip], s2[ip], c[ip]
+        )
+        roots, slopes = np.asarray(roots)[:n], np.asarray(slopes)[:n]
     out = [([], []) for _ in ts]
-    for i, x, sl in zip(it, np.asarray(roots), np.asarray(slopes), strict=True):
+    for i, x, sl in zip(it, roots, slopes, strict=True):
         out[i][0].append(x)
         out[i][1].append(sl)
-    for i, jj in zip(iz, jz, strict=True):
-        out[i][0].append(X[i, jj])
-        out[i][1].append(slope_fn(X[i, jj], i))
     result = []
     for r, sl in out:
         order = np.argsort(r)
@@ -495,12 +498,15 @@ def _roots_1d(prob: _Problem, ts, n_grid=4001):
     return result
 
 
-def bifurcation_diagram(data, schedule: Schedule, ts, eta: float = 1.0, *, n_seeds: int = 256) -> BifurcationDiagram:
+def bifurcation_diagram(
+    data, schedule: Schedule, ts, eta: float = 1.0, *, n_seeds: int = 256, n_grid: int = 1001
+) -> BifurcationDiagram:
     """``fixed_points`` at every time of ``ts`` (any order).
 
-    In 1D the whole diagram is computed at once: R on a (time x space) grid, one vectorised
-    bisection of every bracket, stability from the sign of dR/dx. In higher dimension, one
-    ``fixed_points`` call per time.
+    In 1D the whole diagram is computed at once: R on a (time x ``n_grid``) grid, one vectorised
+    bisection of every bracket, stability from the sign of dR/dx (two roots closer than the grid
+    spacing, 2 kappa max|y| / n_grid, are missed: only just past a bifurcation). In higher
+    dimension, one ``fixed_points`` call per time.
     """
     ts = np.asarray(ts, dtype=np.float64)
     schedule.check_t(ts, "ts")
@@ -509,8 +515,11 @@ def bifurcation_diagram(data, schedule: Schedule, ts, eta: float = 1.0, *, n_see
     prob = _Problem(data, schedule, eta)
     k = prob.coeffs_array(ts)[3]
     points = [
-        [FixedPoint(x=np.array([x]), eigenvalues=np.array([sl * ki]), stable=bool(sl < 0)) for x, sl in zip(r, sls, strict=True)]
-        for (r, sls), ki in zip(_roots_1d(prob, ts), k, strict=True)
+        [
+            FixedPoint(x=np.array([x]), eigenvalues=np.array([sl * ki]), stable=bool(sl < 0))
+            for x, sl in zip(r, sls, strict=True)
+        ]
+        for (r, sls), ki in zip(_roots_1d(prob, ts, n_grid), k, strict=True)
     ]
     return BifurcationDiagram(t=ts, points=points)
 
@@ -569,17 +578,33 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
             gen = schedule.n_steps - step
         snr = float(schedule.snr(t)) if np.isfinite(t) else nan
         return CriticalTime(
-            t=float(t), theta=th, sigma=float(schedule.sigma(t)) if np.isfinite(t) else nan, snr=snr,
-            ou_time=float(schedule.ou_time(t)) if np.isfinite(t) else nan, kind=kind, x=x,
-            direction=direction, centre_t=float(centre_t), centre_theta=ct, eta=eta,
-            step=step, generative_step=gen, message=message,
+            t=float(t),
+            theta=th,
+            sigma=float(schedule.sigma(t)) if np.isfinite(t) else nan,
+            snr=snr,
+            ou_time=float(schedule.ou_time(t)) if np.isfinite(t) else nan,
+            kind=kind,
+            x=x,
+            direction=direction,
+            centre_t=float(centre_t),
+            centre_theta=ct,
+            eta=eta,
+            step=step,
+            generative_step=gen,
+            message=message,
         )
 
     empty = np.full(prob.d, nan)
     start = prob.stable_points(ts[0], n_seeds)
     if len(start) >= 2:
-        return result("none", nan, empty, empty, nan,
-                      f"already {len(start)} stable fixed points at t = T = {T}: no bifurcation in (t_min, T]")
+        return result(
+            "none",
+            nan,
+            empty,
+            empty,
+            nan,
+            f"already {len(start)} stable fixed points at t = T = {T}: no bifurcation in (t_min, T]",
+        )
 
     # The centre branch: carried cell by cell from the unique attractor at T until it loses stability.
     centre_t, path = nan, []  # path: (t, x) points of the centre branch, t decreasing
@@ -602,16 +627,22 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
             break
         prev = cur
     else:
-        return result("none", nan, empty, empty, centre_t,
-                      f"at most one stable fixed point on the whole grid down to t_min = {t_min}")
+        return result(
+            "none",
+            nan,
+            empty,
+            empty,
+            centre_t,
+            f"at most one stable fixed point on the whole grid down to t_min = {t_min}",
+        )
     t_lo = ts[i]
 
     def centre_at(t):
-        """The centre branch at t (stable or not): Newton from its nearest recorded point above t."""
-        above = [x for tp, x in path if tp >= t]
-        if not above:
+        """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""
+        if not path:
             return None
-        x, ok = prob.newton(above[-1][None], t, n_iter=30)
+        x0 = min(path, key=lambda p: abs(p[0] - t))[1]
+        x, ok = prob.newton(x0[None], t, n_iter=30)
         return x[0] if ok[0] else None
 
     sep = 1e-6 * (1.0 + prob.scale)
@@ -629,12 +660,12 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
     for x in cur:
         if c_lo is not None and np.linalg.norm(x - c_lo) <= sep:
             continue  # the centre branch itself
-        xb, tb, reached = prob.continue_branch(x, t_lo, T, new_attractor, coarse)
+        xb, tb, reached = prob.continue_branch(x, t_lo, T, new_attractor, coarse, h0=ts[i - 1] - t_lo)
         if not reached:
             births.append((tb, xb))
     if births:
         tb, xb = max(births, key=lambda b: b[0])
-        xb, tb, _ = prob.continue_branch(xb, tb, T, new_attractor, tol_t)
+        xb, tb, _ = prob.continue_branch(xb, tb, T, new_attractor, tol_t, h0=2 * coarse)
         births = [(tb, xb)]
     pf = np.isfinite(centre_t) and centre_t >= t_lo  # the centre has lost stability by t_lo
     if births:
@@ -683,8 +714,12 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
             biroli_t = float(schedule.t_from_snr(snr_b))
     ok = np.isfinite(t)
     return SpeciationTime(
-        t=t, theta=float(schedule.theta(t)) if ok else nan, snr=float(schedule.snr(t)) if ok else nan,
-        ou_time=float(schedule.ou_time(t)) if ok else nan, biroli_ou_time=s_biroli, biroli_t=biroli_t,
+        t=t,
+        theta=float(schedule.theta(t)) if ok else nan,
+        snr=float(schedule.snr(t)) if ok else nan,
+        ou_time=float(schedule.ou_time(t)) if ok else nan,
+        biroli_ou_time=s_biroli,
+        biroli_t=biroli_t,
         Lambda=Lam,
     )
 

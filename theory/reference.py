@@ -58,7 +58,8 @@ def reference_problems() -> list[ReferenceProblem]:
         ReferenceProblem(
             "4 deltas, heavy tails", DeltaMixture([[-1.0], [-0.2], [0.2], [1.0]], [0.05, 0.45, 0.45, 0.05]), 1.0, None
         ),
-        ReferenceProblem("3 deltas at 120 deg (2D)", DeltaMixture(np.c_[np.cos(ang), np.sin(ang)]), 1.0,
-                         _equal_norm(0.5, 1.0)),
+        ReferenceProblem(
+            "3 deltas at 120 deg (2D)", DeltaMixture(np.c_[np.cos(ang), np.sin(ang)]), 1.0, _equal_norm(0.5, 1.0)
+        ),
         ReferenceProblem("equal-norm, N=20, d=10", DeltaMixture(Y), 1.0, _equal_norm(lam, 1.0)),
     ]
