@@ -140,3 +140,15 @@ def test_commitment_rises_from_chance_to_one():
     assert t[0] == pytest.approx(1.0) and t[-1] < 0.3
     assert abs(p[0] - 0.5) < 4 * math.sqrt(0.25 / n)  # before the split: one basin, a coin flip
     assert p[-1] == 1.0
+
+
+def test_fixed_point_map_is_the_papers_tanh():
+    from theory import fixed_point_map
+
+    t, x = 0.2, np.linspace(-1.5, 1.5, 7)[:, None]
+    th, s2 = float(S.theta(t)), float(S.sigma2(t))
+    kappa = 2 * th / (1 + th**2)  # eta = 1: theta (1 + eta^2) / (1 + eta^2 - sigma^2)
+    want = kappa * np.tanh(th * x[:, 0] / s2)
+    np.testing.assert_allclose(np.asarray(fixed_point_map(TWO, S, x, t))[:, 0], want, rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError, match="DeltaMixture"):
+        fixed_point_map(GaussianMixture([[0.0]], [1.0]), S, x, t)

@@ -13,6 +13,7 @@ from theory.bifurcations import (  # noqa: E402
     bifurcation_diagram,
     critical_time,
     descend,
+    fixed_point_map,
     fixed_points,
     speciation_time,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "speciation_time",
     "descend",
     "attractor_labels",
+    "fixed_point_map",
     "FixedPoint",
     "CriticalTime",
     "SpeciationTime",

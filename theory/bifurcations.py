@@ -51,6 +51,7 @@ __all__ = [
     "bifurcation_diagram",
     "descend",
     "attractor_labels",
+    "fixed_point_map",
 ]
 
 # Up to DENSE_MAX dimensions, Hred is formed from the posterior covariance (cost N d^2, the same as
@@ -722,6 +723,21 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
         biroli_t=biroli_t,
         Lambda=Lam,
     )
+
+
+def fixed_point_map(data, schedule: Schedule, x, t, eta: float = 1.0):
+    """kappa(t) E[y | x_t = x] for a finite data set: fixed points solve x = fixed_point_map(x).
+
+    kappa = theta / (1 + c sigma^2) with c = 2a / ((1 + eta^2) g^2) (VP: c = -1/(1 + eta^2)). For
+    +-1 deltas this is the paper's kappa tanh(theta x / sigma^2). x (..., d) -> (..., d).
+    """
+    from theory.data import DeltaMixture
+
+    if not isinstance(data, DeltaMixture):
+        raise TypeError("fixed_point_map needs a DeltaMixture (x = kappa E[y|x] holds for finite data sets only)")
+    prob = _Problem(data, schedule, eta)
+    schedule.check_t(t)
+    return prob.kappa(float(t)) * data.responsibilities(x, t, schedule) @ data.points
 
 
 def descend(data, schedule: Schedule, X, t, eta: float = 1.0, max_iter: int = 20000):
