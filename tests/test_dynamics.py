@@ -152,3 +152,23 @@ def test_fixed_point_map_is_the_papers_tanh():
     np.testing.assert_allclose(np.asarray(fixed_point_map(TWO, S, x, t))[:, 0], want, rtol=1e-12, atol=1e-14)
     with pytest.raises(TypeError, match="DeltaMixture"):
         fixed_point_map(GaussianMixture([[0.0]], [1.0]), S, x, t)
+
+
+def test_forward_paths_have_the_exact_marginals():
+    from theory import simulate_forward
+
+    gm = GaussianMixture([[-1.0], [2.0]], [0.2, 0.5], [0.3, 0.7])
+    n = 20000
+    tr, idx = simulate_forward(gm, S, n, n_steps=50, seed=1)
+    assert np.array_equal(tr.t, np.linspace(0, 1, 51))
+    for k in (10, 30, 50):  # mixture mean and variance at t_k, closed form
+        th = float(S.theta(tr.t[k]))
+        w, mu, v = np.array([0.3, 0.7]), np.array([-1.0, 2.0]), np.array([0.2, 0.5])
+        mean = th * w @ mu
+        var = w @ (th**2 * v + 1 - th**2 + (th * mu) ** 2) - mean**2
+        xs = tr.x[k, :, 0]
+        assert abs(xs.mean() - mean) < 5 * math.sqrt(var / n)
+        assert abs(xs.var() - var) < 5 * var * math.sqrt(2 / n)
+    assert abs(np.mean(idx == 1) - 0.7) < 5 * math.sqrt(0.21 / n)
+    paths, start = simulate_forward(TWO, S, 100, n_steps=10)
+    np.testing.assert_array_equal(paths.x[0, :, 0], np.where(start == 1, 1.0, -1.0))

@@ -26,6 +26,7 @@ from theory.dynamics import (  # noqa: E402
     drift_jacobian,
     potential,
     simulate,
+    simulate_forward,
 )
 from theory.schedules import DDPM, VE, Schedule, VPCosine, VPLinear  # noqa: E402
 
@@ -42,6 +43,7 @@ __all__ = [
     "data_potential",
     "drift_jacobian",
     "simulate",
+    "simulate_forward",
     "Trajectories",
     "commitment",
     "fixed_points",

@@ -313,6 +313,12 @@ class GaussianMixture(_Mixture):
     def min_component_variance(self):
         return self._lam_min
 
+    def sample_components(self, key, idx):
+        """One draw of x_0 from each listed component: idx (n,) -> (n, d)."""
+        _, U, lam, _ = self._params
+        eps = jax.random.normal(key, (len(idx), self.dim)) * jnp.sqrt(lam[idx])
+        return self.means[idx] + jnp.einsum("nij,nj->ni", U[idx], eps)
+
     def sample(self, key, t, schedule, n: int):
         """n samples of x_t; returns (n, d)."""
         th, s2 = self._ts(t, schedule)

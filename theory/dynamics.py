@@ -34,6 +34,7 @@ __all__ = [
     "data_potential",
     "drift_jacobian",
     "simulate",
+    "simulate_forward",
     "Trajectories",
     "commitment",
 ]
@@ -144,6 +145,35 @@ def simulate(
     keys = jax.random.split(key_noise, int(n_steps))
     _, xs = jax.lax.scan(jax.jit(step), x0, (ts[:-1], ts[1:], keys))
     return Trajectories(t=np.asarray(ts), x=np.asarray(jnp.concatenate([x0[None], xs])))
+
+
+def simulate_forward(data, schedule: Schedule, n: int, *, n_steps: int = 1000, seed: int = 0):
+    """Forward paths x_0 ~ data to x_T by the exact Gaussian transitions of the linear SDE:
+
+        x_{t+h} = r x_t + sqrt(sigma^2(t+h) - r^2 sigma^2(t)) xi,   r = theta(t+h) / theta(t),
+
+    so there is no discretisation error. Returns (Trajectories with t increasing from 0 to T,
+    the index of the data point or component each path starts from (n,)).
+    """
+    if int(n_steps) != n_steps or n_steps < 1:
+        raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
+    k_idx, k_eps, k_path = jax.random.split(jax.random.PRNGKey(seed), 3)
+    idx = jax.random.choice(k_idx, data.means.shape[0], (int(n),), p=data.weights)
+    x0 = data.means[idx]
+    if data.min_component_variance() > 0:  # a Gaussian mixture: add the component's own noise
+        x0 = data.sample_components(k_eps, idx)
+    ts = jnp.linspace(0.0, schedule.T, int(n_steps) + 1)
+    lt, s2 = schedule.log_theta(ts), schedule.sigma2(ts)
+    r = jnp.exp(lt[1:] - lt[:-1])
+    std = jnp.sqrt(jnp.maximum(s2[1:] - r**2 * s2[:-1], 0.0))  # >= 0 exactly; max() guards round-off
+
+    def step(x, inputs):
+        ri, si, key = inputs
+        x = ri * x + si * jax.random.normal(key, x.shape)
+        return x, x
+
+    _, xs = jax.lax.scan(step, x0, (r, std, jax.random.split(k_path, int(n_steps))))
+    return Trajectories(t=np.asarray(ts), x=np.asarray(jnp.concatenate([x0[None], xs]))), np.asarray(idx)
 
 
 def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, labels=None, every: int = 10):
