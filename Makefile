@@ -3,12 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test bench notebooks notebooks-smoke lab docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,notebooks,docs]"
 	touch $@
 
 run: $(BIN)/.installed  ## the critical-time table of the reference problems
@@ -21,6 +21,18 @@ test: $(BIN)/.installed  ## everything CI runs: lint, then the default (fast) te
 
 bench: $(BIN)/.installed  ## benchmarks/critical_time.py (minutes: includes N = 60,000 images)
 	$(BIN)/python benchmarks/critical_time.py --out benchmarks/results.json
+
+notebooks: $(BIN)/.installed  ## regenerate every notebook with papermill (full parameters) into docs/
+	$(BIN)/python scripts/run_notebooks.py
+
+notebooks-smoke: $(BIN)/.installed  ## the same with the notebooks' fast defaults
+	$(BIN)/python scripts/run_notebooks.py --smoke
+
+lab: $(BIN)/.installed  ## JupyterLab on notebooks/ with the project's environment as the kernel
+	$(BIN)/jupyter lab notebooks
+
+docs: $(BIN)/.installed  ## build the static site into site/ (strict: a broken reference fails)
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Regenerate every notebook in notebooks/ with papermill: executed copies and figures for the docs.
+
+    python scripts/run_notebooks.py            # full parameters (the publication figures)
+    python scripts/run_notebooks.py --smoke    # the notebooks' fast defaults
+    python scripts/run_notebooks.py --only 01  # notebooks whose name contains "01"
+
+Executed notebooks go to docs/notebooks/, figures to docs/figures/<notebook>/, and the parameters
+each run used to docs/notebooks/<notebook>.params.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="run with the notebooks' fast defaults")
+    p.add_argument("--only", default="", help="run only notebooks whose file name contains this")
+    p.add_argument("--out", type=Path, default=ROOT / "docs", help="where notebooks/ and figures/ go")
+    args = p.parse_args(argv)
+    import papermill as pm
+
+    notebooks = sorted(nb for nb in (ROOT / "notebooks").glob("*.ipynb") if args.only in nb.name)
+    if not notebooks:
+        print(f"no notebook in notebooks/ matches {args.only!r}", file=sys.stderr)
+        return 2
+    (args.out / "notebooks").mkdir(parents=True, exist_ok=True)
+    for i, nb in enumerate(notebooks, 1):
+        params = {"full": not args.smoke, "fig_dir": str(args.out / "figures" / nb.stem)}
+        print(f"[{i}/{len(notebooks)}] {nb.name} {params}", flush=True)
+        t0 = time.perf_counter()
+        out = args.out / "notebooks" / nb.name
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT),
+                            progress_bar=True)
+        (args.out / "notebooks" / f"{nb.stem}.params.json").write_text(json.dumps(params, indent=1) + "\n")
+        print(f"    done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(ROOT)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
