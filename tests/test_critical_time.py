@@ -208,3 +208,15 @@ def test_speciation_comes_after_the_dynamical_critical_time_in_generation():
     sp_ = speciation_time(two_deltas(), VPLinear())
     assert abs(sp_.theta - 1 / math.sqrt(2)) < 1e-8
     assert sp_.t < T_C
+
+
+@pytest.mark.slow
+def test_larger_equal_norm_set():
+    """N = 2000 points in d = 50 (about 20 s): the centre's loss against the closed form."""
+    Y = equal_norm(50, 1000, 0.35 * math.sqrt(50), seed=0)
+    lam_max = np.linalg.eigvalsh(Y.T @ Y / len(Y))[-1]
+    theta_c = S.lambdify(S.equal_norm_theta_c(), (S.lam, S.eta))(lam_max, 1.0)
+    ct = critical_time(DeltaMixture(Y), VPLinear(), n_seeds=32)
+    assert abs(ct.centre_theta - theta_c) < 1e-6
+    assert ct.t > ct.centre_t  # memorisation: attractors at single points appear first (saddle-nodes)
+    assert ct.kind == "saddle-node"

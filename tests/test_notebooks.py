@@ -23,6 +23,12 @@ def test_notebook_is_committed_stripped(nb):
 def test_notebook_executes(nb, tmp_path):
     pm = pytest.importorskip("papermill")
     fig_dir = tmp_path / "figures"
-    pm.execute_notebook(str(nb), str(tmp_path / nb.name), parameters={"fig_dir": str(fig_dir)},
-                        kernel_name="python3", cwd=str(nb.parents[1]), progress_bar=False)
+    pm.execute_notebook(
+        str(nb),
+        str(tmp_path / nb.name),
+        parameters={"fig_dir": str(fig_dir)},
+        kernel_name="python3",
+        cwd=str(nb.parents[1]),
+        progress_bar=False,
+    )
     assert list(fig_dir.glob("*.png")), "the notebook saves its figures under fig_dir"

@@ -87,7 +87,9 @@ def _ops(kernels: tuple):
         X, res, it = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf), 0))
         return X, res
 
-    def newton_dense(p, X, th, s2, c, n_iter, tol):
+    def iterate(step, X, n_iter, tol):
+        """x <- x + step(x) from every row of X until |R(x)| <= tol (checked before the step) or n_iter."""
+
         def one(x):
             def cond(state):
                 _, it, res = state
@@ -95,12 +97,19 @@ def _ops(kernels: tuple):
 
             def body(state):
                 x, it, _ = state
-                r = R1(p, x, th, s2, c)
-                return x - jnp.linalg.solve(H1(p, x, th, s2, c), r), it + 1, jnp.linalg.norm(r)
+                dx, r = step(x)
+                return x + dx, it + 1, jnp.linalg.norm(r)
 
             return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
 
         return jax.vmap(one)(X)
+
+    def newton_dense(p, X, th, s2, c, n_iter, tol):
+        def step(x):
+            r = R1(p, x, th, s2, c)
+            return -jnp.linalg.solve(H1(p, x, th, s2, c), r), r
+
+        return iterate(step, X, n_iter, tol)
 
     def top_eigs(p, x, th, s2, c, shift, V0):
         """Largest eigenvalues of Hred by LOBPCG on the PSD operator Hred + shift I (Hessian-vector products)."""
@@ -130,23 +139,13 @@ def _ops(kernels: tuple):
         """Saddle-free Newton on u_red (Dauphin et al. 2014): the Newton step with |eigenvalues| of the
         Hessian. It is Newton near a minimum, but walks away from saddles instead of onto them."""
 
-        def one(x):
-            def cond(state):
-                _, it, res = state
-                return (it < n_iter) & (res > tol)
+        def step(x):
+            r = R1(p, x, th, s2, c)  # = -grad u_red
+            w, V = jnp.linalg.eigh(H1(p, x, th, s2, c))  # = -Hess u_red
+            dx = V @ ((V.T @ r) / jnp.maximum(jnp.abs(w), 1e-12 / s2))
+            return dx * jnp.minimum(1.0, max_step / jnp.linalg.norm(dx)), r
 
-            def body(state):
-                x, it, _ = state
-                r = R1(p, x, th, s2, c)  # = -grad u_red
-                w, V = jnp.linalg.eigh(H1(p, x, th, s2, c))  # = -Hess u_red
-                w = jnp.maximum(jnp.abs(w), 1e-12 / s2)
-                step = V @ ((V.T @ r) / w)
-                step = step * jnp.minimum(1.0, max_step / jnp.linalg.norm(step))
-                return x + step, it + 1, jnp.linalg.norm(r)
-
-            return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
-
-        return jax.vmap(one)(X)
+        return iterate(step, X, n_iter, tol)
 
     return {
         "sfn": jax.jit(sfn_dense),
