@@ -228,10 +228,15 @@ class _Problem:
             Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, 1e-3 * self.tol_res(t)))
         else:
             Xn = np.stack([self._newton_krylov(x, t, n_iter) for x in X])
-        ok = np.all(np.isfinite(Xn), axis=1)
-        res = np.full(len(Xn), np.inf)
-        res[ok] = np.linalg.norm(self.residual(Xn[ok], t), axis=1) if ok.any() else []
-        return Xn, ok & (res <= self.tol_res(t))
+        return Xn, self._converged(Xn, t)
+
+    def _converged(self, X, t):
+        """Mask of the rows of X that are fixed points at t: finite, with |R| <= tol_res."""
+        ok = np.all(np.isfinite(X), axis=1)
+        res = np.full(len(X), np.inf)
+        if ok.any():
+            res[ok] = np.linalg.norm(self.residual(X[ok], t), axis=1)
+        return ok & (res <= self.tol_res(t))
 
     def minimise(self, X, t, n_iter=100):
         """Polish descent endpoints into minima of u_red; returns (X, converged mask)."""
@@ -240,10 +245,7 @@ class _Problem:
         max_step = 0.1 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
         tol = 1e-3 * self.tol_res(t)
         Xn = np.asarray(self.ops["sfn"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, tol, max_step))
-        ok = np.all(np.isfinite(Xn), axis=1)
-        res = np.full(len(Xn), np.inf)
-        res[ok] = np.linalg.norm(self.residual(Xn[ok], t), axis=1) if ok.any() else []
-        return Xn, ok & (res <= self.tol_res(t))
+        return Xn, self._converged(Xn, t)
 
     def _newton_krylov(self, x, t, n_iter):
         th, s2, c = self.coeffs(t)
