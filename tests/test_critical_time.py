@@ -220,3 +220,15 @@ def test_larger_equal_norm_set():
     assert abs(ct.centre_theta - theta_c) < 1e-6
     assert ct.t > ct.centre_t  # memorisation: attractors at single points appear first (saddle-nodes)
     assert ct.kind == "saddle-node"
+
+
+def test_chord_newton_agrees_with_newton(monkeypatch):
+    """The chord method used for large data sets converges to the same fixed points and critical time."""
+    import theory.bifurcations as fp
+
+    data = DeltaMixture(equal_norm(10, 10, 1.5, seed=10))
+    ref = critical_time(data, VPLinear())
+    monkeypatch.setattr(fp, "CHORD_FLOPS", 0)
+    ct = critical_time(data, VPLinear())
+    assert ct.kind == ref.kind
+    assert abs(ct.theta - ref.theta) < 1e-8 and abs(ct.centre_theta - ref.centre_theta) < 1e-8

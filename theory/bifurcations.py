@@ -13,9 +13,10 @@ the generative direction iff every eigenvalue of Hred is negative.
 How fixed points are found, with no hand-picked guesses: seeds are the centre kappa E[y] and the
 data attractors kappa y_j (kappa = theta / (1 + c sigma^2), where x = kappa E[y | x] holds at a
 fixed point of a finite data set); each seed descends u_red by majorise-minimise steps
-x <- x + R(x) / L with L >= the largest eigenvalue of -Hred (for a finite data set this is the
-exact fixed-point iteration x <- kappa E[y | x], which never increases u_red); the limits are
-polished by Newton, deduplicated and classified by the eigenvalues of Hred. Unstable fixed points
+x <- x + R(x) / L with L >= the largest eigenvalue of -Hred, which never increase u_red (for a
+finite data set with c <= 0, L = 1/sigma^2 and the step is x <- theta E[y | x] - c sigma^2 x, with
+the fixed points of x = kappa E[y | x]); the limits are polished by saddle-free Newton (Newton
+near a minimum, repelled by saddles), deduplicated and classified by the eigenvalues of Hred. Unstable fixed points
 come from Newton started at the centre and at midpoints between attractors; in 1D every fixed
 point is found by bracketing the sign changes of R on a grid covering kappa [min y, max y].
 
@@ -59,6 +60,9 @@ __all__ = [
 # Hessian-vector products. At d = 784, N = 60,000 (random equal-norm data, 2 cores) forming and
 # diagonalising Hred took 1.2 s, LOBPCG on the clustered spectrum 30 s: dense wins up to a few thousand.
 DENSE_MAX = 2048
+# Above this many flops for one Hessian (N d^2: 2e8 is ~5 ms here), continuation steps use the chord
+# method: one factorised Hessian per Newton solve instead of one per iteration.
+CHORD_FLOPS = 2e8
 
 
 # --- jitted kernels, one set per data family --------------------------------------------------
@@ -87,29 +91,43 @@ def _ops(kernels: tuple):
         X, res, it = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf), 0))
         return X, res
 
-    def iterate(step, X, n_iter, tol):
-        """x <- x + step(x) from every row of X until |R(x)| <= tol (checked before the step) or n_iter."""
+    def loop(step, x, n_iter, tol):
+        """x <- x + step(x) until |R(x)| <= tol (checked before the step) or n_iter steps."""
 
+        def cond(state):
+            _, it, res = state
+            return (it < n_iter) & (res > tol)
+
+        def body(state):
+            x, it, _ = state
+            dx, r = step(x)
+            return x + dx, it + 1, jnp.linalg.norm(r)
+
+        return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
+
+    def newton_dense(p, X, th, s2, c, n_iter, tol):
         def one(x):
-            def cond(state):
-                _, it, res = state
-                return (it < n_iter) & (res > tol)
+            def step(x):
+                r = R1(p, x, th, s2, c)
+                return -jnp.linalg.solve(H1(p, x, th, s2, c), r), r
 
-            def body(state):
-                x, it, _ = state
-                dx, r = step(x)
-                return x + dx, it + 1, jnp.linalg.norm(r)
-
-            return jax.lax.while_loop(cond, body, (x, 0, jnp.inf))[0]
+            return loop(step, x, n_iter, tol)
 
         return jax.vmap(one)(X)
 
-    def newton_dense(p, X, th, s2, c, n_iter, tol):
-        def step(x):
-            r = R1(p, x, th, s2, c)
-            return -jnp.linalg.solve(H1(p, x, th, s2, c), r), r
+    def chord_dense(p, X, th, s2, c, n_iter, tol):
+        """Newton with the Hessian of the starting point, factorised once (for large N: forming Hred costs N d^2)."""
 
-        return iterate(step, X, n_iter, tol)
+        def one(x0):
+            lu = jax.scipy.linalg.lu_factor(H1(p, x0, th, s2, c))
+
+            def step(x):
+                r = R1(p, x, th, s2, c)
+                return -jax.scipy.linalg.lu_solve(lu, r), r
+
+            return loop(step, x0, n_iter, tol)
+
+        return jax.vmap(one)(X)
 
     def top_eigs(p, x, th, s2, c, shift, V0):
         """Largest eigenvalues of Hred by LOBPCG on the PSD operator Hred + shift I (Hessian-vector products)."""
@@ -145,7 +163,7 @@ def _ops(kernels: tuple):
             dx = V @ ((V.T @ r) / jnp.maximum(jnp.abs(w), 1e-12 / s2))
             return dx * jnp.minimum(1.0, max_step / jnp.linalg.norm(dx)), r
 
-        return iterate(step, X, n_iter, tol)
+        return jax.vmap(lambda x: loop(step, x, n_iter, tol))(X)
 
     return {
         "sfn": jax.jit(sfn_dense),
@@ -158,6 +176,7 @@ def _ops(kernels: tuple):
         "resp": jax.jit(jax.vmap(lambda p, x, th, s2: resp(*p, x, th, s2), (None, 0, None, None))),
         "descend": jax.jit(descend),
         "newton": jax.jit(newton_dense),
+        "chord": jax.jit(chord_dense),
     }
 
 
@@ -175,6 +194,7 @@ class _Problem:
         self.p = data._params
         self.d = data.dim
         means = np.asarray(data.means)
+        self.n_components = len(means)
         self.scale = float(np.max(np.linalg.norm(means, axis=1))) + math.sqrt(
             max(data.min_component_variance(), 0.0) * self.d
         )
@@ -225,7 +245,11 @@ class _Problem:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if self.d <= DENSE_MAX:
             # Stop once |R| is 1e3 below the acceptance tolerance: one more step is then at round-off.
-            Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, 1e-3 * self.tol_res(t)))
+            tol = 1e-3 * self.tol_res(t)
+            if self.n_components * self.d**2 > CHORD_FLOPS:  # chord: linear convergence, more iterations
+                Xn = np.asarray(self.ops["chord"](self.p, jnp.asarray(X), *self.coeffs(t), 5 * n_iter, tol))
+            else:
+                Xn = np.asarray(self.ops["newton"](self.p, jnp.asarray(X), *self.coeffs(t), n_iter, tol))
         else:
             Xn = np.stack([self._newton_krylov(x, t, n_iter) for x in X])
         return Xn, self._converged(Xn, t)
@@ -375,15 +399,23 @@ class CriticalTime:
     """The first bifurcation met in the generative direction (t decreasing from T).
 
     Attributes:
-        t, theta, sigma, snr, ou_time: where it happens (forward time; OU time s = 1/2 ln(1 + 1/snr)).
+        t: forward time of the bifurcation (nan when kind is "none").
+        theta: theta(t).
+        sigma: sigma(t).
+        snr: theta^2 / sigma^2 at t.
+        ou_time: the Ornstein-Uhlenbeck time with the same SNR, 1/2 ln(1 + 1/snr).
         kind: "pitchfork" (the centre loses stability and the new attractors are born from it),
             "saddle-node" (new attractors appear away from the centre), or "none" (no bifurcation
             in (t_min, T]; then ``message`` says why and the numbers are nan).
-        x: the bifurcation point (d,); direction: the unit eigenvector of the zero eigenvalue there.
-        centre_t, centre_theta: where the branch continued from the centre at T loses stability
-            (nan if it never does above t_min).
-        step, generative_step: for a DDPM schedule, the last forward step past the bifurcation,
-            max{k : theta_k > theta_c}, and N - step; None otherwise.
+        x: the bifurcation point (d,).
+        direction: the unit eigenvector of the zero eigenvalue at x.
+        centre_t: where the branch continued from the centre at T loses stability (nan if it never
+            does above t_min).
+        centre_theta: theta(centre_t).
+        eta: the member of the eta family.
+        step: for a DDPM schedule, the last forward step past the bifurcation, max{k : theta_k > theta_c}.
+        generative_step: N - step.
+        message: why kind is "none".
     """
 
     t: float
@@ -433,7 +465,7 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     in higher dimension it holds the attractors reached from the seeds and the unstable points
     found by Newton from the centre and from midpoints between attractors. Sorted by x[0].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from theory import DeltaMixture, VPLinear, fixed_points
         >>> pts = fixed_points(DeltaMixture([[-1.0], [1.0]]), VPLinear(), 0.1)
@@ -527,12 +559,18 @@ def bifurcation_diagram(
 
 
 def _time_grid(schedule: Schedule, t_min: float, n_grid: int):
-    """Times from T down to t_min, uniform in log-SNR (where the structure changes)."""
-    # snr(T) may be 0 (cosine: theta(T) = 0); the grid's first cell then starts at snr = 1e-8.
-    lo, hi = max(float(schedule.log_snr(schedule.T)), math.log(1e-8)), float(schedule.log_snr(t_min))
+    """Times from T down to t_min, uniform in log-SNR (where the structure changes).
+
+    Where snr(T) < 1e-8 (cosine: theta(T) = 0, where the ODE's fixed points x = E[y|x] / theta are at
+    infinity) the grid starts at snr = 1e-8 instead of T.
+    """
+    lo, hi = float(schedule.log_snr(schedule.T)), float(schedule.log_snr(t_min))
+    start = schedule.T
+    if lo < math.log(1e-8):
+        lo, start = math.log(1e-8), float(schedule.t_from_snr(1e-8))
     grid = np.exp(np.linspace(lo, hi, n_grid))
     ts = np.asarray(schedule.t_from_snr(grid[1:-1]))
-    return np.concatenate([[schedule.T], ts, [t_min]])
+    return np.concatenate([[start], ts, [t_min]])
 
 
 def critical_time(
@@ -552,7 +590,7 @@ def critical_time(
     continuation to ``tol_t`` in t: the centre branch's loss of stability (pitchfork) or the
     birth of a new attractor away from the centre (saddle-node), whichever comes first.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from theory import DeltaMixture, VPLinear, critical_time
         >>> ct = critical_time(DeltaMixture([[-1.0], [1.0]]), VPLinear())
@@ -605,7 +643,7 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
             empty,
             empty,
             nan,
-            f"already {len(start)} stable fixed points at t = T = {T}: no bifurcation in (t_min, T]",
+            f"already {len(start)} stable fixed points at t = {ts[0]} (T = {T}): no bifurcation in (t_min, T]",
         )
 
     # The centre branch: carried cell by cell from the unique attractor at T until it loses stability.
@@ -696,11 +734,11 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
     t_min = 1e-4 * T if t_min is None else float(t_min)
     check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
     prob = _Problem(data, schedule, None, c_override=0.0)
-    start = prob.stable_points(T, 64)
+    ts = _time_grid(schedule, t_min, 64)
+    start = prob.stable_points(ts[0], 64)
     nan = float("nan")
     t = nan
     if len(start) == 1:
-        ts = _time_grid(schedule, t_min, 64)
         x = start[0]
         for i in range(1, len(ts)):
             x, tc, reached = prob.continue_branch(x, ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz())

@@ -15,7 +15,7 @@ Everything is log-sum-exp based, float64, jit-compiled, and batched over leading
 Methods take ``(x, t, schedule)`` with x of shape (..., d) and t a scalar or an array that
 broadcasts against x.shape[:-1].
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from theory import DeltaMixture, VPLinear
     >>> data = DeltaMixture(np.array([[-1.0], [1.0]]))
@@ -208,7 +208,7 @@ class DeltaMixture(_Mixture):
         points: (N, d) data points (a (N,) array is read as N points in 1D).
         weights: (N,) non-negative, summing to 1; uniform when None.
 
-    Example:
+    Examples:
         >>> DeltaMixture([[-1.0], [1.0]]).dim
         1
     """
@@ -264,7 +264,7 @@ class GaussianMixture(_Mixture):
             symmetric positive definite.
         weights: (K,), uniform when None.
 
-    Example:
+    Examples:
         >>> GaussianMixture([[-1.0], [1.0]], [0.1, 0.1]).dim
         1
     """

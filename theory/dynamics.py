@@ -10,7 +10,7 @@ eta = 1 the reverse SDE, eta = 0 the probability-flow ODE. The drift is -grad u_
 
 For VP and eta = 1 this is the paper's u = beta(t) (-log p_t(x) - |x|^2 / 4).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from theory import DeltaMixture, VPLinear, drift
     >>> drift(DeltaMixture([[-1.0], [1.0]]), VPLinear(), np.array([0.0]), 0.5).tolist()

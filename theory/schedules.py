@@ -5,7 +5,7 @@ The forward SDE is dx = f(x, t) dt + g(t) dW with a linear drift f(x, t) = a(t) 
 a = d log theta / dt and g^2 = d sigma^2 / dt - 2 a sigma^2. Every function is written in jax,
 float64, vectorised over ``t`` and differentiable.
 
-Example:
+Examples:
     >>> s = VPLinear()
     >>> float(s.theta(0.2926416543))  # doctest: +ELLIPSIS
     0.64359425...

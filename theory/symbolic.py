@@ -11,7 +11,7 @@ stability at theta_c, where u''(0) = 0.
 
 Symbols: ``x`` (real); ``theta``, ``a``, ``beta``, ``lam`` (printed lambda), ``m``, ``v0`` (positive); ``eta`` (>= 0).
 
-Example:
+Examples:
     >>> import sympy as sp
     >>> from theory.symbolic import a, eta, two_delta_theta_c
     >>> sp.simplify(two_delta_theta_c().subs({a: 1, eta: 1}))
