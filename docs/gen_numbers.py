@@ -327,6 +327,19 @@ def quickstart() -> str:
     return "\n".join(out) + "\n```\n"
 
 
+def notebook_figures() -> str:
+    """The figures under docs/figures/<notebook>/ (written by scripts/run_notebooks.py), with their parameters."""
+    figs = ROOT / "docs" / "figures"
+    parts = []
+    for d in sorted(p for p in figs.glob("*") if p.is_dir()):
+        params = (d / "params.json").read_text().strip() if (d / "params.json").exists() else "unknown"
+        parts.append(f"## {d.name}\n\nParameters of the run: `{' '.join(params.split())}`\n")
+        parts += [f"![{png.stem}](figures/{d.name}/{png.name})\n" for png in sorted(d.glob("*.png"))]
+    if not parts:
+        return "No figures yet: run `make notebooks` (or `make notebooks-smoke`), then `python docs/gen_numbers.py`.\n"
+    return "\n".join(parts)
+
+
 SNIPPETS = {
     "quickstart": quickstart,
     "reference_table": reference_table,
@@ -339,6 +352,7 @@ SNIPPETS = {
     "fixed_points_example": fixed_points_example,
     "speciation": speciation,
     "benchmarks": benchmarks,
+    "notebook_figures": notebook_figures,
 }
 
 

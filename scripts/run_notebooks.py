@@ -4,8 +4,8 @@
     python scripts/run_notebooks.py --smoke    # the notebooks' fast defaults
     python scripts/run_notebooks.py --only 01  # notebooks whose name contains "01"
 
-Executed notebooks go to docs/notebooks/, figures to docs/figures/<notebook>/, and the parameters
-each run used to docs/notebooks/<notebook>.params.json.
+Executed notebooks go to docs/notebooks/ (not committed: they hold outputs), figures and the
+parameters of the run to docs/figures/<notebook>/ (committed; docs/notebooks.md shows them).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def main(argv=None) -> int:
         print(f"[{i}/{len(notebooks)}] {nb.name} {params}", flush=True)
         t0 = time.perf_counter()
         out = args.out / "notebooks" / nb.name
-        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT),
-                            progress_bar=True)
-        (args.out / "notebooks" / f"{nb.stem}.params.json").write_text(json.dumps(params, indent=1) + "\n")
+        pm.execute_notebook(
+            str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=True
+        )
+        (Path(params["fig_dir"]) / "params.json").write_text(json.dumps(params, indent=1) + "\n")
         print(f"    done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(ROOT)}", flush=True)
     return 0
 

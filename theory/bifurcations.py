@@ -52,6 +52,7 @@ __all__ = [
     "bifurcation_diagram",
     "descend",
     "attractor_labels",
+    "attractor_posterior",
     "fixed_point_map",
 ]
 
@@ -222,6 +223,11 @@ class _Problem:
 
     def kappa(self, t):
         th, s2, c = self.coeffs(t)
+        if 1.0 + c * s2 <= 0.0:
+            raise ValueError(
+                f"at t={t} the fixed points are at infinity (x = E[y|x] / theta with theta = {th:.3g}: the "
+                f"probability-flow ODE at theta -> 0); use a t below T"
+            )
         return th / (1.0 + c * s2)
 
     def tol_res(self, t):
@@ -708,9 +714,17 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
         xb, tb, _ = prob.continue_branch(xb, tb, T, new_attractor, tol_t, h0=2 * coarse)
         births = [(tb, xb)]
     pf = np.isfinite(centre_t) and centre_t >= t_lo  # the centre has lost stability by t_lo
+
+    def _dist_to_centre(x, t):
+        c = centre_at(t)
+        return np.inf if c is None else float(np.linalg.norm(x - c))
+
     if births:
         tb, xb = max(births, key=lambda b: b[0])
-    if births and not (pf and tb <= centre_t + 1e-6 * T):
+    # A birth next to the centre branch where the centre has lost stability is the pitchfork itself,
+    # seen through Newton's limited accuracy where the potential is flat.
+    at_centre = births and pf and (tb <= centre_t + 1e-6 * T or _dist_to_centre(xb, tb) < 1e-3 * (1.0 + prob.scale))
+    if births and not at_centre:
         w, V = prob.eig(xb, tb)
         return result("saddle-node", tb, xb, V[:, -1], centre_t)
     if pf:
@@ -786,12 +800,20 @@ def descend(data, schedule: Schedule, X, t, eta: float = 1.0, max_iter: int = 20
     return prob.descend(np.atleast_2d(X), float(t), max_iter=max_iter)[0]
 
 
-def attractor_labels(data, schedule: Schedule, X, t, eta: float = 1.0, labels=None):
-    """Label of the attractor each row of X flows to at t: the point/component with the largest
-    posterior weight there, mapped through ``labels`` (default: its index)."""
+def attractor_posterior(data, schedule: Schedule, X, t, eta: float = 1.0):
+    """Posterior weights over the points/components at the attractor each row of X flows to at t.
+
+    The attractor is reached by the frozen-time gradient flow of u_eta (``descend``); returns (n, N).
+    A shared attractor (the centre before the critical time) spreads its weight over the points.
+    """
     prob = _Problem(data, schedule, eta)
     schedule.check_t(t)
     A, _ = prob.descend(np.atleast_2d(X), float(t))
-    r = np.asarray(prob.ops["resp"](prob.p, jnp.asarray(A), *prob.coeffs(float(t))[:2]))
-    j = np.argmax(r, axis=1)
+    return np.asarray(prob.ops["resp"](prob.p, jnp.asarray(A), *prob.coeffs(float(t))[:2]))
+
+
+def attractor_labels(data, schedule: Schedule, X, t, eta: float = 1.0, labels=None):
+    """Label of the attractor each row of X flows to at t: the point/component with the largest
+    posterior weight there, mapped through ``labels`` (default: its index)."""
+    j = np.argmax(attractor_posterior(data, schedule, X, t, eta), axis=1)
     return j if labels is None else np.asarray(labels)[j]

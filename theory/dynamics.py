@@ -180,14 +180,18 @@ def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, l
     """Probability that the basin a sample is in at time t is the one it ends in.
 
     At each kept time t_k (every ``every``-th step), each sample is carried to its attractor by the
-    frozen-time gradient flow of u_eta (``theory.bifurcations.descend``), and the attractor is
-    labelled by the data point (or component) with the largest posterior weight there, mapped
-    through ``labels`` (length N; default: the point's index). The final label is read the same
-    way at the last time. Returns (t (M,), p (M,)).
+    frozen-time gradient flow of u_eta, and the statistic is the posterior probability, at that
+    attractor, of the label the sample ends with (``theory.bifurcations.attractor_posterior``),
+    averaged over samples: a shared attractor (the centre before the critical time) gives the
+    chance level, a committed one 1. ``labels`` (length N) groups points into classes (default:
+    each point its own). The final label is the attractor's most probable one at the last time.
+    Returns (t (M,), p (M,)).
     """
-    from theory.bifurcations import attractor_labels
+    from theory.bifurcations import attractor_posterior
 
+    lab = np.arange(data.means.shape[0]) if labels is None else np.asarray(labels)
     idx = np.arange(0, len(traj.t), int(every))
-    final = attractor_labels(data, schedule, traj.x[-1], traj.t[-1], eta, labels)
-    p = [np.mean(attractor_labels(data, schedule, traj.x[i], traj.t[i], eta, labels) == final) for i in idx]
+    final = lab[np.argmax(attractor_posterior(data, schedule, traj.x[-1], traj.t[-1], eta), axis=1)]
+    same = lab[None, :] == final[:, None]  # (n, N): point j carries the sample's final label
+    p = [np.mean(np.sum(attractor_posterior(data, schedule, traj.x[i], traj.t[i], eta) * same, axis=1)) for i in idx]
     return traj.t[idx], np.asarray(p)
