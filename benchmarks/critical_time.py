@@ -129,9 +129,12 @@ def main() -> None:
     if not args.skip_big:
         res["big"] = bench_big(args.n_big, args.n_seeds, args.n_grid)
         print("critical_time, large data set:", json.dumps(res["big"]), flush=True)
-    if args.out:
+    if args.out:  # nan -> null: strict JSON
+        clean = {
+            k: {f: (None if isinstance(v, float) and v != v else v) for f, v in part.items()} for k, part in res.items()
+        }
         with open(args.out, "w") as fh:
-            json.dump(res, fh, indent=1)
+            json.dump(clean, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,16 @@ def main(argv=None) -> int:
         return 2
     (args.out / "notebooks").mkdir(parents=True, exist_ok=True)
     for i, nb in enumerate(notebooks, 1):
-        params = {"full": not args.smoke, "fig_dir": str(args.out / "figures" / nb.stem)}
+        fig_dir = args.out.resolve() / "figures" / nb.stem
+        rel = fig_dir.relative_to(ROOT) if fig_dir.is_relative_to(ROOT) else fig_dir  # the notebooks run in ROOT
+        params = {"full": not args.smoke, "fig_dir": str(rel)}
         print(f"[{i}/{len(notebooks)}] {nb.name} {params}", flush=True)
         t0 = time.perf_counter()
         out = args.out / "notebooks" / nb.name
         pm.execute_notebook(
             str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=True
         )
-        (Path(params["fig_dir"]) / "params.json").write_text(json.dumps(params, indent=1) + "\n")
+        (fig_dir / "params.json").write_text(json.dumps(params, indent=1) + "\n")
         print(f"    done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(ROOT)}", flush=True)
     return 0
 

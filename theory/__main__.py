@@ -40,8 +40,9 @@ def main(argv=None) -> int:
                 "seconds": time.perf_counter() - t0,
             }
         )
-    if args.json:
-        print(json.dumps({"schedule": repr(schedule), "rows": rows}, indent=1))
+    if args.json:  # nan -> null: strict JSON
+        rows_json = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+        print(json.dumps({"schedule": repr(schedule), "rows": rows_json}, indent=1))
         return 0
     print(f"Critical times, {schedule!r}; forward time, generation runs from T to 0.")
     print("centre: where the branch continued from the centre loses stability; closed: sympy's theta.")
