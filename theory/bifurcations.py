@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg as spla
 from jax.experimental.sparse.linalg import lobpcg_standard
+from scipy.optimize import brentq
 
 from theory._checks import check_eta, check_in_range
 from theory.schedules import DDPM, Schedule
@@ -308,6 +309,10 @@ class _Problem:
         """Bound on |dx/dt| along a smooth branch: a generous multiple of the data scale per unit time."""
         return 1e3 * (1.0 + self.scale) / self.schedule.T
 
+    def stability_margin(self, x, t):
+        """Minus the top eigenvalue of Hred, in units of 1/sigma^2: > 0 iff stable (the crossing for continuation)."""
+        return -float(self.eig(x, t)[0][-1]) * self.coeffs(t)[1]
+
     def stable(self, x, t):
         w, _ = self.eig(x, t)
         return bool(w[-1] < -1e-12 / self.coeffs(t)[1])
@@ -340,8 +345,12 @@ class _Problem:
         X = self.dedup(Xp[ok])
         return np.array([x for x in X if self.stable(x, t)]).reshape(-1, self.d)
 
-    def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None, h0=None):
+    def continue_branch(self, x0, t0, t1, accept, tol_t, lipschitz=None, h0=None, crossing=None):
         """Carry a fixed point from t0 towards t1 while ``accept(x, t)``; halve the step on failure.
+
+        With ``crossing(x, t)`` (continuous, > 0 where accepted, e.g. minus the top eigenvalue), a
+        branch that goes on but is rejected at the next point has its end located by Brent's method
+        on the crossing instead of by halving (a few Newton solves instead of ~40).
 
         A Newton limit further than ``jump`` from the last point, or (with ``lipschitz``) further than
         lipschitz |dt|, is another branch, not this one: past a pitchfork Newton started on the
@@ -364,9 +373,29 @@ class _Problem:
                 if t == t1:
                     return x, t, True
                 h *= 2.0
-            else:
-                h *= 0.5
+                continue
+            if ok[0] and near and crossing is not None and crossing(xn[0], t_try) <= 0:
+                end = self._locate_crossing(x, t, t_try, crossing, tol_t)
+                if end is not None:
+                    return end[0], end[1], False
+            h *= 0.5
         return x, t, False
+
+    def _locate_crossing(self, x, t_in, t_out, crossing, tol_t):
+        """Root of crossing along the branch through x between t_in (> 0) and t_out (<= 0), or None."""
+
+        def f(s):
+            xs, ok = self.newton(x[None], s)
+            if not ok[0]:
+                raise ArithmeticError
+            return crossing(xs[0], s)
+
+        try:
+            root = brentq(f, t_in, t_out, xtol=tol_t, rtol=4 * np.finfo(float).eps)
+        except (ArithmeticError, ValueError):
+            return None
+        xr, ok = self.newton(x[None], root)
+        return (xr[0], root) if ok[0] else None
 
 
 def _farthest_points(P, n, seed):
@@ -658,7 +687,13 @@ def _first_bifurcation(prob, schedule, eta, t_min, n_grid, n_seeds, tol_t):
         path.append((ts[0], start[0]))
         for i in range(1, len(ts)):
             x, t, reached = prob.continue_branch(
-                path[-1][1], ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz()
+                path[-1][1],
+                ts[i - 1],
+                ts[i],
+                prob.stable,
+                tol_t,
+                prob.centre_lipschitz(),
+                crossing=prob.stability_margin,
             )
             path.append((t, x))
             if not reached:
@@ -755,7 +790,9 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
     if len(start) == 1:
         x = start[0]
         for i in range(1, len(ts)):
-            x, tc, reached = prob.continue_branch(x, ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz())
+            x, tc, reached = prob.continue_branch(
+                x, ts[i - 1], ts[i], prob.stable, tol_t, prob.centre_lipschitz(), crossing=prob.stability_margin
+            )
             if not reached:
                 t = tc
                 break
