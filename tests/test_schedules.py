@@ -349,3 +349,12 @@ def test_ve_t_from_sigma_jit_and_vmap():
     sig = jnp.asarray(sigma_ve(SMOOTH_T))
     np.testing.assert_allclose(np.asarray(jax.jit(s.t_from_sigma)(sig)), SMOOTH_T, atol=1e-12)
     np.testing.assert_allclose(np.asarray(jax.vmap(s.t_from_snr)(1 / sig**2)), SMOOTH_T, atol=1e-12)
+
+
+def test_ddpm_step_time_map():
+    # Step k sits at t = k T / N, where theta is the discrete sqrt(cumprod(1 - beta)) (numpy, independent).
+    s = DDPM()
+    k = np.array([0, 1, 292, 707, 1000])
+    np.testing.assert_array_equal(s.t_of_step(k), k / 1000)
+    theta_k = np.sqrt(np.concatenate([[1.0], np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))]))
+    np.testing.assert_allclose(np.asarray(s.theta(s.t_of_step(k))), theta_k[k], rtol=1e-12)

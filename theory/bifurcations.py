@@ -411,8 +411,6 @@ def _farthest_points(P, n, seed):
 
 def _scale_eig(prob: _Problem, t, w):
     """Eigenvalues of Hred -> eigenvalues of the drift Jacobian ((1 + eta^2)/2 g^2 Hred)."""
-    if prob.eta is None:
-        return w
     return np.asarray(w) * 0.5 * (1.0 + prob.eta**2) * float(prob.schedule.g2(t))
 
 

@@ -187,18 +187,12 @@ class _Mixture:
         th, s2 = self._ts(t, schedule)
         return _batched(self._k["hvp"], self._params, self._check_x(x), th, s2, self._check_x(v, "v"))
 
-    # Kernels on (theta, sigma^2) for the fixed-point engine, which differentiates through them.
+    # Single-point kernels on (theta, sigma^2), for jitted loops (the simulator) and autodiff checks.
     def log_prob_ts(self, x, theta, s2):
         return self._k["log_prob"](*self._params, x, theta, s2)
 
     def score_ts(self, x, theta, s2):
         return self._k["score"](*self._params, x, theta, s2)
-
-    def hessian_ts(self, x, theta, s2):
-        return self._k["hessian"](*self._params, x, theta, s2)
-
-    def hvp_ts(self, x, v, theta, s2):
-        return self._k["hvp"](*self._params, x, v, theta, s2)
 
 
 class DeltaMixture(_Mixture):
