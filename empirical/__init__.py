@@ -2,8 +2,14 @@
 models) and the image data loaders it trains on.
 
 The data loaders (``empirical.datasets``) need only numpy, so ``import empirical`` imports neither torch
-nor scikit-learn.
+nor scikit-learn; the torch modules are imported by name (``empirical.train``, ``empirical.samplers``, ...).
 """
+
+import os
+
+# The theory side (jax) is small float64 work: keep it on the CPU so that it never claims GPU memory
+# that torch needs (has effect only when jax is not imported yet).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from empirical.datasets import DATASETS, Dataset, load_dataset
 

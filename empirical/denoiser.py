@@ -1,0 +1,99 @@
+r"""The eps-prediction preconditioning, kept apart from the backbone network (as EDM's ``EDMPrecond``).
+
+A ``Denoiser`` wraps any backbone ``net(x, c_noise)`` (x of shape (n, d), c_noise of shape (n,)) and
+the *same* ``theory.Schedule`` object the theory uses; theta(t) and sigma(t) are never recomputed
+here. From eps_hat(x, t) it gives the learned score, posterior mean and the generative drift of the
+eta family, so the learned model plugs into the drift and potential of ``theory.dynamics``:
+
+    score(x, t) = -eps_hat(x, t) / sigma(t),    x0_hat = (x - sigma eps_hat) / theta,
+    drift(x, t) = -a(t) x + (1 + eta^2)/2 g^2(t) score(x, t).
+
+Every array is a flat row of pixels, (n, d), as ``empirical.datasets`` returns them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from theory.schedules import Schedule, VPLinear
+
+__all__ = ["Denoiser", "schedule_coeffs", "T_MIN"]
+
+T_MIN = 1e-3  # smallest forward time trained and sampled: the score of data is singular at t = 0
+
+
+def schedule_coeffs(schedule: Schedule, t, *names: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Evaluate ``schedule.<name>(t)`` for each name in float64 (jax on the CPU) and return torch tensors.
+
+    ``t`` is a tensor, array or float of forward times; the results have the dtype and device of
+    ``like`` (default float64 on the CPU) and the shape of ``t``.
+
+    >>> th, s = schedule_coeffs(VPLinear(), torch.tensor([0.2926416543]), "theta", "sigma")
+    >>> round(float(th), 8), round(float(th**2 + s**2), 12)
+    (0.64359425, 1.0)
+    """
+    t64 = np.asarray(t.detach().cpu().double() if isinstance(t, torch.Tensor) else t, dtype=np.float64)
+    dtype, device = (like.dtype, like.device) if like is not None else (torch.float64, "cpu")
+    return tuple(torch.tensor(np.array(getattr(schedule, n)(t64)), dtype=dtype, device=device) for n in names)
+
+
+class Denoiser(nn.Module):
+    """eps-prediction wrapper: ``forward(x, t)`` returns eps_hat of the same shape as x.
+
+    The backbone sees the unscaled x_t (unit variance under VP) and c_noise = 1000 t / T, the
+    DDPM convention for its sinusoidal time embedding.
+    """
+
+    def __init__(self, net: nn.Module, schedule: Schedule | None = None):
+        super().__init__()
+        self.net = net
+        self.schedule = VPLinear() if schedule is None else schedule
+
+    def _t(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},); got {tuple(t.shape)}")
+        lo, hi = float(t.min()), float(t.max())
+        if not (0.0 < lo and hi <= self.schedule.T):
+            raise ValueError(f"t must lie in (0, T={self.schedule.T}]; got values in [{lo}, {hi}]")
+        return t
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = self._t(x, t)
+        c_noise = (1000.0 / self.schedule.T) * t.to(device=x.device, dtype=x.dtype)
+        return self.net(x, c_noise).to(x.dtype)
+
+    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Denoising score matching, E ||eps_hat(theta x0 + sigma eps, t) - eps||^2 / d, t ~ U(T_MIN, T).
+
+        ``generator`` (on the CPU) draws t and eps, so a seeded run is reproducible on any device.
+        """
+        n = x0.shape[0]
+        t = T_MIN + (self.schedule.T - T_MIN) * torch.rand(n, generator=generator, dtype=torch.float64)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        theta, sigma = schedule_coeffs(self.schedule, t, "theta", "sigma", like=x0)
+        xt = theta[:, None] * x0 + sigma[:, None] * eps
+        return torch.mean((self(xt, t) - eps) ** 2)
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Learned grad log p_t(x) = -eps_hat / sigma(t)."""
+        (sigma,) = schedule_coeffs(self.schedule, self._t(x, t), "sigma", like=x)
+        return -self(x, t) / sigma[:, None]
+
+    def x0(self, x: torch.Tensor, t) -> torch.Tensor:
+        """Learned posterior mean E[x_0 | x_t = x] = (x - sigma eps_hat) / theta (Tweedie)."""
+        theta, sigma = schedule_coeffs(self.schedule, self._t(x, t), "theta", "sigma", like=x)
+        return (x - sigma[:, None] * self(x, t)) / theta[:, None]
+
+    def drift(self, x: torch.Tensor, t, eta: float = 1.0) -> torch.Tensor:
+        """Generative drift -a x + (1 + eta^2)/2 g^2 score, as ``theory.drift`` with the learned score."""
+        if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
+            raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
+        a, g2 = schedule_coeffs(self.schedule, self._t(x, t), "a", "g2", like=x)
+        return -a[:, None] * x + 0.5 * (1.0 + eta**2) * g2[:, None] * self.score(x, t)
