@@ -32,7 +32,7 @@ def schedule_coeffs(schedule: Schedule, t, *names: str, like: torch.Tensor | Non
     ``t`` is a tensor, array or float of forward times; the results have the dtype and device of
     ``like`` (default float64 on the CPU) and the shape of ``t``.
 
-    >>> th, s = schedule_coeffs(VPLinear(), torch.tensor([0.2926416543]), "theta", "sigma")
+    >>> th, s = schedule_coeffs(VPLinear(), torch.tensor([0.2926416543], dtype=torch.float64), "theta", "sigma")
     >>> round(float(th), 8), round(float(th**2 + s**2), 12)
     (0.64359425, 1.0)
     """
