@@ -21,7 +21,7 @@ from torch import nn
 
 from theory.schedules import Schedule, VPLinear
 
-__all__ = ["Denoiser", "schedule_coeffs", "T_MIN"]
+__all__ = ["Denoiser", "ExactDenoiser", "schedule_coeffs", "T_MIN"]
 
 T_MIN = 1e-3  # smallest forward time trained and sampled: the score of data is singular at t = 0
 
@@ -97,3 +97,29 @@ class Denoiser(nn.Module):
             raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
         a, g2 = schedule_coeffs(self.schedule, self._t(x, t), "a", "g2", like=x)
         return -a[:, None] * x + 0.5 * (1.0 + eta**2) * g2[:, None] * self.score(x, t)
+
+
+class ExactDenoiser(Denoiser):
+    """The exact eps of a ``theory`` data model (DeltaMixture or GaussianMixture): eps = -sigma grad log p_t.
+
+    It has the Denoiser interface, so samplers and measurements can be checked against the theory
+    with no training error. Computed by jax in float64 and returned in x's dtype and device.
+
+    >>> from theory import DeltaMixture
+    >>> den = ExactDenoiser(DeltaMixture([[-1.0], [1.0]]))
+    >>> x = torch.tensor([[0.3]], dtype=torch.float64)
+    >>> th = 0.6435942529055827  # theta(t) at t = 0.2926416543: E[x0 | x] = tanh(theta x / sigma^2)
+    >>> round(float(den.x0(x, 0.2926416543)[0, 0]), 6), round(float(np.tanh(th * 0.3 / (1 - th**2))), 6)
+    (0.317151, 0.317151)
+    """
+
+    def __init__(self, data, schedule: Schedule | None = None):
+        super().__init__(nn.Identity(), schedule)
+        self.data = data
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = self._t(x, t)
+        x64 = x.detach().cpu().double().numpy()
+        score = np.array(self.data.score(x64, t.numpy(), self.schedule))
+        (sigma,) = schedule_coeffs(self.schedule, t, "sigma")
+        return torch.tensor(-sigma.numpy()[:, None] * score, dtype=x.dtype, device=x.device)
