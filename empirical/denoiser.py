@@ -110,7 +110,7 @@ class ExactDenoiser(Denoiser):
     >>> x = torch.tensor([[0.3]], dtype=torch.float64)
     >>> th = 0.6435942529055827  # theta(t) at t = 0.2926416543: E[x0 | x] = tanh(theta x / sigma^2)
     >>> round(float(den.x0(x, 0.2926416543)[0, 0]), 6), round(float(np.tanh(th * 0.3 / (1 - th**2))), 6)
-    (0.317151, 0.317151)
+    (0.318166, 0.318166)
     """
 
     def __init__(self, data, schedule: Schedule | None = None):
