@@ -65,9 +65,17 @@ class Denoiser(nn.Module):
         return t
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        t = self._t(x, t)
-        c_noise = (1000.0 / self.schedule.T) * t.to(device=x.device, dtype=x.dtype)
-        return self.net(x, c_noise).to(x.dtype)
+        return self._eps(x, self._t(x, t).to(device=x.device, dtype=x.dtype))
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x, (1000.0 / self.schedule.T) * t).to(x.dtype)
+
+    def _x0_at(self, t: float, like: torch.Tensor):
+        """x -> x0_hat(x) for one point at a fixed t, with the coefficients computed outside autodiff."""
+        self._t(like[None], t)
+        theta, sigma = (float(c) for c in schedule_coeffs(self.schedule, float(t), "theta", "sigma"))
+        tt = torch.full((1,), float(t), dtype=like.dtype, device=like.device)
+        return lambda v: (v - sigma * self._eps(v[None], tt)[0]) / theta
 
     def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Denoising score matching, E ||eps_hat(theta x0 + sigma eps, t) - eps||^2 / d, t ~ U(T_MIN, T).
@@ -90,6 +98,14 @@ class Denoiser(nn.Module):
         """Learned posterior mean E[x_0 | x_t = x] = (x - sigma eps_hat) / theta (Tweedie)."""
         theta, sigma = schedule_coeffs(self.schedule, self._t(x, t), "theta", "sigma", like=x)
         return (x - sigma[:, None] * self(x, t)) / theta[:, None]
+
+    def x0_jacobian(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """d x0_hat / dx at one point x (d,) -> (d, d), by reverse-mode autodiff (exact for the network)."""
+        return torch.func.jacrev(self._x0_at(t, x))(x)
+
+    def x0_jvp(self, x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
+        """(d x0_hat / dx) v at one point x (d,), by forward-mode autodiff, without forming the Jacobian."""
+        return torch.func.jvp(self._x0_at(t, x), (x,), (v,))[1]
 
     def drift(self, x: torch.Tensor, t, eta: float = 1.0) -> torch.Tensor:
         """Generative drift -a x + (1 + eta^2)/2 g^2 score, as ``theory.drift`` with the learned score."""
@@ -123,3 +139,15 @@ class ExactDenoiser(Denoiser):
         score = np.array(self.data.score(x64, t.numpy(), self.schedule))
         (sigma,) = schedule_coeffs(self.schedule, t, "sigma")
         return torch.tensor(-sigma.numpy()[:, None] * score, dtype=x.dtype, device=x.device)
+
+    # Tweedie: x0_hat = (x + sigma^2 grad log p_t) / theta, so d x0_hat / dx = (I + sigma^2 Hess log p_t) / theta.
+    def x0_jacobian(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        theta, s2 = (float(c) for c in schedule_coeffs(self.schedule, float(t), "theta", "sigma2"))
+        H = np.array(self.data.hessian(x.detach().cpu().double().numpy(), float(t), self.schedule))
+        return torch.tensor((np.eye(len(H)) + s2 * H) / theta, dtype=x.dtype, device=x.device)
+
+    def x0_jvp(self, x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
+        theta, s2 = (float(c) for c in schedule_coeffs(self.schedule, float(t), "theta", "sigma2"))
+        x64, v64 = (y.detach().cpu().double().numpy() for y in (x, v))
+        Hv = np.array(self.data.hvp(x64, v64, float(t), self.schedule))
+        return torch.tensor((v64 + s2 * Hv) / theta, dtype=x.dtype, device=x.device)
