@@ -1,0 +1,519 @@
+r"""Train eps-prediction denoisers on the offline image data sets: one CPU, one GPU, or many (torchrun + DDP).
+
+The model is ``Denoiser(build_net(...), VPLinear())`` trained by denoising score matching
+(``Denoiser.loss``) with Adam, a linear learning-rate warm-up, gradient-norm clipping and an EMA of the
+weights. Command line::
+
+    python -m empirical.train --dataset digits --steps 20000 --out runs/digits
+    torchrun --nproc_per_node 8 -m empirical.train --dataset fashion-mnist --net unet --out runs/fmnist
+    python -m empirical.train --dry-run      # print the resolved config and exit
+
+Files in ``out``: ``config.json`` (the resolved config, world size, torch version) and ``checkpoint.pt``
+(model, EMA, optimizer state, step, config, loss history: plain tensors and numbers, loadable with
+``torch.load(..., weights_only=True)``), both written atomically.
+
+Reproducibility: step k on rank r draws its batch indices, t and eps from a CPU generator seeded by
+(seed, k, r) (``step_generator``), so the checkpoint holds all the state there is, and a run killed and
+resumed from its last checkpoint ends with the same weights, bit for bit, as one never interrupted (on
+the CPU with a fixed thread count; GPU kernels need not be deterministic). Multi-node runs need ``out`` on
+a file system that every node sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import types
+import typing
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from empirical.datasets import DATASETS, load_dataset
+from empirical.denoiser import Denoiser
+from empirical.nets import NETS, build_net
+from theory.schedules import VPLinear
+
+__all__ = [
+    "TrainConfig",
+    "train",
+    "load_denoiser",
+    "export_weights",
+    "step_generator",
+    "build_parser",
+    "config_from_args",
+    "main",
+]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+# Fields that may change when a run resumes: none of them changes the arithmetic of a step.
+_RESUMABLE = ("steps", "ckpt_every", "out")
+DEVICES = ("auto", "cpu", "cuda")
+BF16 = ("auto", "on", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the defaults train the 8x8 digits on two CPU cores in minutes.
+
+    Every field is checked on construction:
+
+    >>> TrainConfig(steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: steps must be an int >= 1; got 0
+    >>> TrainConfig(net="unet", ch=4).net_kwargs()
+    {'ch': 4, 'mult': (1, 2, 2), 'blocks': 2}
+    """
+
+    dataset: str = field(default="digits", metadata={"help": "data set", "choices": DATASETS})
+    n_train: int | None = field(default=None, metadata={"help": "number of training images (omit for all)"})
+    classes: tuple[int, ...] | None = field(default=None, metadata={"help": "keep only these labels (omit for all)"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the n_train subset"})
+    net: str = field(default="mlp", metadata={"help": "backbone", "choices": NETS})
+    width: int = field(default=256, metadata={"help": "mlp: hidden width"})
+    depth: int = field(default=4, metadata={"help": "mlp: residual blocks"})
+    ch: int = field(default=32, metadata={"help": "unet: base channels"})
+    mult: tuple[int, ...] = field(default=(1, 2, 2), metadata={"help": "unet: channel multiplier per level"})
+    blocks: int = field(default=2, metadata={"help": "unet: residual blocks per level"})
+    steps: int = field(default=20000, metadata={"help": "optimizer steps in total"})
+    batch_size: int = field(default=128, metadata={"help": "global batch size (split over ranks)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate after warm-up"})
+    warmup: int = field(default=500, metadata={"help": "steps of linear learning-rate warm-up"})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights, in [0, 1)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "maximal gradient norm"})
+    seed: int = field(default=0, metadata={"help": "seed of the initial weights and of every step's draws"})
+    ckpt_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
+    out: str | None = field(default=None, metadata={"help": "output directory (omit for runs/<dataset>-<net>)"})
+    device: str = field(default="auto", metadata={"help": "auto: cuda if available", "choices": DEVICES})
+    bf16: str = field(default="auto", metadata={"help": "bf16 autocast (auto: on cuda)", "choices": BF16})
+
+    def __post_init__(self):
+        for name in ("classes", "mult"):  # JSON and argparse give lists
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+        if isinstance(self.out, os.PathLike):
+            self.out = os.fspath(self.out)
+        for f in dataclasses.fields(self):
+            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ValueError(f"{f.name} must be one of {f.metadata['choices']}; got {getattr(self, f.name)!r}")
+        _check_int("n_train", self.n_train, 1, none_ok=True)
+        if self.classes is not None:
+            if not (isinstance(self.classes, tuple) and self.classes and all(_is_int(c) for c in self.classes)):
+                raise ValueError(f"classes must be None or a non-empty tuple of ints; got {self.classes!r}")
+        for name in ("data_seed", "seed", "warmup"):
+            _check_int(name, getattr(self, name), 0)
+        for name in ("width", "depth", "ch", "blocks", "steps", "batch_size", "ckpt_every"):
+            _check_int(name, getattr(self, name), 1)
+        if not (isinstance(self.mult, tuple) and self.mult and all(_is_int(m) and m >= 1 for m in self.mult)):
+            raise ValueError(f"mult must be a non-empty tuple of ints >= 1; got {self.mult!r}")
+        if self.net == "unet":  # GroupNorm(min(8, ch)) at every level, 4 attention heads at the lowest
+            groups = min(8, self.ch)
+            if any(self.ch * m % groups for m in self.mult) or self.ch * self.mult[-1] % 4:
+                raise ValueError(
+                    f"unet channels ch * mult = {[self.ch * m for m in self.mult]} must be multiples of "
+                    f"min(8, ch) = {groups}, and the last one a multiple of 4; got ch={self.ch}, mult={self.mult}"
+                )
+        for name in ("lr", "grad_clip"):
+            value = getattr(self, name)
+            if not (_is_real(value) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1); got {self.ema_decay!r}")
+        if self.out is not None and not (isinstance(self.out, str) and self.out):
+            raise ValueError(f"out must be None or a non-empty path; got {self.out!r}")
+
+    def net_kwargs(self) -> dict:
+        """The arguments of ``build_net`` for this config's backbone."""
+        return _net_kwargs(dataclasses.asdict(self))
+
+    def resolved(self) -> TrainConfig:
+        """A copy with ``device``, ``bf16`` and ``out`` made explicit (auto -> what this machine has)."""
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
+        bf16 = self.bf16 if self.bf16 != "auto" else ("on" if device == "cuda" else "off")
+        out = self.out if self.out is not None else f"runs/{self.dataset}-{self.net}"
+        return dataclasses.replace(self, device=device, bf16=bf16, out=out)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (tuples as lists), the form stored in checkpoints and config.json."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value, lo: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not (_is_int(value) and value >= lo):
+        raise ValueError(f"{name} must be {'None or ' if none_ok else ''}an int >= {lo}; got {value!r}")
+
+
+def _net_kwargs(config: Mapping) -> dict:
+    if config["net"] == "mlp":
+        return {"width": config["width"], "depth": config["depth"]}
+    return {"ch": config["ch"], "mult": tuple(config["mult"]), "blocks": config["blocks"]}
+
+
+def _make_net(config: Mapping, image_shape, seed: int) -> nn.Module:
+    """The backbone with initial weights drawn from ``seed``, leaving the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_net(config["net"], tuple(image_shape), **_net_kwargs(config))
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator of optimizer step ``step`` on rank ``rank``: all the randomness of that step.
+
+    SeedSequence mixes the three integers, so neighbouring steps and ranks get unrelated streams.
+
+    >>> a, b = step_generator(0, 7, 1), step_generator(0, 7, 1)
+    >>> torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    True
+    """
+    hi, lo = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(hi) << 32 | int(lo))
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up from lr / warmup to lr over the first ``warmup`` steps, then constant, so ``steps``
+    may grow on resume without changing the steps already taken."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+def _ema_decay(decay: float, step: int) -> float:
+    """EMA decay ramped up as (1 + k) / (10 + k), so the early average does not linger on the initial weights."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), net.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), net.buffers(), strict=True):
+        e.copy_(b)
+
+
+def _to_cpu(obj):
+    """A copy of a nest of dicts/lists holding tensors, with every tensor on the CPU (device-free checkpoints)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _atomic_write(path: Path, write: Callable[[typing.BinaryIO], None]) -> None:
+    """Write ``path`` through a temporary file in the same directory (fsync, os.replace), so a reader or a
+    process killed mid-write sees the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # persist the rename itself (not possible on every file system)
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove the temporary files of writes cut short by a kill."""
+    for name in (CHECKPOINT, CONFIG):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _check_resumable(stored: Mapping, cfg: TrainConfig, path: Path) -> None:
+    new = cfg.to_dict()
+    differ = [k for k in new if k not in _RESUMABLE and stored.get(k) != new[k]]
+    if differ:
+        diffs = ", ".join(f"{k}={stored.get(k)!r} there but {new[k]!r} now" for k in differ)
+        raise ValueError(
+            f"cannot resume {path}: its config differs in {diffs}; only {', '.join(_RESUMABLE)} may change on "
+            "resume (choose another out directory to start a new run)"
+        )
+
+
+def _distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device) from torchrun's WORLD_SIZE / RANK / LOCAL_RANK; joins the process
+    group (nccl on cuda, gloo on cpu) when there is more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        if device == "cuda":
+            dist.init_process_group("nccl", device_id=dev)
+        else:
+            dist.init_process_group("gloo")
+    return rank, world, dev
+
+
+def _check_in_sync(modules: list[nn.Module], world: int, step: int) -> None:
+    """Raise on every rank if the ranks' weights differ (DDP keeps them equal; a broken all-reduce would not)."""
+    if world == 1:
+        return
+    h = hashlib.sha256()
+    for module in modules:
+        for p in module.state_dict().values():
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    digests = [None] * world
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks out of sync after step {step}: weight digests {digests}")
+
+
+def _mean_over_ranks(losses: list[torch.Tensor], world: int) -> list[float]:
+    """Each step's loss averaged over the ranks: the loss of the global batch (one collective per call)."""
+    buf = torch.stack(losses).float()
+    if world > 1:
+        dist.all_reduce(buf)  # SUM: gloo has no AVG
+        buf /= world
+    return buf.double().cpu().tolist()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) the run described by ``cfg``; return the path of the final checkpoint.
+
+    Under torchrun every process calls this; each draws ``batch_size // world_size`` examples a step with
+    its own ``step_generator(seed, step, rank)``, and only rank 0 writes files.
+    """
+    cfg = cfg.resolved()
+    rank, world, device = _distributed(cfg.device)
+    try:
+        return _train(cfg, rank, world, device)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Path:
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the world size {world}")
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    data = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=cfg.data_seed)
+    if cfg.net == "unet" and any(s % 2 ** (len(cfg.mult) - 1) for s in data.image_shape):
+        raise ValueError(
+            f"unet with {len(cfg.mult)} levels needs an image size divisible by {2 ** (len(cfg.mult) - 1)}; "
+            f"{cfg.dataset} is {data.image_shape} (use fewer mult entries)"
+        )
+    x = torch.tensor(data.x, dtype=torch.float32, device=device)
+
+    net = _make_net(cfg.to_dict(), data.image_shape, cfg.seed).to(device)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    step, losses = 0, []
+    if ckpt_path.exists():
+        # On the CPU: load_state_dict moves the tensors to the parameters' device, and Adam wants its step counts
+        # on the CPU.
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resumable(ckpt["config"], cfg, ckpt_path)
+        net.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, losses = ckpt["step"], ckpt["loss"].tolist()
+        if step > cfg.steps:
+            raise ValueError(f"{ckpt_path} is at step {step}, beyond steps={cfg.steps}; steps must be >= {step}")
+        if ckpt["world_size"] != world and rank == 0:
+            warnings.warn(
+                f"resuming a run of world size {ckpt['world_size']} with {world} processes: each step now draws "
+                "other examples, so the result will differ from an uninterrupted run",
+                stacklevel=2,
+            )
+    if world > 1:  # every rank must have read the same checkpoint (a shared file system)
+        steps_seen = [None] * world
+        dist.all_gather_object(steps_seen, step)
+        if len(set(steps_seen)) != 1:
+            raise RuntimeError(f"ranks resumed from different steps {steps_seen}: out must be on a shared file system")
+
+    info = {"world_size": world, "torch": str(torch.__version__), "image_shape": list(data.image_shape)}
+    if rank == 0:
+        _remove_stale_temporaries(out)
+        text = json.dumps({**cfg.to_dict(), **info, "n_images": len(x)}, indent=2) + "\n"
+        _atomic_write(out / CONFIG, lambda f: f.write(text.encode()))
+
+    def save() -> None:
+        _check_in_sync([net, ema], world, step)  # a collective: also the barrier before the write
+        if rank == 0:
+            state = {
+                "step": step,
+                "config": cfg.to_dict(),
+                **info,
+                "model": net.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": opt.state_dict(),
+                "loss": torch.tensor(losses, dtype=torch.float64),
+            }
+            _atomic_write(ckpt_path, lambda f: torch.save(_to_cpu(state), f))
+        if world > 1:
+            dist.barrier()
+
+    # DDP wraps the backbone, so Denoiser.loss goes through DDP's forward and the gradients are all-reduced.
+    if world > 1:
+        backbone = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        backbone = net
+    den = Denoiser(backbone, VPLinear())
+    per_rank = cfg.batch_size // world
+    pending, recent = [], deque(maxlen=100)
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, desc=f"train {cfg.dataset}", dynamic_ncols=True)
+    while step < cfg.steps:
+        gen = step_generator(cfg.seed, step, rank)
+        idx = torch.randint(len(x), (per_rank,), generator=gen).to(device)
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 == "on"):
+            loss = den.loss(x[idx], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        _ema_update(ema, net, _ema_decay(cfg.ema_decay, step))
+        pending.append(loss.detach())
+        recent.append(pending[-1])
+        step += 1
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            losses += _mean_over_ranks(pending, world)
+            pending = []
+            save()
+        bar.update(1)
+        if step % 50 == 0 or step == cfg.steps:  # .item() waits for the GPU: not every step
+            bar.set_postfix(loss=f"{torch.stack(list(recent)).mean().item():.4f}")
+    bar.close()
+    return ckpt_path
+
+
+def load_denoiser(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
+    """The trained ``Denoiser`` of a checkpoint (or of an ``export_weights`` file), in eval mode on ``device``.
+
+    ``ema`` picks the EMA weights (the default) or the raw ones. Parameters do not require grad, so
+    autograd with respect to x (scores, Jacobians) accumulates nothing in the model.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    key = "ema" if ema else "model"
+    if key not in ckpt:
+        raise ValueError(f"{path} holds no {key!r} weights (an export holds the EMA only); use ema=True")
+    net = _make_net(ckpt["config"], ckpt["image_shape"], seed=0)
+    net.load_state_dict(ckpt[key])
+    return Denoiser(net, VPLinear()).to(device).eval().requires_grad_(False)
+
+
+def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> Path:
+    """Write the EMA weights (float32) with the config of checkpoint ``path_in`` to ``path_out``, atomically:
+    the small file to ship (no optimizer state, no raw weights). ``load_denoiser`` reads it."""
+    ckpt = torch.load(path_in, map_location="cpu", weights_only=True)
+    small = {
+        "step": ckpt["step"],
+        "config": ckpt["config"],
+        "image_shape": ckpt["image_shape"],
+        "torch": ckpt["torch"],
+        "ema": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"].items()},
+    }
+    path_out = Path(path_out)
+    _atomic_write(path_out, lambda f: torch.save(small, f))
+    return path_out
+
+
+def _arg_type(hint) -> tuple[type, bool]:
+    """(element type, is a tuple) of a field's annotation; ``X | None`` counts as X."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        return args[0], True
+    return hint, False
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one typed option per ``TrainConfig`` field (``--batch-size``, ...) and ``--dry-run``;
+    pass ``parser`` to add them to another command's parser."""
+    if parser is None:
+        parser = argparse.ArgumentParser(
+            prog="python -m empirical.train",
+            description="Train an eps-prediction denoiser (torchrun for several processes).",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind, is_tuple = _arg_type(hints[f.name])
+        extra = {"nargs": "+"} if is_tuple else {}
+        if "choices" in f.metadata:
+            extra["choices"] = f.metadata["choices"]
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.metadata["help"], **extra
+        )
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of parsed ``build_parser`` options."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.dry_run:
+            resolved = cfg.resolved().to_dict()
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            print(json.dumps({**resolved, "world_size": world, "torch": str(torch.__version__)}, indent=2))
+            return 0
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    path = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
