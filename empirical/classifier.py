@@ -123,13 +123,13 @@ def train_classifier(
     x,
     labels,
     image_shape: tuple[int, int],
-    steps: int = 2000,
+    steps: int = 1000,
     seed: int = 0,
     *,
     n_classes: int | None = None,
     width: int = 256,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     weight_decay: float = 1e-4,
     augment: bool = True,
     device=None,
@@ -137,7 +137,8 @@ def train_classifier(
     """Train a ``Classifier`` on images x (n, h w) in [-1, 1] with integer labels (n,): Adam, cross-entropy,
     a cosine learning-rate decay over ``steps`` minibatches, and (``augment``) random shifts of up to
     1 pixel (8x8) or 2 pixels (28x28). n_classes defaults to max(labels) + 1. Seeded: the same seed
-    gives the same weights on the CPU. About 5 s for the digits on 2 CPU cores."""
+    gives the same weights on the CPU. The defaults reach ~0.98 held-out accuracy on the digits in about
+    5 s on one CPU thread (the ops are small: on a busy machine, torch.set_num_threads(1) is faster)."""
     h, w = (int(v) for v in image_shape)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32))
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)

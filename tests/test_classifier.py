@@ -18,7 +18,7 @@ def digits_split():
 @pytest.fixture(scope="module")
 def digits_clf(digits_split):
     ds, train, _ = digits_split
-    return train_classifier(ds.x[train], ds.labels[train], ds.image_shape, steps=600, seed=0)
+    return train_classifier(ds.x[train], ds.labels[train], ds.image_shape, steps=200, seed=0, lr=3e-3, batch_size=256)
 
 
 def test_held_out_accuracy(digits_split, digits_clf):
