@@ -17,10 +17,13 @@ dpm++2m    DPM-Solver++(2M), multistep in lambda          M
 
 (``nfe(sampler, n_steps)`` returns the last column.) M = 1 is the one-shot Tweedie denoiser at t_start.
 
-Grids (``grid=``): "uniform" in t (the default, as in DDPM/DDIM's uniform skip of the 1000 steps) or
-"logsnr", uniform in lambda = log(theta / sigma) (DPM-Solver's recommendation for low resolution).
-A uniform-in-t grid ending at t_end = 1e-3 puts a large lambda step last, so the asymptotic orders
-show on the "logsnr" grid.
+Grids (``grid=``): "uniform" in t (the default, as in DDPM/DDIM's uniform skip of the 1000 steps),
+"logsnr", uniform in lambda = log(theta / sigma) (DPM-Solver's choice for low resolution), or
+"sigma", uniform in the noise level sigma / theta (the variable in which DDIM is Euler's method, so
+PNDM's equal-step multistep weights are exact there). Orders measured against the exact ODE of
+Gaussian data (tests/test_samplers.py): DDIM 1 on every grid; DPM-Solver++(2M) 2 ("logsnr", "sigma"),
+~1.8 ("uniform"); PNDM 4 ("sigma"), 2 ("logsnr"), and on "uniform" falling from 3 towards 1 as the
+steps shrink, since sigma ~ sqrt(t) is not smooth in t at t = 0.
 
 Initial distributions: ``init_vanilla`` N(0, I) at T; the late start N(0, I) at t_start < T; the
 Gaussian late start ``GaussianInit`` N(mu_t, Sigma_t) at t_start. ``generate`` puts them together.
@@ -61,8 +64,8 @@ DEFAULT_RANK = 256
 
 # --- the pieces every sampler shares ----------------------------------------------------------
 def _on_grid(fn, t: np.ndarray) -> np.ndarray:
-    """fn(t) for a 1D float64 array, padded to a power-of-two length: the schedule's eager jax ops
-    compile once per array shape (~1 s for a new length), so grids share a few shapes."""
+    """fn(t) for a 1D float64 array, padded to a power-of-two length: eager jax ops compile once per
+    array shape (~0.2 s for t_from_snr at a new length), so grids share a few shapes."""
     n = len(t)
     padded = np.concatenate([t, np.full((1 << (n - 1).bit_length()) - n, t[-1])])
     return np.array(fn(padded), dtype=np.float64)[..., :n]
@@ -78,19 +81,7 @@ def _prepare(denoiser: Denoiser, x: torch.Tensor, ts) -> tuple:
     param = next(denoiser.parameters(), None)
     net_dtype = param.dtype if param is not None else torch.float64
     x = x.to(torch.float64)
-    return x, ts, *_coeffs(denoiser.schedule, ts, x), net_dtype
-
-
-def _coeffs(schedule: Schedule, ts: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """theta and sigma on the grid ts, float64 on like's device."""
-    if ts.numel() == 0:
-        return torch.zeros(0, dtype=torch.float64, device=like.device), torch.zeros(
-            0, dtype=torch.float64, device=like.device
-        )
-    both = _on_grid(
-        lambda t: np.stack([np.asarray(c) for c in schedule_coeffs(schedule, t, "theta", "sigma")]), ts.numpy()
-    )
-    return tuple(torch.tensor(c, dtype=torch.float64, device=like.device) for c in both)
+    return x, ts, *schedule_coeffs(denoiser.schedule, ts, "theta", "sigma", like=x), net_dtype
 
 
 def _eps(denoiser: Denoiser, x: torch.Tensor, t, dtype: torch.dtype) -> torch.Tensor:
@@ -150,14 +141,16 @@ def pndm(denoiser: Denoiser, x: torch.Tensor, ts, t_mid=None) -> torch.Tensor:
     The first three steps are pseudo Runge-Kutta (PRK, eq. 13: four evaluations, at t, the midpoint
     twice and s); the rest pseudo linear multistep (PLMS, eq. 12: one evaluation, the 4th-order
     Adams-Bashforth combination e' = (55 e_0 - 59 e_1 + 37 e_2 - 9 e_3) / 24 of the last four eps at
-    the grid points). The PLMS weights assume equal steps: use it on a grid uniform in its variable.
-    ts (M,), x (n, d); returns x0_hat at ts[-1]. NFE = 4 min(3, M - 1) + max(M - 4, 0) + 1.
+    the grid points). The PLMS weights assume equal steps of sigma / theta, so the order is 4 on the
+    "sigma" grid and 2 on others. ts (M,), x (n, d); t_mid (M - 1,) the PRK midpoints (default the
+    midpoints in t; ``sample`` halves each step in the grid's own variable). Returns x0_hat at ts[-1].
+    NFE = 4 min(3, M - 1) + max(M - 4, 0) + 1.
     """
     x, ts, theta, sigma, dtype = _prepare(denoiser, x, ts)
     mids = 0.5 * (ts[:-1] + ts[1:]) if t_mid is None else torch.as_tensor(t_mid, dtype=torch.float64).reshape(-1)
     if mids.shape != (len(ts) - 1,) or not bool(torch.all((mids < ts[:-1]) & (mids > ts[1:]))):
         raise ValueError(f"t_mid must hold one time inside each of the {len(ts) - 1} steps of ts")
-    theta_m, sigma_m = _coeffs(denoiser.schedule, mids, x)
+    theta_m, sigma_m = schedule_coeffs(denoiser.schedule, mids, "theta", "sigma", like=x)
 
     def phi(x, e, th_t, s_t, th_s, s_s):  # DDIM's transfer from (th_t, s_t) to (th_s, s_s)
         return th_s * (x - s_t * e) / th_t + s_s * e
