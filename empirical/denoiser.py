@@ -61,6 +61,12 @@ class Denoiser(nn.Module):
         self.net = net
         self.schedule = VPLinear() if schedule is None else schedule
 
+    @property
+    def dim(self) -> int:
+        """d, the length of a flat image row."""
+        net = self.net
+        return int(np.prod(net.image_shape)) if hasattr(net, "image_shape") else int(net.inp.in_features)
+
     def _t(self, x: torch.Tensor, t) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
         if t.numel() == 1:
@@ -140,6 +146,10 @@ class ExactDenoiser(Denoiser):
     def __init__(self, data, schedule: Schedule | None = None):
         super().__init__(nn.Identity(), schedule)
         self.data = data
+
+    @property
+    def dim(self) -> int:
+        return int(self.data.dim)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         t = self._t(x, t)

@@ -399,7 +399,7 @@ def cloning(
 
     The grid is uniform in t with n_steps steps from T to t_end; branch times are snapped to it.
     """
-    T, d = denoiser.schedule.T, _dim(denoiser)
+    T, d = denoiser.schedule.T, denoiser.dim
     if n_parents < 1 or n_clones < 2:
         raise ValueError(f"need n_parents >= 1 and n_clones >= 2; got {n_parents}, {n_clones}")
     ts = np.linspace(T, t_end, n_steps + 1)
@@ -432,16 +432,6 @@ def cloning(
             mid = float(t_arr[j - 1] + w * (t_arr[j] - t_arr[j - 1]))
             break
     return CloningCurve(t_arr, p_arr, chance, mid, n_parents, n_clones)
-
-
-def _dim(denoiser):
-    data = getattr(denoiser, "data", None)
-    if data is not None:
-        return int(data.dim)
-    net = denoiser.net
-    if hasattr(net, "image_shape"):
-        return int(np.prod(net.image_shape))
-    return int(net.inp.in_features)
 
 
 def potential_along_path(denoiser: Denoiser, xa, xb, t: float, *, eta: float = 1.0, n: int = 101, extend: float = 0.25):
