@@ -33,7 +33,14 @@ import theory
 from empirical.classifier import train_classifier
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import ExactDenoiser
-from empirical.measure import centre_branch, cloning, measure_critical_time, potential_along_path, simulate
+from empirical.measure import (
+    centre_branch,
+    cloning,
+    map_coeffs,
+    measure_critical_time,
+    potential_along_path,
+    simulate,
+)
 from empirical.results import finite, upsert_row, write_json_atomic
 from empirical.train import TrainConfig, load_denoiser, train
 from theory.symbolic import equal_norm_theta_c, lambdify
@@ -185,19 +192,23 @@ def run(cfg: Config, command: str) -> dict:
     den.double()
     clock["cloning_s"] = time.perf_counter() - t0
 
-    # The potential along the path between two generated trajectories, learned and exact, at times around t_c.
+    # The potential along the line through two generated samples of different classes, scaled to time t
+    # (kappa(t) x0, where their attractors sit once they exist), learned and exact, at times around t_c.
     ts = np.linspace(den.schedule.T, 1e-3, 201)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start = torch.randn(2, x_train.shape[1], generator=gen, dtype=torch.float64)
-    paths = simulate(den, start, ts, eta=cfg.eta, generator=gen)
-    t_arc = [0.8] + [f * pred["t_c_predicted"] for f in (1.25, 1.0, 0.7)] + [0.1]
+    start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64)
+    ends = den.x0(simulate(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])
+    labels = clf.predict(ends.float())
+    a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if np.any(labels != labels[0]) else 1
     exact = ExactDenoiser(theory.DeltaMixture(x_train), den.schedule)
     arcs = []
-    for t in t_arc:
-        i = int(np.argmin(np.abs(ts - t)))
-        s, u = potential_along_path(den, paths[i, 0], paths[i, 1], ts[i], eta=cfg.eta)
-        _, u_exact = potential_along_path(exact, paths[i, 0], paths[i, 1], ts[i], eta=cfg.eta)
-        arcs.append({"t": float(ts[i]), "s": s, "u_learned": u, "u_exact": u_exact})
+    for t in [0.8] + [f * pred["t_c_predicted"] for f in (1.25, 1.0, 0.8, 0.6)]:
+        kappa, _ = map_coeffs(den, t, cfg.eta)
+        s, u = potential_along_path(den, kappa * ends[a], kappa * ends[b], t, eta=cfg.eta)
+        _, u_exact = potential_along_path(exact, kappa * ends[a], kappa * ends[b], t, eta=cfg.eta)
+        arcs.append(
+            {"t": float(t), "s": s, "u_learned": u, "u_exact": u_exact, "classes": [int(labels[a]), int(labels[b])]}
+        )
 
     measured = float(m.t)
     row = {

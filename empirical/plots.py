@@ -39,6 +39,8 @@ def breaking_figures(curves: dict) -> dict:
     a2.plot(curves["centre"]["t"], curves["centre"]["lam"], label="learned")
     a2.plot(curves["centre_exact"]["t"], curves["centre_exact"]["lam"], "--", label="exact (empirical data)")
     a2.axhline(0, color="grey", lw=0.8)
+    a2.set_ylim(-1.0, 0.25)  # the interesting range: the softening near t_c (both go far below at small t)
+    _mark(a2, row)
     a2.set(xlabel="forward time t", ylabel="top eigenvalue of grad R", title="branch from the data mean")
     a2.legend(fontsize=7)
     fig.tight_layout()
@@ -59,7 +61,7 @@ def breaking_figures(curves: dict) -> dict:
     for ax, arc in zip(np.atleast_1d(axes), arcs, strict=True):
         ax.plot(arc["s"], arc["u_learned"], label="learned")
         ax.plot(arc["s"], arc["u_exact"], "--", label="exact")
-        ax.set(title=f"t = {arc['t']:.3f}", xlabel="s (path between two samples)")
+        ax.set(title=f"t = {arc['t']:.3f}", xlabel="s (line through two samples)")
     np.atleast_1d(axes)[0].set_ylabel("u / k")
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
