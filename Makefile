@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench notebooks notebooks-smoke lab docs clean
+.PHONY: run test test-slow bench breaking-time notebooks notebooks-smoke lab docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,12 @@ test: $(BIN)/.installed  ## everything CI runs: lint, then the default (fast) te
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+test-slow: $(BIN)/.installed  ## the minutes-long checks (e.g. the digits pipeline at reduced size)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow
+
+breaking-time: $(BIN)/.installed  ## train on the digits, measure the breaking time, write docs/results (~5 min)
+	OMP_NUM_THREADS=1 $(BIN)/python -m empirical.breaking_time --dataset digits
 
 bench: $(BIN)/.installed  ## benchmarks/critical_time.py (minutes: includes N = 60,000 images)
 	$(BIN)/python benchmarks/critical_time.py --out benchmarks/results.json

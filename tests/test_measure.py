@@ -64,3 +64,20 @@ def test_bad_input():
         map_coeffs(den, 0.3, eta=-1.0)
     with pytest.raises(ValueError, match="t must lie"):
         stable_fixed_points(den, 1.5, torch.zeros(1, 1, dtype=torch.float64))
+
+
+def test_krylov_path_agrees_with_dense(monkeypatch):
+    # Above DENSE_MAX: Newton-Krylov (GMRES on jvps) and Arnoldi for the top eigenvalue; same points, same mu.
+    import empirical.measure as M
+
+    rng = np.random.default_rng(1)
+    P = rng.normal(size=(6, 5))
+    den, t = ExactDenoiser(DeltaMixture(P)), 0.15
+    starts = torch.as_tensor(np.vstack([P * 0.7, P * 0.2]), dtype=torch.float64)
+    dense = stable_fixed_points(den, t, starts)
+    monkeypatch.setattr(M, "DENSE_MAX", 0)
+    krylov = stable_fixed_points(den, t, starts)
+    assert len(dense) == len(krylov) >= 2
+    for a, b in zip(sorted(dense, key=lambda p: tuple(p.x)), sorted(krylov, key=lambda p: tuple(p.x)), strict=True):
+        np.testing.assert_allclose(a.x, b.x, atol=1e-8)
+        assert abs(a.mu - b.mu) < 1e-6
