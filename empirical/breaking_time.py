@@ -42,7 +42,7 @@ from empirical.measure import (
     simulate,
 )
 from empirical.results import finite, upsert_row, write_json_atomic
-from empirical.train import TrainConfig, load_denoiser, train
+from empirical.train import TrainConfig, export_weights, load_denoiser, train
 from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
@@ -159,6 +159,7 @@ def run(cfg: Config, command: str) -> dict:
     ckpt = train(cfg.train_config())
     clock["train_s"] = time.perf_counter() - t0
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model_file = export_weights(ckpt, results / f"{cfg.dataset}_denoiser.pt")  # EMA only, float32: reloads on a CPU
     device = stored["config"].get("device", "cpu")
     den = load_denoiser(ckpt).double()  # measurements in float64 on the CPU
     den.requires_grad_(False)
@@ -232,6 +233,7 @@ def run(cfg: Config, command: str) -> dict:
         "cloning_chance": clone.chance,
         "classifier_accuracy": accuracy,
         "train_steps": int(stored["step"]),
+        "model": str(model_file),
         "final_loss": float(stored["loss"][-200:].mean()),
         "seconds": {k: round(v, 1) for k, v in clock.items()},
         "device": _device_name(device),

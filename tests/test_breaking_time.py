@@ -44,17 +44,19 @@ def test_config_errors_and_dry_run(capsys):
 
 @pytest.mark.slow
 def test_digits_at_reduced_size(tmp_path):
-    """Train a small MLP on the digits (4000 steps) and check that its drift gains the second stable fixed
-    point within 15% of the exact empirical-data prediction (t = 0.4139)."""
+    """Train the digits MLP for 10,000 steps (the pipeline's 12,000 gave 3.6%) and check that its drift gains
+    the second stable fixed point within 10% of the exact empirical-data prediction (t = 0.4139).
+
+    Under-training moves the measured time down: 4,000 steps of a width-192 MLP gave 0.352 (15% off)."""
     torch.set_num_threads(1)
-    cfg = Config(steps=4000, width=192, depth=3, n_starts=64, tol_t=4e-3, n_parents=16, n_clones=4,
+    cfg = Config(steps=10000, width=256, depth=3, n_starts=64, tol_t=4e-3, n_parents=16, n_clones=4,
                  run_dir=str(tmp_path / "run"), results=str(tmp_path / "results"))  # fmt: skip
     from empirical.breaking_time import run
 
     row = run(cfg, "test")
     assert row["kind_predicted"] == "saddle-node"
     assert row["n_stable_below"] >= 2
-    assert abs(row["t_c_measured"] - row["t_c_predicted"]) < 0.15 * row["t_c_predicted"], row
+    assert abs(row["t_c_measured"] - row["t_c_predicted"]) < 0.10 * row["t_c_predicted"], row
     rows = json.loads((tmp_path / "results" / "breaking_time.json").read_text())
     assert [r["dataset"] for r in rows] == ["digits"]
     assert len(list((tmp_path / "results" / "figures").glob("breaking_digits_*.png"))) == 3
