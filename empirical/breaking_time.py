@@ -126,10 +126,16 @@ def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
         "theta_c_predicted": float(ct.theta),
         "kind_predicted": ct.kind,
         "centre_t_predicted": float(ct.centre_t),
-        "t_c_equal_norm": float(schedule.t_from_theta(theta_en)),
+        "t_c_equal_norm": _t_from_theta(schedule, theta_en),
         "t_c_biroli": float(sp.biroli_t),
         "top_covariance_eigenvalue": lam,
     }
+
+
+def _t_from_theta(schedule, theta: float) -> float:
+    """t(theta), or nan where theta is outside the schedule's range [theta(T), 1] (no transition there)."""
+    lo = float(schedule.theta(schedule.T))
+    return float(schedule.t_from_theta(theta)) if lo <= theta <= 1.0 else float("nan")
 
 
 def _softest(prefix, cb, cb_exact, t_c) -> dict:

@@ -66,11 +66,12 @@ class MeasuredFixedPoint:
 
 @dataclass(frozen=True)
 class CentreBranch:
-    """The fixed point continued from the data mean at t = T down to t_min, at every accepted step ``t``
-    (decreasing): the branch ``x`` (M, d), the top eigenvalue ``mu`` of dPhi/dx, ``lam`` = rho (Re mu - 1), the top eigenvalue
-    of the theory's grad R (negative while stable), ``asymmetry``, and ``crossing_t``, where Re mu
-    crosses 1 continuously (linear interpolation between grid points; nan if it never does), ``fold_t``
-    where the stable branch ends without a continuous crossing (nan if it does not)."""
+    """The fixed point continued from the data mean at t = T down to t_min, at every accepted step
+    ``t`` (decreasing): the branch ``x`` (M, d), the top eigenvalue ``mu`` of dPhi/dx, ``lam`` =
+    rho (Re mu - 1), the top eigenvalue of the theory's grad R (negative while stable),
+    ``asymmetry``, ``crossing_t``, where Re mu crosses 1 continuously (interpolated between steps;
+    nan if it never does), and ``fold_t``, where the stable branch ends without a continuous
+    crossing (nan if it does not)."""
 
     t: np.ndarray
     x: np.ndarray

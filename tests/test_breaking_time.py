@@ -15,7 +15,7 @@ from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
 
 
-@pytest.mark.parametrize("a, eta", [(1.0, 1.0), (2.0, 0.5)])
+@pytest.mark.parametrize("a, eta", [(1.0, 1.0), (2.0, 0.5), (0.7, 0.0)])
 def test_predictions_of_a_symmetric_pair(a, eta):
     # Deltas at +-a (centred, equal norm): every prediction is the closed form theta_c(lam = a^2, eta).
     x = np.array([[-a], [a]])
@@ -60,3 +60,9 @@ def test_digits_at_reduced_size(tmp_path):
     rows = json.loads((tmp_path / "results" / "breaking_time.json").read_text())
     assert [r["dataset"] for r in rows] == ["digits"]
     assert len(list((tmp_path / "results" / "figures").glob("breaking_digits_*.png"))) == 3
+
+
+def test_no_transition_gives_nan_not_an_error():
+    # The probability-flow ODE on deltas at +-1.5: no transition (theta_c^2 = 1 - a^2 < 0); every t is nan.
+    p = predict(np.array([[-1.5], [1.5]]), 0.0)
+    assert p["kind_predicted"] == "none" and math.isnan(p["t_c_predicted"]) and math.isnan(p["t_c_equal_norm"])
