@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow bench breaking-time notebooks notebooks-smoke lab docs clean
+.PHONY: run test test-slow bench breaking-time late-start notebooks notebooks-smoke lab docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-slow: $(BIN)/.installed  ## the minutes-long checks (e.g. the digits pipeli
 
 breaking-time: $(BIN)/.installed  ## train on the digits, measure the breaking time, write docs/results (~5 min)
 	OMP_NUM_THREADS=1 $(BIN)/python -m empirical.breaking_time --dataset digits
+
+late-start: $(BIN)/.installed  ## few-step samplers, vanilla vs Gaussian late start, FID (~10-14 min; reuses the model)
+	OMP_NUM_THREADS=1 $(BIN)/python -m empirical.late_start --dataset digits
 
 bench: $(BIN)/.installed  ## benchmarks/critical_time.py (minutes: includes N = 60,000 images)
 	$(BIN)/python benchmarks/critical_time.py --out benchmarks/results.json
