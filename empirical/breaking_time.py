@@ -167,7 +167,8 @@ def run(cfg: Config, command: str) -> dict:
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)
     model_file = export_weights(ckpt, results / f"{cfg.dataset}_denoiser.pt")  # EMA only, float32: reloads on a CPU
     device = stored["config"].get("device", "cpu")
-    den = load_denoiser(ckpt).double()  # measurements in float64 on the CPU
+    # Measurements in float64, on the GPU when there is one (d = 784 needs it), else on the CPU.
+    den = load_denoiser(ckpt, device="cuda" if torch.cuda.is_available() else "cpu").double()
     den.requires_grad_(False)
 
     t0 = time.perf_counter()
@@ -203,7 +204,7 @@ def run(cfg: Config, command: str) -> dict:
     # (kappa(t) x0, where their attractors sit once they exist), learned and exact, at times around t_c.
     ts = np.linspace(den.schedule.T, 1e-3, 201)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64)
+    start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64).to(next(den.parameters()).device)
     ends = den.x0(simulate(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])
     labels = clf.predict(ends.float())
     a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if np.any(labels != labels[0]) else 1

@@ -188,7 +188,7 @@ def stable_fixed_points(
         raise ValueError(f"t must lie in (0, T={denoiser.schedule.T}]; got {t}")
     kappa, _ = map_coeffs(denoiser, t, eta)
     with torch.no_grad():
-        x = starts.detach().to(torch.float64).clone()
+        x = starts.detach().to(_device(denoiser), torch.float64).clone()
         active = torch.ones(len(x), dtype=torch.bool)
         res = torch.full((len(x),), math.inf, dtype=torch.float64)
         for _ in range(max_iter):
@@ -326,7 +326,7 @@ def centre_branch(
     """
     T = denoiser.schedule.T
     t_max = T if t_max is None else float(t_max)
-    mean = torch.as_tensor(np.asarray(x_train), dtype=torch.float64).mean(0)
+    mean = torch.as_tensor(np.asarray(x_train), dtype=torch.float64, device=_device(denoiser)).mean(0)
     grid = _grid_in_log_snr(denoiser.schedule, t_min, t_max, n_grid)
     kappa, rho = map_coeffs(denoiser, grid[0], eta)
     x, r = _newton(denoiser, kappa * mean, float(grid[0]), kappa)
@@ -432,7 +432,11 @@ def cloning(
     ts = np.linspace(T, t_end, n_steps + 1)
     gen = torch.Generator().manual_seed(seed)
     parents = simulate(
-        denoiser, torch.randn(n_parents, d, generator=gen).to(_dtype(denoiser)), ts, eta=eta, generator=gen
+        denoiser,
+        torch.randn(n_parents, d, generator=gen).to(_device(denoiser), _dtype(denoiser)),
+        ts,
+        eta=eta,
+        generator=gen,
     )
 
     def finish(x, i):
@@ -468,16 +472,24 @@ def potential_along_path(denoiser: Denoiser, xa, xb, t: float, *, eta: float = 1
     For an exact score this is the theory's potential difference (``theory.potential`` / k); a learned
     drift need not be a gradient, so it is the work along this path. Returns (s (n,), u (n,)).
     """
-    xa, xb = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (xa, xb))
+    xa, xb = (
+        torch.as_tensor(v).detach().cpu().double() if torch.is_tensor(v) else torch.as_tensor(v) for v in (xa, xb)
+    )
+    xa, xb = xa.double(), xb.double()
     s = np.linspace(-extend, 1.0 + extend, n)
     path = xa[None] + torch.as_tensor(s)[:, None] * (xb - xa)[None]
     (g2,) = schedule_coeffs(denoiser.schedule, float(t), "g2")
     k = 0.5 * (1.0 + eta**2) * float(g2)
     with torch.no_grad():
-        b = denoiser.drift(path.to(_dtype(denoiser)), float(t), eta).double()
+        b = denoiser.drift(path.to(_device(denoiser), _dtype(denoiser)), float(t), eta).double().cpu()
     db = (b @ (xb - xa)).numpy() / k
     u = -np.concatenate([[0.0], np.cumsum(0.5 * (db[1:] + db[:-1]) * np.diff(s))])
     return s, u - np.interp(0.0, s, u)
+
+
+def _device(denoiser) -> torch.device:
+    """Where the network lives (the CPU for ExactDenoiser): the measurements run there, in float64."""
+    return next(denoiser.parameters(), torch.zeros(())).device
 
 
 def _dtype(denoiser):
