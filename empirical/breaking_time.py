@@ -31,6 +31,7 @@ import torch
 
 import theory
 from empirical.classifier import train_classifier
+from empirical.cli import config_from_args, dataclass_parser
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import ExactDenoiser
 from empirical.measure import (
@@ -268,26 +269,14 @@ def run(cfg: Config, command: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m empirical.breaking_time", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Config):
-        kind = {"int | None": int, "tuple[int, ...] | None": int, "str | None": str}.get(str(f.type), None)
-        kind = kind or {"str": str, "int": int, "float": float}[str(f.type)]
-        nargs = "+" if "tuple" in str(f.type) else None
-        p.add_argument(
-            "--" + f.name.replace("_", "-"), type=kind, nargs=nargs, default=f.default, help=f"(default {f.default})"
-        )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    return p
+    return dataclass_parser(Config, "python -m empirical.breaking_time", __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = vars(build_parser().parse_args(argv))
-    dry = args.pop("dry_run")
-    if args["classes"] is not None:
-        args["classes"] = tuple(args["classes"])
-    cfg = Config(**args)
-    if dry:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(Config, args)
+    if args.dry_run:
         print(json.dumps({"breaking_time": dataclasses.asdict(cfg), "train": cfg.train_config().to_dict()}, indent=1))
         return 0
     row = run(cfg, "python -m empirical.breaking_time " + shlex.join(argv))

@@ -40,7 +40,6 @@ import os
 import shlex
 import sys
 import time
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from tqdm import tqdm
 
 from empirical import breaking_time
 from empirical.classifier import train_classifier
+from empirical.cli import config_from_args, dataclass_parser
 from empirical.datasets import DATASETS, load_dataset
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features, kid
 from empirical.results import finite, upsert_row, write_json_atomic
@@ -465,31 +465,14 @@ def run(cfg: Config, command: str) -> dict:
 # --- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """One typed option per ``Config`` field (``--n-samples``, ...) and ``--dry-run``."""
-    p = argparse.ArgumentParser(prog="python -m empirical.late_start", description=__doc__.split("\n\n")[0])
-    hints = typing.get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        hint, args = hints[f.name], typing.get_args(hints[f.name])
-        if type(None) in args:  # X | None
-            (hint,) = [a for a in args if a is not type(None)]
-        is_tuple = typing.get_origin(hint) is tuple
-        kind = typing.get_args(hint)[0] if is_tuple else hint
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=kind,
-            nargs="+" if is_tuple else None,
-            default=f.default,
-            help=f"(default {f.default})",
-        )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    return p
+    return dataclass_parser(Config, "python -m empirical.late_start", __doc__.split("\n\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = vars(build_parser().parse_args(argv))
-    dry = args.pop("dry_run")
-    cfg = Config(**args)
-    if dry:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(Config, args)
+    if args.dry_run:
         print(json.dumps({"late_start": dataclasses.asdict(cfg), "train": cfg.train_config().to_dict()}, indent=1))
         return 0
     if cfg.threads:  # the ops are small: one thread is the fastest on a busy 2-core machine

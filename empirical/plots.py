@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["breaking_figures", "plot_breaking"]
+__all__ = ["breaking_figures", "plot_breaking", "save_figures"]
 
 _PRED = (
     ("t_c_predicted", "exact (empirical data)", "C3"),
@@ -69,14 +69,18 @@ def breaking_figures(curves: dict) -> dict:
     return figs
 
 
-def plot_breaking(curves: dict, folder: Path, dataset: str) -> list[Path]:
-    """Write the figures of ``breaking_figures`` as ``folder/breaking_<dataset>_<name>.png``."""
+def save_figures(figs: dict, folder, prefix: str, dpi: int = 110) -> list[Path]:
+    """Write each figure of ``figs`` ({name: Figure}) as ``folder/<prefix>_<name>.png`` and close it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in breaking_figures(curves).items():
-        path = folder / f"breaking_{dataset}_{name}.png"
-        fig.savefig(path, dpi=110)
+    for name, fig in figs.items():
+        paths.append(folder / f"{prefix}_{name}.png")
+        fig.savefig(paths[-1], dpi=dpi)
         plt.close(fig)
-        paths.append(path)
     return paths
+
+
+def plot_breaking(curves: dict, folder: Path, dataset: str) -> list[Path]:
+    """Write the figures of ``breaking_figures`` as ``folder/breaking_<dataset>_<name>.png``."""
+    return save_figures(breaking_figures(curves), folder, f"breaking_{dataset}")

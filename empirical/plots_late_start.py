@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from empirical.plots import save_figures
+
 __all__ = ["late_start_figures", "plot_late_start", "markdown_table", "entropy_table", "ratio_table"]
 
 _INIT_STYLE = {"late": ("C0", "late start, N(0, I)"), "gls": ("C1", "Gaussian late start")}
@@ -176,15 +178,7 @@ def late_start_figures(curves: dict) -> dict:
 
 def plot_late_start(curves: dict, folder, dataset: str) -> list[Path]:
     """Write ``late_start_figures`` as ``folder/late_start_<dataset>_<name>.png``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in late_start_figures(curves).items():
-        path = folder / f"late_start_{dataset}_{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return save_figures(late_start_figures(curves), folder, f"late_start_{dataset}", dpi=100)
 
 
 # --- markdown tables (the docs page and the notebook print them) -------------------------------------

@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import tempfile
-import types
 import typing
 import warnings
 from collections import deque
@@ -46,6 +45,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from empirical.cli import config_from_args as _config_from_args
+from empirical.cli import dataclass_parser
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import Denoiser
 from empirical.nets import NETS, build_net
@@ -459,42 +460,16 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> P
     return path_out
 
 
-def _arg_type(hint) -> tuple[type, bool]:
-    """(element type, is a tuple) of a field's annotation; ``X | None`` counts as X."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        (hint,) = [a for a in args if a is not type(None)]
-        args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        return args[0], True
-    return hint, False
-
-
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one typed option per ``TrainConfig`` field (``--batch-size``, ...) and ``--dry-run``;
     pass ``parser`` to add them to another command's parser."""
-    if parser is None:
-        parser = argparse.ArgumentParser(
-            prog="python -m empirical.train",
-            description="Train an eps-prediction denoiser (torchrun for several processes).",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        kind, is_tuple = _arg_type(hints[f.name])
-        extra = {"nargs": "+"} if is_tuple else {}
-        if "choices" in f.metadata:
-            extra["choices"] = f.metadata["choices"]
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=f.metadata["help"], **extra
-        )
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
-    return parser
+    description = "Train an eps-prediction denoiser (torchrun for several processes)."
+    return dataclass_parser(TrainConfig, "python -m empirical.train", description, parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The ``TrainConfig`` of parsed ``build_parser`` options."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return _config_from_args(TrainConfig, args)
 
 
 def main(argv: list[str] | None = None) -> int:
