@@ -140,10 +140,10 @@ def _t_from_theta(schedule, theta: float) -> float:
 
 
 def _softest(prefix, cb, cb_exact, t_c) -> dict:
-    """Where each centre branch is softest (its top eigenvalue of grad R largest) within t_c / 2 .. 2 t_c."""
+    """Where each centre branch is softest (its top eigenvalue of grad R largest) within 0.75 t_c .. 1.25 t_c."""
     out = {}
     for name, b in (("measured", cb), ("exact", cb_exact)):
-        window = (b.t > 0.5 * t_c) & (b.t < 2.0 * t_c)
+        window = (b.t > 0.75 * t_c) & (b.t < 1.25 * t_c)
         i = int(np.argmax(np.where(window, b.lam, -np.inf)))
         out[f"{prefix}_t_{name}"], out[f"{prefix}_lam_{name}"] = float(b.t[i]), float(b.lam[i])
     return out
@@ -235,6 +235,8 @@ def run(cfg: Config, command: str) -> dict:
         "relative_error_biroli": finite(abs(measured - pred["t_c_biroli"]) / pred["t_c_biroli"]),
         "centre_t_measured": finite(cb.crossing_t),  # a continuous loss of stability of the learned branch
         "centre_t_exact_branch": finite(cb_exact.crossing_t),  # the same code on the exact score
+        "centre_fold_t_measured": finite(cb.fold_t),  # where the stable branch ends (a fold), if it does
+        "centre_fold_t_exact": finite(cb_exact.fold_t),
         **_softest("centre_softest", cb, cb_exact, pred["t_c_predicted"]),
         "centre_asymmetry_median": float(np.median(cb.asymmetry)),
         "cloning_midpoint": finite(clone.midpoint),

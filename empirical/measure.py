@@ -342,7 +342,12 @@ def centre_branch(
             xn, r = _newton(denoiser, pred, t_try, k_try)
             converged = r < 1e-6 * (1.0 + float(xn.norm()))
             dx = float((xn - pred).norm())
-            smooth = converged and (rate is None or dx <= 4.0 * rate * (t - t_try) + 1e-6 * (1.0 + float(x.norm())))
+            # Another branch, not this one: a correction far above the recent rate, or beyond 5% of |x| at once.
+            smooth = (
+                converged
+                and dx <= 0.05 * (1.0 + float(x.norm()))
+                and (rate is None or dx <= 4.0 * rate * (t - t_try) + 1e-6 * (1.0 + float(x.norm())))
+            )
             mu_try, asym = _top_eig(denoiser, xn, t_try, k_try) if converged else (complex("nan"), float("nan"))
             flips = converged and (mu_try.real >= 1.0) != (mu.real >= 1.0)
             if smooth and (not flips or h <= h_min):
