@@ -33,7 +33,7 @@ import theory
 from empirical.classifier import train_classifier
 from empirical.cli import config_from_args, dataclass_parser
 from empirical.datasets import DATASETS, load_dataset
-from empirical.denoiser import ExactDenoiser
+from empirical.denoiser import T_MIN, ExactDenoiser
 from empirical.measure import (
     centre_branch,
     cloning,
@@ -203,7 +203,7 @@ def run(cfg: Config, command: str) -> dict:
 
     # The potential along the line through two generated samples of different classes, scaled to time t
     # (kappa(t) x0, where their attractors sit once they exist), learned and exact, at times around t_c.
-    ts = np.linspace(den.schedule.T, 1e-3, 201)
+    ts = np.linspace(den.schedule.T, T_MIN, 201)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64).to(next(den.parameters()).device)
     ends = den.x0(simulate(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])

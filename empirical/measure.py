@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 
-from empirical.denoiser import Denoiser, schedule_coeffs
+from empirical.denoiser import T_MIN, Denoiser, schedule_coeffs
 
 __all__ = [
     "DENSE_MAX",
@@ -423,7 +423,7 @@ def cloning(
     n_steps: int = 200,
     eta: float = 1.0,
     seed: int = 0,
-    t_end: float = 1e-3,
+    t_end: float = T_MIN,
 ) -> CloningCurve:
     """Generate ``n_parents`` paths from N(0, I) at T, branch each into ``n_clones`` copies at every
     time of ``t_branch`` (copies share the state, not the noise), finish them, and classify the
@@ -477,10 +477,7 @@ def potential_along_path(denoiser: Denoiser, xa, xb, t: float, *, eta: float = 1
     For an exact score this is the theory's potential difference (``theory.potential`` / k); a learned
     drift need not be a gradient, so it is the work along this path. Returns (s (n,), u (n,)).
     """
-    xa, xb = (
-        torch.as_tensor(v).detach().cpu().double() if torch.is_tensor(v) else torch.as_tensor(v) for v in (xa, xb)
-    )
-    xa, xb = xa.double(), xb.double()
+    xa, xb = (torch.as_tensor(v).detach().cpu().double() for v in (xa, xb))
     s = np.linspace(-extend, 1.0 + extend, n)
     path = xa[None] + torch.as_tensor(s)[:, None] * (xb - xa)[None]
     (g2,) = schedule_coeffs(denoiser.schedule, float(t), "g2")

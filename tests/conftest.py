@@ -17,6 +17,18 @@ jax.config.update("jax_enable_x64", True)
 from theory import DDPM, VE, DeltaMixture, VPCosine, VPLinear  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: the models are small, and two threads on a busy 2-core machine
+    run several times slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def schedules():
     return [VPLinear(), VPCosine(), VE(), DDPM()]

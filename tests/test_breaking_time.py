@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import theory
 from empirical.breaking_time import Config, main, predict
@@ -43,12 +42,11 @@ def test_config_errors_and_dry_run(capsys):
 
 
 @pytest.mark.slow
-def test_digits_at_reduced_size(tmp_path):
+def test_digits_at_reduced_size(tmp_path, one_torch_thread):
     """Train the digits MLP for 10,000 steps (the pipeline's 12,000 gave 3.6%) and check that its drift gains
     the second stable fixed point within 10% of the exact empirical-data prediction (t = 0.4139).
 
     Under-training moves the measured time down: 4,000 steps of a width-192 MLP gave 0.352 (15% off)."""
-    torch.set_num_threads(1)
     cfg = Config(steps=10000, width=256, depth=3, n_starts=64, tol_t=4e-3, n_parents=16, n_clones=4,
                  run_dir=str(tmp_path / "run"), results=str(tmp_path / "results"))  # fmt: skip
     from empirical.breaking_time import run

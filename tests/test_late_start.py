@@ -113,31 +113,26 @@ def test_dry_run(capsys):
 
 # --- a reduced run of the whole pipeline -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def reduced(tmp_path_factory):
+def reduced(tmp_path_factory, one_torch_thread):
     """A small denoiser (MLP width 128, 2000 steps, one thread: ~20 s), then the pipeline at reduced size."""
     tmp = tmp_path_factory.mktemp("late_start")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = Config(
-            width=128,
-            depth=2,
-            steps=2000,
-            n_steps=(3,),
-            n_samples=600,
-            sweep_samples=300,
-            sweep_t=(0.2, 0.4, 0.6, 0.8, 1.0),
-            classifier_steps=400,
-            kid_subsets=3,
-            inception_n=0,
-            converged_steps=0,
-            n_grid=4,
-            run_dir=str(tmp / "run"),
-            results=str(tmp / "results"),
-        )
-        curves = run(cfg, "pytest")
-    finally:
-        torch.set_num_threads(threads)
+    cfg = Config(
+        width=128,
+        depth=2,
+        steps=2000,
+        n_steps=(3,),
+        n_samples=600,
+        sweep_samples=300,
+        sweep_t=(0.2, 0.4, 0.6, 0.8, 1.0),
+        classifier_steps=400,
+        kid_subsets=3,
+        inception_n=0,
+        converged_steps=0,
+        n_grid=4,
+        run_dir=str(tmp / "run"),
+        results=str(tmp / "results"),
+    )
+    curves = run(cfg, "pytest")
     return cfg, curves, tmp / "results"
 
 

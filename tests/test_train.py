@@ -33,6 +33,9 @@ LONG = 200  # steps of the subprocess runs: long enough that a kill lands well b
 # One thread makes the subprocesses light and their float sums identical run to run; no torchrun variables leak in.
 ENV = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")} | {"OMP_NUM_THREADS": "1"}
 
+# In-process training on one thread too: small nets gain nothing from more, and lose a lot on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _cli(out: Path, **options) -> list[str]:
     args = []
@@ -65,15 +68,6 @@ def _assert_identical(a, b, where: str = "checkpoint") -> None:
             _assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process training on one thread too: small nets gain nothing from more, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
