@@ -72,3 +72,41 @@ def check_weights(weights, n: int) -> np.ndarray:
 
 def check_eta(eta) -> float:
     return check_nonnegative("eta", eta)
+
+
+def check_data(data, name: str = "data"):
+    """Return ``data`` if it is a theory mixture (DeltaMixture or GaussianMixture), else raise TypeError naming it."""
+    from theory.data import _Mixture  # late import: theory.data imports this module
+
+    if not isinstance(data, _Mixture):
+        raise TypeError(
+            f"{name} must be a theory DeltaMixture or GaussianMixture; got {type(data).__name__} "
+            f"(wrap points as DeltaMixture(points))"
+        )
+    return data
+
+
+def check_schedule(schedule, name: str = "schedule"):
+    """Return ``schedule`` if it is a theory Schedule (VPLinear, VPCosine, VE, DDPM), else raise TypeError."""
+    from theory.schedules import Schedule  # late import, as above
+
+    if not isinstance(schedule, Schedule):
+        kind = type(schedule).__name__
+        raise TypeError(f"{name} must be a theory Schedule (VPLinear, VPCosine, VE, DDPM); got {kind}")
+    return schedule
+
+
+def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
+    """An integer count in [lo, hi]: numpy integers are accepted; bool, floats and strings are refused by name."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__})")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be an integer {allowed}; got {v}")
+    return v
+
+
+def check_tolerance(name: str, value) -> float:
+    """A tolerance: a finite number > 0 (0 would make an iteration that stops on it never return)."""
+    return check_positive(name, value)
