@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
@@ -13,10 +15,19 @@ def is_traced(x) -> bool:
 
 def check_finite_array(name: str, x) -> np.ndarray:
     """Return ``x`` as a float64 array, or raise if it holds NaN or inf."""
-    a = np.asarray(x, dtype=np.float64)
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:  # ragged nested lists, strings, objects
+        raise ValueError(f"{name} must be a rectangular array of real numbers; got {_short(x)} ({err})") from None
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite; it contains NaN or inf")
     return a
+
+
+def _short(value, width: int = 60) -> str:
+    """repr of a value, cut to ``width`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _as_float(name: str, value) -> float:
@@ -110,3 +121,25 @@ def check_int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
 def check_tolerance(name: str, value) -> float:
     """A tolerance: a finite number > 0 (0 would make an iteration that stops on it never return)."""
     return check_positive(name, value)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo; total RAM elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(what: str, n_bytes: float, hint: str = "") -> None:
+    """Raise MemoryError, with the estimate, if ``what`` needs more than the memory available now."""
+    free = available_memory()
+    if n_bytes > free:
+        raise MemoryError(
+            f"{what} would need about {n_bytes / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available"
+            + (f"; {hint}" if hint else "")
+        )

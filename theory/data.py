@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from theory._checks import check_finite_array, check_weights
+from theory._checks import check_finite_array, check_int, check_memory, check_schedule, check_weights, is_traced
 from theory.schedules import Schedule
 
 __all__ = ["DeltaMixture", "GaussianMixture"]
@@ -149,12 +149,24 @@ class _Mixture:
 
     dim: int
     _k: dict
+    _singular_at_zero = False  # DeltaMixture: p_0 is a sum of deltas
 
-    def _ts(self, t, schedule: Schedule):
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a theory Schedule; got {type(schedule).__name__}")
+    def _ts(self, t, schedule: Schedule, singular_at_zero: bool = False):
+        """(theta, sigma^2) at t after the checks; ``singular_at_zero``: refuse sigma = 0 (finite data sets)."""
+        check_schedule(schedule)
         schedule.check_t(t)
-        return schedule.theta(t), schedule.sigma2(t)
+        th, s2 = schedule.theta(t), schedule.sigma2(t)
+        if singular_at_zero and not is_traced(s2) and np.any(np.asarray(s2) <= 0):
+            raise ValueError(
+                f"t must be > 0 here: sigma(t)^2 = 0 at t = 0 for {schedule!r}, where the density of a finite "
+                "data set is a sum of deltas and its log density, score and Hessian are singular (use t > 0)"
+            )
+        return th, s2
+
+    def _check_memory(self, x, per_point: float, what: str):
+        """Refuse a batched call whose temporaries (``per_point`` float64 numbers per point) exceed free memory."""
+        n = int(np.prod(np.shape(x)[:-1], dtype=np.int64))
+        check_memory(f"{what} of {n} points with {self!r}", 8.0 * n * per_point, "evaluate x in smaller batches")
 
     def _check_x(self, x, name="x"):
         x = jnp.asarray(x, dtype=jnp.float64)
@@ -164,27 +176,29 @@ class _Mixture:
 
     def log_prob(self, x, t, schedule):
         """ln p_t(x); x (..., d) -> (...)."""
-        th, s2 = self._ts(t, schedule)
+        th, s2 = self._ts(t, schedule, self._singular_at_zero)
         return _batched(self._k["log_prob"], self._params, self._check_x(x), th, s2)
 
     def score(self, x, t, schedule):
         """grad_x ln p_t(x); x (..., d) -> (..., d)."""
-        th, s2 = self._ts(t, schedule)
+        th, s2 = self._ts(t, schedule, self._singular_at_zero)
         return _batched(self._k["score"], self._params, self._check_x(x), th, s2)
 
     def hessian(self, x, t, schedule):
-        """Exact Hessian of ln p_t; x (..., d) -> (..., d, d)."""
-        th, s2 = self._ts(t, schedule)
-        return _batched(self._k["hessian"], self._params, self._check_x(x), th, s2)
+        """Exact Hessian of ln p_t; x (..., d) -> (..., d, d). Refused (MemoryError) beyond the free memory."""
+        th, s2 = self._ts(t, schedule, self._singular_at_zero)
+        x = self._check_x(x)
+        self._check_memory(x, 3 * self._hessian_temporaries(), "the Hessian")
+        return _batched(self._k["hessian"], self._params, x, th, s2)
 
     def responsibilities(self, x, t, schedule):
         """Posterior weights over the points (or components) given x_t = x; (..., d) -> (..., N)."""
-        th, s2 = self._ts(t, schedule)
+        th, s2 = self._ts(t, schedule, self._singular_at_zero)
         return _batched(self._k["resp"], self._params, self._check_x(x), th, s2)
 
     def hvp(self, x, v, t, schedule):
         """Hessian-vector product (Hess ln p_t(x)) v without forming the Hessian; -> (..., d)."""
-        th, s2 = self._ts(t, schedule)
+        th, s2 = self._ts(t, schedule, self._singular_at_zero)
         return _batched(self._k["hvp"], self._params, self._check_x(x), th, s2, self._check_x(v, "v"))
 
     # Single-point kernels on (theta, sigma^2), for jitted loops (the simulator) and autodiff checks.
@@ -208,6 +222,11 @@ class DeltaMixture(_Mixture):
     """
 
     _k = {"log_prob": _dm_log_prob, "score": _dm_score, "hessian": _dm_hessian, "hvp": _dm_hvp, "resp": _dm_resp}
+    _singular_at_zero = True
+
+    def _hessian_temporaries(self):
+        n, d = self.points.shape
+        return n * d + d * d  # the weighted points and the covariance, per evaluation point
 
     def __init__(self, points, weights=None):
         Y = check_finite_array("points", points)
@@ -242,7 +261,8 @@ class DeltaMixture(_Mixture):
         return 0.0
 
     def sample(self, key, t, schedule, n: int):
-        """n samples of x_t; returns (n, d)."""
+        """n samples of x_t; returns (n, d). At t = 0 (sigma = 0) these are the points themselves."""
+        n = check_int("n", n)
         th, s2 = self._ts(t, schedule)
         k1, k2 = jax.random.split(key)
         j = jax.random.choice(k1, self.points.shape[0], (n,), p=self.weights)
@@ -264,6 +284,10 @@ class GaussianMixture(_Mixture):
     """
 
     _k = {"log_prob": _gm_log_prob, "score": _gm_score, "hessian": _gm_hessian, "hvp": _gm_hvp, "resp": _gm_resp}
+
+    def _hessian_temporaries(self):
+        k, d = self.means.shape
+        return k * d * d + d * d  # the K precisions, per evaluation point
 
     def __init__(self, means, covariances, weights=None):
         M = check_finite_array("means", means)
@@ -315,6 +339,7 @@ class GaussianMixture(_Mixture):
 
     def sample(self, key, t, schedule, n: int):
         """n samples of x_t; returns (n, d)."""
+        n = check_int("n", n)
         th, s2 = self._ts(t, schedule)
         k1, k2 = jax.random.split(key)
         _, U, lam, _ = self._params

@@ -25,7 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_eta, check_in_range
+from theory._checks import (
+    check_data,
+    check_eta,
+    check_finite_array,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_schedule,
+)
 from theory.schedules import Schedule
 
 __all__ = [
@@ -103,30 +111,37 @@ def simulate(
     trapezoidal drift (b(x_k, t_k) + b(x~, t_{k+1})) / 2 with the same noise (exact-order 2 for the
     ODE, eta = 0). The start is drawn from the exact marginal p_{t_start} unless ``x_start`` (n, d)
     is given. Defaults: t_start = T, t_end = 1e-3 T (the score of a finite data set blows up at 0).
+    Heun on a finite data set with sigma(t_end) = 0 takes its last step by Euler (the corrector would need
+    the singular score at t_end). A schedule with g^2(T) = inf (VPCosine) needs t_start < T.
 
     Returns ``Trajectories`` with x of shape (n_steps + 1, n, d).
     """
+    check_data(data)
+    check_schedule(schedule)
     eta = check_eta(eta)
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun'; got {method!r}")
-    if int(n_steps) != n_steps or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
+    n, n_steps, seed = check_int("n", n), check_int("n_steps", n_steps), check_int("seed", seed, lo=0)
     T = schedule.T
-    t_start = T if t_start is None else float(t_start)
-    t_end = 1e-3 * T if t_end is None else float(t_end)
+    t_start = T if t_start is None else check_nonnegative("t_start", t_start)
+    t_end = 1e-3 * T if t_end is None else check_nonnegative("t_end", t_end)
     check_in_range("t_start", t_start, 0.0, T)
     check_in_range(f"t_end (below t_start={t_start})", t_end, 0.0, t_start, open_hi=True)
     if not np.isfinite(float(schedule.g2(t_start))):
-        raise ValueError(f"g^2 is infinite at t_start={t_start} for {schedule!r}; start below T")
+        raise ValueError(f"t_start must be below T: g^2 is infinite at t_start={t_start} for {schedule!r}")
     key_start, key_noise = jax.random.split(jax.random.PRNGKey(seed))
     if x_start is None:
-        x0 = data.sample(key_start, t_start, schedule, int(n))
+        x0 = data.sample(key_start, t_start, schedule, n)
     else:
-        x0 = jnp.asarray(x_start, dtype=jnp.float64)
-        if x0.shape != (int(n), data.dim):
+        x0 = jnp.asarray(check_finite_array("x_start", x_start))
+        if x0.shape != (n, data.dim):
             raise ValueError(f"x_start must have shape ({n}, {data.dim}); got {x0.shape}")
-    ts = jnp.linspace(t_start, t_end, int(n_steps) + 1)
+    ts = jnp.linspace(t_start, t_end, n_steps + 1)
     h = (t_start - t_end) / n_steps
+    # Heun's corrector needs the drift at t_{k+1}; where sigma(t_end) = 0 the score of a finite data set is
+    # singular, so the last step stays Euler (EDM's sampler does the same at sigma = 0).
+    singular_end = getattr(data, "_singular_at_zero", False) and float(schedule.sigma2(t_end)) <= 0.0
+    correct = jnp.arange(n_steps) < (n_steps - 1 if singular_end else n_steps)
 
     def b(x, t):
         a = schedule.a(t)
@@ -135,15 +150,16 @@ def simulate(
         return -a * x + k * jax.vmap(lambda xi: data.score_ts(xi, th, s2))(x)
 
     def step(x, inputs):
-        t0, t1, key = inputs
+        t0, t1, key, corrector = inputs
         noise = eta * jnp.sqrt(schedule.g2(t0) * h) * jax.random.normal(key, x.shape)
         b0 = b(x, t0)
         x_pred = x + h * b0 + noise
-        x_new = x + 0.5 * h * (b0 + b(x_pred, t1)) + noise if method == "heun" else x_pred
-        return x_new, x_new
+        if method == "heun":
+            x_pred = jnp.where(corrector, x + 0.5 * h * (b0 + b(x_pred, t1)) + noise, x_pred)
+        return x_pred, x_pred
 
-    keys = jax.random.split(key_noise, int(n_steps))
-    _, xs = jax.lax.scan(jax.jit(step), x0, (ts[:-1], ts[1:], keys))
+    keys = jax.random.split(key_noise, n_steps)
+    _, xs = jax.lax.scan(jax.jit(step), x0, (ts[:-1], ts[1:], keys, correct))
     return Trajectories(t=np.asarray(ts), x=np.asarray(jnp.concatenate([x0[None], xs])))
 
 
@@ -155,14 +171,15 @@ def simulate_forward(data, schedule: Schedule, n: int, *, n_steps: int = 1000, s
     so there is no discretisation error. Returns (Trajectories with t increasing from 0 to T,
     the index of the data point or component each path starts from (n,)).
     """
-    if int(n_steps) != n_steps or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
+    check_data(data)
+    check_schedule(schedule)
+    n, n_steps, seed = check_int("n", n), check_int("n_steps", n_steps), check_int("seed", seed, lo=0)
     k_idx, k_eps, k_path = jax.random.split(jax.random.PRNGKey(seed), 3)
-    idx = jax.random.choice(k_idx, data.means.shape[0], (int(n),), p=data.weights)
+    idx = jax.random.choice(k_idx, data.means.shape[0], (n,), p=data.weights)
     x0 = data.means[idx]
     if data.min_component_variance() > 0:  # a Gaussian mixture: add the component's own noise
         x0 = data.sample_components(k_eps, idx)
-    ts = jnp.linspace(0.0, schedule.T, int(n_steps) + 1)
+    ts = jnp.linspace(0.0, schedule.T, n_steps + 1)
     lt, s2 = schedule.log_theta(ts), schedule.sigma2(ts)
     r = jnp.exp(lt[1:] - lt[:-1])
     std = jnp.sqrt(jnp.maximum(s2[1:] - r**2 * s2[:-1], 0.0))  # >= 0 exactly; max() guards round-off
@@ -172,7 +189,7 @@ def simulate_forward(data, schedule: Schedule, n: int, *, n_steps: int = 1000, s
         x = ri * x + si * jax.random.normal(key, x.shape)
         return x, x
 
-    _, xs = jax.lax.scan(step, x0, (r, std, jax.random.split(k_path, int(n_steps))))
+    _, xs = jax.lax.scan(step, x0, (r, std, jax.random.split(k_path, n_steps)))
     return Trajectories(t=np.asarray(ts), x=np.asarray(jnp.concatenate([x0[None], xs]))), np.asarray(idx)
 
 
@@ -189,8 +206,15 @@ def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, l
     """
     from theory.bifurcations import attractor_posterior
 
-    lab = np.arange(data.means.shape[0]) if labels is None else np.asarray(labels)
-    idx = np.arange(0, len(traj.t), int(every))
+    check_data(data)
+    if not isinstance(traj, Trajectories):
+        raise TypeError(f"traj must be the Trajectories of simulate; got {type(traj).__name__}")
+    every = check_int("every", every)
+    n_points = data.means.shape[0]
+    lab = np.arange(n_points) if labels is None else np.asarray(labels)
+    if lab.shape != (n_points,):
+        raise ValueError(f"labels must have shape ({n_points},), one per data point or component; got {lab.shape}")
+    idx = np.arange(0, len(traj.t), every)
     final = lab[np.argmax(attractor_posterior(data, schedule, traj.x[-1], traj.t[-1], eta), axis=1)]
     same = lab[None, :] == final[:, None]  # (n, N): point j carries the sample's final label
     p = [np.mean(np.sum(attractor_posterior(data, schedule, traj.x[i], traj.t[i], eta) * same, axis=1)) for i in idx]

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_in_range, check_positive, is_traced
+from theory._checks import check_in_range, check_int, check_positive, is_traced
 
 __all__ = ["Schedule", "VPLinear", "VPCosine", "VE", "DDPM"]
 
@@ -90,7 +90,7 @@ class Schedule(ABC):
         if is_traced(theta):
             return theta
         lo = float(self.theta(self.T))
-        check_in_range("theta", theta, 0.0, 1.0, open_lo=True)
+        check_in_range("theta", theta, 0.0, 1.0, open_lo=lo > 0)  # theta = 0 only where theta(T) = 0 (cosine)
         return check_in_range(f"theta (this schedule spans [theta(T)={lo:.6g}, 1])", theta, lo * (1 - 1e-12), 1.0)
 
 
@@ -132,8 +132,8 @@ class VPLinear(Schedule):
 
 class VPCosine(Schedule):
     r"""Cosine schedule (Nichol & Dhariwal 2021): theta(t) = cos(phi(t)) / cos(phi(0)),
-    phi(t) = (t/T + s) / (1 + s) * pi/2, s = 0.008. theta(T) = 0, so g^2 diverges at t = T:
-    samplers start at some t < T.
+    phi(t) = (t/T + s) / (1 + s) * pi/2, s = 0.008. theta(T) = 0 exactly and g^2(T) = inf (the limits, not
+    round-off): samplers and simulators start at some t < T.
     """
 
     def __init__(self, s: float = 0.008, T: float = 1.0):
@@ -148,11 +148,16 @@ class VPCosine(Schedule):
 
     def log_theta(self, t):
         # cos(phi0 + d) / cos(phi0) = 1 - 2 sin^2(d/2) - tan(phi0) sin(d): no cancellation at small t.
-        d = jnp.asarray(t, dtype=jnp.float64) / (self.T * (1.0 + self.s)) * (jnp.pi / 2)  # phi(t) - phi(0)
-        return jnp.log1p(-2.0 * jnp.sin(0.5 * d) ** 2 - jnp.tan(self._phi(0.0)) * jnp.sin(d))
+        t = jnp.asarray(t, dtype=jnp.float64)
+        d = t / (self.T * (1.0 + self.s)) * (jnp.pi / 2)  # phi(t) - phi(0)
+        value = jnp.log1p(-2.0 * jnp.sin(0.5 * d) ** 2 - jnp.tan(self._phi(0.0)) * jnp.sin(d))
+        # At t = T, cos(pi/2) rounds to 6e-17, not 0: return the limit theta = 0 exactly (so sigma^2 = 1, snr = 0).
+        return jnp.where(t >= self.T, -jnp.inf, value)
 
     def a(self, t):
-        return -jnp.tan(self._phi(t)) * jnp.pi / (2.0 * self.T * (1.0 + self.s))
+        # tan(pi/2) rounds to 1.6e16: return the limit a = -inf (g^2 = inf) at t = T.
+        t = jnp.asarray(t, dtype=jnp.float64)
+        return jnp.where(t >= self.T, -jnp.inf, -jnp.tan(self._phi(t)) * jnp.pi / (2.0 * self.T * (1.0 + self.s)))
 
     def t_from_theta(self, theta):
         """Closed form: phi = arccos(theta cos phi(0)), t = T ((1 + s) 2 phi / pi - s)."""
@@ -212,9 +217,7 @@ class DDPM(Schedule):
     """
 
     def __init__(self, n_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, T: float = 1.0):
-        if int(n_steps) != n_steps or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
-        self.n_steps = int(n_steps)
+        self.n_steps = check_int("n_steps", n_steps)
         self.beta_start = check_positive("beta_start", beta_start)
         self.beta_end = check_positive("beta_end", beta_end)
         if not (beta_start <= beta_end < 1):
