@@ -87,10 +87,18 @@ class _Attention(nn.Module):
 class UNet(nn.Module):
     """DDPM-style U-Net on (n, H*W) rows of ``image_shape`` (H, W divisible by 2**(len(mult) - 1)).
 
-    Each level has ``blocks`` residual blocks; self-attention runs at the lowest resolution.
+    Each level has ``blocks`` residual blocks; self-attention runs at the lowest resolution (``attn=False``
+    drops it: a plain residual block in the middle instead).
     """
 
-    def __init__(self, image_shape: tuple[int, int], ch: int = 32, mult: tuple[int, ...] = (1, 2, 2), blocks: int = 2):
+    def __init__(
+        self,
+        image_shape: tuple[int, int],
+        ch: int = 32,
+        mult: tuple[int, ...] = (1, 2, 2),
+        blocks: int = 2,
+        attn: bool = True,
+    ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         groups, temb = min(8, ch), 4 * ch
@@ -106,7 +114,8 @@ class UNet(nn.Module):
             if i < len(chans) - 1:
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
-        self.mid = nn.ModuleList([_ResBlock(c, c, temb, groups), _Attention(c, groups), _ResBlock(c, c, temb, groups)])
+        middle = [_Attention(c, groups)] if attn else []
+        self.mid = nn.ModuleList([_ResBlock(c, c, temb, groups), *middle, _ResBlock(c, c, temb, groups)])
         self.up = nn.ModuleList()
         for i, co in reversed(list(enumerate(chans))):
             for _ in range(blocks + 1):

@@ -1,0 +1,232 @@
+r"""The CPU recipe for 28x28 denoisers (docs/cpu_recipe.md): train Fashion-MNIST with ``empirical.train`` in
+about an hour on one busy CPU thread, then export what users and CI reload without retraining.
+
+    OMP_NUM_THREADS=1 python -m empirical.recipe train --out runs/fmnist-recipe
+    OMP_NUM_THREADS=1 python -m empirical.recipe export runs/fmnist-recipe --results docs/results/fashion-mnist
+
+``train`` is ``python -m empirical.train`` with the recipe's options (``--print`` shows that command; a killed
+run resumes from its last checkpoint when started again). ``export`` writes into ``--results``: the EMA
+weights (float32, ``load_denoiser`` reads them), ``config.json``, the loss curve, an 8x8 grid of DDIM
+samples and ``metrics.json``: the project-classifier FID of ``--n-fid`` samples against the training set
+(with the finite-N floor: held-out test images scored the same way), their class composition, and, with
+``--inception-n``, the Inception FID and its floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from empirical.classifier import train_classifier  # noqa: E402
+from empirical.datasets import load_dataset  # noqa: E402
+from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
+from empirical.samplers import generate  # noqa: E402
+from empirical.train import CHECKPOINT, TrainConfig, export_weights, load_denoiser, train  # noqa: E402
+
+__all__ = ["RECIPE", "recipe_config", "train_argv", "export", "image_grid", "main"]
+
+# The configuration chosen from benchmarks/unet_steps.json (see docs/cpu_recipe.md for the timing table).
+RECIPE = {
+    "dataset": "fashion-mnist",
+    "net": "unet",
+    "ch": 32,
+    "mult": (1, 2, 2),
+    "blocks": 1,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "warmup": 500,
+    "ema_decay": 0.999,
+    "steps": 6000,
+    "ckpt_every": 250,
+    "device": "cpu",
+}
+MAX_EXPORT_BYTES = 10 * 2**20  # exported weights are committed: keep each file under 10 MB
+WEIGHTS = "fashion-mnist_denoiser.pt"
+
+
+def recipe_config(**overrides) -> TrainConfig:
+    """The recipe's ``TrainConfig``, with ``overrides`` (e.g. ``out``, ``steps``) on top.
+
+    >>> cfg = recipe_config(out="runs/x")
+    >>> cfg.net, cfg.ch, cfg.blocks, cfg.batch_size, cfg.out
+    ('unet', 32, 1, 64, 'runs/x')
+    """
+    return TrainConfig(**{**RECIPE, **overrides})
+
+
+def train_argv(cfg: TrainConfig) -> list[str]:
+    """The ``python -m empirical.train`` options that give ``cfg`` (every field that is set, so the command is
+    explicit; fields left None keep the trainer's default, None).
+
+    >>> " ".join(train_argv(recipe_config(out="runs/x"))[:4])
+    '--dataset fashion-mnist --data-seed 0'
+    """
+    argv = []
+    for key, value in cfg.to_dict().items():
+        if value is not None:
+            values = value if isinstance(value, list) else [value]
+            argv += [f"--{key.replace('_', '-')}", *(str(v) for v in values)]
+    return argv
+
+
+def image_grid(x: np.ndarray, image_shape: tuple[int, int], cols: int = 8) -> np.ndarray:
+    """Rows x (n, h w) in [-1, 1] tiled into one (rows h, cols w) image in [0, 1], row by row, 1-pixel gaps.
+
+    >>> image_grid(np.zeros((3, 4)), (2, 2), cols=2).shape
+    (5, 5)
+    """
+    h, w = image_shape
+    n = len(x)
+    rows = -(-n // cols)
+    out = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1))
+    for i, img in enumerate(np.clip((np.asarray(x) + 1) / 2, 0, 1)):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img.reshape(h, w)
+    return out
+
+
+def _save_grid(x: np.ndarray, image_shape, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.2, 4.5))
+    ax.imshow(image_grid(x[:64], image_shape), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _save_loss(losses: np.ndarray, path: Path, window: int = 100) -> dict:
+    """Per-step loss and its running mean over ``window`` steps; returns the mean of the last ``window``."""
+    steps = np.arange(1, len(losses) + 1)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, lw=0.3, alpha=0.4, label="per step")
+    ax.plot(steps[window - 1 :], smooth, lw=1.2, label=f"mean of {window} steps")
+    ax.set(xlabel="optimizer step", ylabel="loss (MSE of eps per pixel)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"final_loss_mean": float(smooth[-1]), "window": window}
+
+
+def _classifier_metrics(samples: np.ndarray, train, test, steps: int, seed: int) -> dict:
+    """Project-classifier FID of the samples against the whole training set; the floor is the FID of as many
+    held-out test images against the same reference (what a perfect generator would score at this N)."""
+    t0 = time.perf_counter()
+    clf = train_classifier(train.x, train.labels, train.image_shape, steps=steps, seed=seed)
+    accuracy = float(np.mean(clf.predict(test.x.astype(np.float32)) == test.labels))
+    ref = clf.features(train.x.astype(np.float32))
+    n = len(samples)
+    floor_x = test.x[np.random.default_rng(seed).choice(len(test.x), size=n, replace=False)]
+    labels = clf.predict(np.clip(samples, -1, 1).astype(np.float32))
+    return {
+        "fid": fid(clf.features(np.clip(samples, -1, 1).astype(np.float32)), ref),
+        "fid_floor_test_images": fid(clf.features(floor_x.astype(np.float32)), ref),
+        "n": n,
+        "n_ref": len(train.x),
+        "classifier_steps": steps,
+        "classifier_test_accuracy": accuracy,
+        "class_composition": class_composition(labels, 10).round(4).tolist(),
+        "class_entropy_bits": class_entropy_bits(labels, 10),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _inception_metrics(samples: np.ndarray, train, test, n: int, seed: int) -> dict:
+    """Inception FID of n samples against n training images; the floor is n test images against the same n."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    ref = inception_features(train.x[rng.choice(len(train.x), size=n, replace=False)], train.image_shape)
+    floor = inception_features(test.x[rng.choice(len(test.x), size=n, replace=False)], test.image_shape)
+    gen = inception_features(np.clip(samples[:n], -1, 1), train.image_shape)
+    return {"fid": fid(gen, ref), "fid_floor_test_images": fid(floor, ref), "n": n, "n_ref": n,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler_steps: int = 50,
+           inception_n: int = 0, classifier_steps: int = 2000, seed: int = 0) -> dict:  # fmt: skip
+    """Export the run's EMA weights and write the loss curve, a sample grid and metrics.json into ``results``."""
+    for name, v, lo in (("n_fid", n_fid, 2), ("sampler_steps", sampler_steps, 1), ("inception_n", inception_n, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
+    if 0 < inception_n and inception_n > n_fid:
+        raise ValueError(f"inception_n must be 0 or at most n_fid={n_fid}; got {inception_n}")
+    run, results = Path(run), Path(results)
+    ckpt_path = run / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path} does not exist: train first (python -m empirical.recipe train)")
+    results.mkdir(parents=True, exist_ok=True)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    weights = export_weights(ckpt_path, results / WEIGHTS)
+    if weights.stat().st_size > MAX_EXPORT_BYTES:
+        raise ValueError(f"{weights} is {weights.stat().st_size} bytes, over the {MAX_EXPORT_BYTES} allowed")
+    config = {**ckpt["config"], "step": ckpt["step"], "torch": ckpt["torch"], "image_shape": ckpt["image_shape"]}
+    (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    metrics = {"step": ckpt["step"], "weights_bytes": weights.stat().st_size}
+    metrics["loss"] = _save_loss(ckpt["loss"].numpy(), results / "loss_curve.png")
+
+    t0 = time.perf_counter()
+    den = load_denoiser(weights)
+    samples = generate(den, "ddim", sampler_steps, n_fid, dim=den.dim, seed=seed, batch_size=250).numpy()
+    metrics["sampling"] = {"sampler": "ddim", "steps": sampler_steps, "n": n_fid, "seed": seed,
+                           "seconds": time.perf_counter() - t0}  # fmt: skip
+    shape = tuple(ckpt["image_shape"])
+    _save_grid(samples, shape, results / "samples_grid.png", f"DDIM-{sampler_steps}, step {ckpt['step']}, EMA")
+    train_set, test_set = load_dataset(ckpt["config"]["dataset"]), load_dataset(ckpt["config"]["dataset"], split="test")
+    metrics["classifier_fid"] = _classifier_metrics(samples, train_set, test_set, classifier_steps, seed)
+    if inception_n:
+        metrics["inception_fid"] = _inception_metrics(samples, train_set, test_set, inception_n, seed)
+    (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m empirical.recipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train the recipe's model (resumes from the last checkpoint)")
+    tr.add_argument("--out", default="runs/fmnist-recipe", help="run folder (checkpoints)")
+    tr.add_argument("--steps", type=int, default=RECIPE["steps"], help="optimizer steps in total")
+    tr.add_argument("--print", action="store_true", help="print the equivalent python -m empirical.train command")
+    ex = sub.add_parser("export", help="export weights, loss curve, sample grid and metrics of a run")
+    ex.add_argument("run", help="run folder holding checkpoint.pt")
+    ex.add_argument("--results", default="docs/results/fashion-mnist", help="output folder")
+    ex.add_argument("--n-fid", type=int, default=1000, help="samples for the project-classifier FID")
+    ex.add_argument("--sampler-steps", type=int, default=50, help="DDIM steps")
+    ex.add_argument("--inception-n", type=int, default=0, help="samples for the Inception FID (0: skip)")
+    ex.add_argument("--classifier-steps", type=int, default=2000, help="training steps of the project classifier")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the samples and the classifier")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cfg = recipe_config(out=args.out, steps=args.steps)
+            if args.print:
+                print("python -m empirical.train " + " ".join(train_argv(cfg)))
+                return 0
+            print(train(cfg))
+            return 0
+        keys = ("n_fid", "sampler_steps", "inception_n", "classifier_steps", "seed")
+        metrics = export(args.run, args.results, **{k: getattr(args, k) for k in keys})
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
