@@ -21,6 +21,7 @@ import gzip
 import importlib.util
 import json
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,20 @@ def load_dataset(
         raise ValueError(f"split={split!r} is not available for {name!r}; choose one of {splits}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"n must be a positive int, got {n!r}")
-    levels, labels, image_shape = _read(name, _locate(name, split))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    files = _locate(name, split)
+    try:
+        levels, labels, image_shape = _read(name, files)
+    except (OSError, EOFError, zlib.error, ValueError, KeyError) as err:  # gzip.BadGzipFile is an OSError
+        if isinstance(err, FileNotFoundError):
+            raise
+        named = [str(f) for f in files if str(f) in str(err)]
+        where = named[0] if named else str(files[0]) if len(files) == 1 else ", ".join(map(str, files))
+        raise ValueError(
+            f"{name} data in {where} is corrupt or truncated ({type(err).__name__}: {err}); "
+            f"reinstall it with: {_SOURCES[name][2]}"
+        ) from err
     keep = np.arange(len(labels))
     if classes is not None:
         wanted, allowed = list(classes), set(np.unique(labels).tolist())
@@ -141,8 +155,11 @@ def _read(name: str, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, t
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read a gzipped idx file: a big-endian magic number and `ndim` big-endian uint32 sizes, then uint8 data."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile, a truncated stream, a bad CRC
+        raise ValueError(f"{path} is not a readable gzip file ({type(err).__name__}: {err})") from err
     magic = int.from_bytes(raw[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
         raise ValueError(f"{path}: idx magic number {magic}, expected {_IDX_MAGIC[ndim]}")

@@ -8,9 +8,16 @@ weights. Command line::
     torchrun --nproc_per_node 8 -m empirical.train --dataset fashion-mnist --net unet --out runs/fmnist
     python -m empirical.train --dry-run      # print the resolved config and exit
 
-Files in ``out``: ``config.json`` (the resolved config, world size, torch version) and ``checkpoint.pt``
+Files in ``out``: ``config.json`` (the resolved config, world size, torch version), ``checkpoint.pt``
 (model, EMA, optimizer state, step, config, loss history: plain tensors and numbers, loadable with
-``torch.load(..., weights_only=True)``), both written atomically.
+``torch.load(..., weights_only=True)``) and ``checkpoint.prev.pt``, the checkpoint before it, all written
+atomically.
+
+Integrity: every checkpoint carries ``sha256``, a digest of its contents (``state_digest``), checked on load
+(torch.load does not check the zip CRCs, so flipped bytes would otherwise load as other weights). A file that
+is truncated, corrupt or fails its digest raises ``CheckpointError`` naming it, and a resume falls back to
+``checkpoint.prev.pt``. Checkpoints written before digests existed still load, with a warning. A run whose
+loss or weights become NaN or inf stops (``FloatingPointError``) without writing over the last checkpoint.
 
 Reproducibility: step k on rank r draws its batch indices, t and eps from a CPU generator seeded by
 (seed, k, r) (``step_generator``), so the checkpoint holds all the state there is, and a run killed and
@@ -53,10 +60,13 @@ from empirical.nets import NETS, build_net
 from theory.schedules import VPLinear
 
 __all__ = [
+    "CheckpointError",
     "TrainConfig",
     "train",
     "load_denoiser",
+    "load_checkpoint",
     "export_weights",
+    "state_digest",
     "step_generator",
     "build_parser",
     "config_from_args",
@@ -64,6 +74,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: the fall-back if the last is damaged
 CONFIG = "config.json"
 # Fields that may change when a run resumes: none of them changes the arithmetic of a step.
 _RESUMABLE = ("steps", "ckpt_every", "out")
@@ -265,6 +276,114 @@ def _remove_stale_temporaries(out: Path) -> None:
                 tmp.unlink()
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be trusted: unreadable (truncated, corrupt), a digest mismatch, NaN weights."""
+
+
+def _digest_into(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _digest_into(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _digest_into(h, v)
+    else:  # numbers, strings, None: repr is exact (floats round-trip)
+        h.update(f"V{obj!r}".encode())
+
+
+def state_digest(state: Mapping) -> str:
+    """sha256 of a checkpoint's contents (every tensor's dtype, shape and bytes, every key and number), the
+    ``sha256`` entry itself left out; the same on every machine for the same contents."""
+    h = hashlib.sha256()
+    _digest_into(h, {k: v for k, v in state.items() if k != "sha256"})
+    return h.hexdigest()
+
+
+def _non_finite(state: Mapping) -> list[str]:
+    return [
+        k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()
+    ]
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint or export, read with ``weights_only=True`` and verified: ``CheckpointError`` (naming the file)
+    if it cannot be read, fails its digest or holds NaN/inf weights; a warning if it carries no digest."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError, ... for damaged files
+        raise CheckpointError(f"{path} cannot be read as a checkpoint (truncated or corrupt): {err}") from err
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of empirical.train (no config in it)")
+    stored = ckpt.pop("sha256", None)
+    if stored is None:
+        warnings.warn(
+            f"{path} carries no checksum (written before checksums); its integrity is not verified", stacklevel=2
+        )
+    elif (actual := state_digest(ckpt)) != stored:
+        raise CheckpointError(
+            f"{path} is corrupt: its contents hash to {actual[:16]}..., not the recorded {stored[:16]}..."
+        )
+    for key in ("model", "ema"):
+        if key in ckpt and (bad := _non_finite(ckpt[key])):
+            raise CheckpointError(f"{path} holds NaN or inf {key} weights in {', '.join(bad[:3])}")
+    return ckpt
+
+
+def _save_checkpoint(path: Path, state: Mapping, keep_previous: bool) -> None:
+    """Write ``state`` with its digest, atomically; the current file first becomes ``PREVIOUS`` (a rename)."""
+    state = _to_cpu(dict(state))
+    state["sha256"] = state_digest(state)
+    if keep_previous and path.exists():
+        os.replace(path, path.with_name(PREVIOUS))
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _resume_from(out: Path) -> tuple[Path, dict, bool] | None:
+    """(path, checkpoint, the latest file is sound) of the newest usable checkpoint in ``out``, or None if there
+    is none. A damaged latest checkpoint falls back to the previous one with a warning; both damaged: an error."""
+    errors = []
+    for path in (out / CHECKPOINT, out / PREVIOUS):
+        if not path.exists():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if path.name == PREVIOUS:
+            why = errors[0] if errors else f"{out / CHECKPOINT} is missing (a kill between rename and write)"
+            warnings.warn(f"resuming from the previous checkpoint {path} (step {ckpt['step']}): {why}", stacklevel=3)
+        return path, ckpt, not errors
+    if errors:
+        raise CheckpointError(f"no usable checkpoint in {out}: " + "; ".join(errors) + " (move them away to restart)")
+    return None
+
+
+def check_out_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """Create the output directory ``path`` if needed and check that a file can be written in it, before any
+    long work starts; ValueError naming ``name`` if it is a file or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} must be a directory; {path} is an existing file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name}={path} is not a writable directory: {err}") from err
+    return path
+
+
 def _check_resumable(stored: Mapping, cfg: TrainConfig, path: Path) -> None:
     new = cfg.to_dict()
     differ = [k for k in new if k not in _RESUMABLE and stored.get(k) != new[k]]
@@ -335,7 +454,7 @@ def train(cfg: TrainConfig) -> Path:
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the world size {world}")
-    out = Path(cfg.out)
+    out = check_out_dir(cfg.out) if rank == 0 else Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     data = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=cfg.data_seed)
     if cfg.net == "unet" and any(s % 2 ** (len(cfg.mult) - 1) for s in data.image_shape):
@@ -349,17 +468,19 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step, losses = 0, []
-    if ckpt_path.exists():
+    resume = _resume_from(out)
+    keep_previous = resume is None or resume[2]  # never rotate a damaged latest file over the good previous one
+    if resume is not None:
         # On the CPU: load_state_dict moves the tensors to the parameters' device, and Adam wants its step counts
         # on the CPU.
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt["config"], cfg, ckpt_path)
+        resumed_path, ckpt, _ = resume
+        _check_resumable(ckpt["config"], cfg, resumed_path)
         net.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         step, losses = ckpt["step"], ckpt["loss"].tolist()
         if step > cfg.steps:
-            raise ValueError(f"{ckpt_path} is at step {step}, beyond steps={cfg.steps}; steps must be >= {step}")
+            raise ValueError(f"{resumed_path} is at step {step}, beyond steps={cfg.steps}; steps must be >= {step}")
         if ckpt["world_size"] != world and rank == 0:
             warnings.warn(
                 f"resuming a run of world size {ckpt['world_size']} with {world} processes: each step now draws "
@@ -379,6 +500,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
         _atomic_write(out / CONFIG, lambda f: f.write(text.encode()))
 
     def save() -> None:
+        nonlocal keep_previous
+        _check_finite(step, losses, net, ema, ckpt_path)
         _check_in_sync([net, ema], world, step)  # a collective: also the barrier before the write
         if rank == 0:
             state = {
@@ -390,7 +513,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
                 "optimizer": opt.state_dict(),
                 "loss": torch.tensor(losses, dtype=torch.float64),
             }
-            _atomic_write(ckpt_path, lambda f: torch.save(_to_cpu(state), f))
+            _save_checkpoint(ckpt_path, state, keep_previous)
+            keep_previous = True
         if world > 1:
             dist.barrier()
 
@@ -424,9 +548,24 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
             save()
         bar.update(1)
         if step % 50 == 0 or step == cfg.steps:  # .item() waits for the GPU: not every step
-            bar.set_postfix(loss=f"{torch.stack(list(recent)).mean().item():.4f}")
+            mean = torch.stack(list(recent)).mean().item()
+            if not math.isfinite(mean):
+                _check_finite(step, pending, net, ema, ckpt_path)
+            bar.set_postfix(loss=f"{mean:.4f}")
     bar.close()
     return ckpt_path
+
+
+def _check_finite(step: int, losses, net: nn.Module, ema: nn.Module, ckpt_path: Path) -> None:
+    """Stop a diverged run before it writes: FloatingPointError if a loss or a weight is NaN or inf."""
+    bad_loss = [float(v) for v in losses if not math.isfinite(float(v))]
+    bad = _non_finite(net.state_dict()) + _non_finite(ema.state_dict())
+    if bad_loss or bad:
+        what = f"loss {bad_loss[0]}" if bad_loss else f"non-finite weights in {', '.join(bad[:3])}"
+        raise FloatingPointError(
+            f"training diverged by step {step} ({what}); stopped without writing, so {ckpt_path} keeps the last "
+            "good state (lower lr or grad_clip, then resume)"
+        )
 
 
 def load_denoiser(path: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
@@ -435,7 +574,7 @@ def load_denoiser(path: str | os.PathLike, ema: bool = True, device: str | torch
     ``ema`` picks the EMA weights (the default) or the raw ones. Parameters do not require grad, so
     autograd with respect to x (scores, Jacobians) accumulates nothing in the model.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     key = "ema" if ema else "model"
     if key not in ckpt:
         raise ValueError(f"{path} holds no {key!r} weights (an export holds the EMA only); use ema=True")
@@ -446,8 +585,8 @@ def load_denoiser(path: str | os.PathLike, ema: bool = True, device: str | torch
 
 def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> Path:
     """Write the EMA weights (float32) with the config of checkpoint ``path_in`` to ``path_out``, atomically:
-    the small file to ship (no optimizer state, no raw weights). ``load_denoiser`` reads it."""
-    ckpt = torch.load(path_in, map_location="cpu", weights_only=True)
+    the small file to ship (no optimizer state, no raw weights), with its own digest. ``load_denoiser`` reads it."""
+    ckpt = load_checkpoint(path_in)
     small = {
         "step": ckpt["step"],
         "config": ckpt["config"],
@@ -456,7 +595,7 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> P
         "ema": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"].items()},
     }
     path_out = Path(path_out)
-    _atomic_write(path_out, lambda f: torch.save(small, f))
+    _save_checkpoint(path_out, small, keep_previous=False)
     return path_out
 
 
@@ -476,11 +615,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        out = Path(cfg.resolved().out)
+        if out.exists() and not out.is_dir():  # checked before any work, also for --dry-run
+            raise ValueError(f"out must be a directory; {out} is an existing file")
         if args.dry_run:
             resolved = cfg.resolved().to_dict()
             world = int(os.environ.get("WORLD_SIZE", "1"))
             print(json.dumps({**resolved, "world_size": world, "torch": str(torch.__version__)}, indent=2))
             return 0
+        if int(os.environ.get("RANK", "0")) == 0:
+            check_out_dir(out)
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

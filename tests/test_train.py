@@ -18,17 +18,21 @@ from empirical import load_dataset
 from empirical.denoiser import Denoiser
 from empirical.nets import build_net
 from empirical.train import (
+    CheckpointError,
     TrainConfig,
     _atomic_write,
     export_weights,
+    load_checkpoint,
     load_denoiser,
     main,
+    state_digest,
     step_generator,
     train,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 32, "depth": 1, "batch_size": 32, "n_train": 200, "warmup": 10, "lr": 3e-3}
+FILES = sorted(["checkpoint.pt", "checkpoint.prev.pt", "config.json"])  # what a run leaves in its out directory
 LONG = 200  # steps of the subprocess runs: long enough that a kill lands well before the end
 # One thread makes the subprocesses light and their float sums identical run to run; no torchrun variables leak in.
 ENV = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")} | {"OMP_NUM_THREADS": "1"}
@@ -92,7 +96,8 @@ def killed_and_resumed(tmp_path_factory) -> dict:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
-        killed_at = _load(out / "checkpoint.pt")["step"]
+        # The kill may land between the rename of checkpoint.pt to checkpoint.prev.pt and the new write.
+        killed_at = max(_load(p)["step"] for p in (out / "checkpoint.pt", out / "checkpoint.prev.pt") if p.exists())
         _run(command)  # the same command resumes from the checkpoint
         assert reference.wait(timeout=180) == 0, (logs / "reference.err").read_text()[-3000:]
     finally:
@@ -183,6 +188,7 @@ def test_load_denoiser_and_export(small_run, tmp_path):
     small = export_weights(small_run / "checkpoint.pt", tmp_path / "digits.pt")
     assert small.stat().st_size < (small_run / "checkpoint.pt").stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.pt"]
+    assert _load(small)["sha256"] == state_digest({k: v for k, v in _load(small).items() if k != "sha256"})
     with torch.no_grad():
         assert torch.equal(load_denoiser(small)(x, t), outputs["ema"])
     with pytest.raises(ValueError, match="no 'model' weights"):
@@ -190,11 +196,16 @@ def test_load_denoiser_and_export(small_run, tmp_path):
 
 
 def test_output_files(small_run):
-    assert sorted(p.name for p in small_run.iterdir()) == ["checkpoint.pt", "config.json"]  # no temporaries
+    assert sorted(p.name for p in small_run.iterdir()) == FILES  # no temporaries
     config = json.loads((small_run / "config.json").read_text())
     assert config["device"] == "cpu" and config["bf16"] == "off" and config["world_size"] == 1
     assert config["torch"] == str(torch.__version__) and config["steps"] == 40 and config["image_shape"] == [8, 8]
-    assert TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}).resolved()
+    # config.json round-trips: rebuilt from its fields, the config resolves to the same fields, out included.
+    fields = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__}
+    assert fields.keys() == TrainConfig.__dataclass_fields__.keys()
+    assert TrainConfig(**fields).resolved().to_dict() == fields and fields["out"] == str(small_run)
+    # The previous checkpoint is the one before the last: step 30 of the checkpoints at 15, 30, 40.
+    assert _load(small_run / "checkpoint.prev.pt")["step"] == 30
 
 
 def test_resume_extends_exactly_and_refuses_other_configs(small_run, tmp_path):
@@ -203,7 +214,7 @@ def test_resume_extends_exactly_and_refuses_other_configs(small_run, tmp_path):
     shutil.copytree(small_run, out)
     (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"torn")  # left by a kill during a write
     resumed = train(TrainConfig(**TINY, steps=50, ckpt_every=7, out=str(out)))  # steps and ckpt_every may change
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json"]
+    assert sorted(p.name for p in out.iterdir()) == FILES
     a, b = _load(straight), _load(resumed)
     for key in ("model", "ema", "optimizer", "loss", "step"):
         _assert_identical(a[key], b[key], key)
@@ -271,3 +282,105 @@ def test_atomic_write_failure_leaves_old_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         _atomic_write(target, fail)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+# --- file integrity: digests, damaged files, the previous checkpoint, NaN -------------------------------------
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _tensor_offset(path: Path) -> int:
+    """The offset of the first weight byte, far from the zip headers: the bytes of the first net weight, found
+    in the raw file (torch stores tensor data uncompressed)."""
+    first = next(iter(_load(path)["model"].values()))
+    offset = path.read_bytes().find(first.contiguous().numpy().tobytes()[:64])
+    assert offset > 0
+    return offset + 16
+
+
+def test_flipped_bytes_are_refused_and_resume_falls_back(small_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    _flip_byte(out / "checkpoint.pt", _tensor_offset(out / "checkpoint.pt"))
+    # torch.load itself does not notice (no CRC check): the digest does.
+    assert _load(out / "checkpoint.pt")["step"] == 40
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt is corrupt: its contents hash to"):
+        load_denoiser(out / "checkpoint.pt")
+    # A resume warns and continues from the previous checkpoint (step 30), which it keeps.
+    with pytest.warns(UserWarning, match=r"resuming from the previous checkpoint .*step 30.*is corrupt"):
+        train(TrainConfig(**TINY, steps=45, ckpt_every=15, out=str(out)))
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 45
+    assert load_checkpoint(out / "checkpoint.prev.pt")["step"] == 30  # not overwritten by the damaged file
+    # ... and ends as a run that never saw the damage: resumed from 30, 15 steps more, as the straight run.
+    straight = _load(train(TrainConfig(**TINY, steps=45, ckpt_every=15, out=str(tmp_path / "straight"))))
+    _assert_identical(_load(out / "checkpoint.pt")["model"], straight["model"], "model")
+
+
+def test_truncated_checkpoint_names_the_file(small_run, tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes((small_run / "checkpoint.pt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{bad} cannot be read as a checkpoint \(truncated or corrupt\)"):
+        load_denoiser(bad)
+    with pytest.raises(CheckpointError, match="no usable checkpoint in"):  # no previous file to fall back on
+        train(TrainConfig(**TINY, steps=45, out=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_without_digest_loads_with_a_warning(small_run, tmp_path):
+    # A checkpoint written before digests existed (plain torch.save) still loads and resumes.
+    legacy = {k: v for k, v in _load(small_run / "checkpoint.pt").items() if k != "sha256"}
+    out = tmp_path / "legacy"
+    out.mkdir()
+    torch.save(legacy, out / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="carries no checksum"):
+        model = load_denoiser(out / "checkpoint.pt")
+    with torch.no_grad():
+        assert torch.equal(
+            model(torch.zeros(2, 64), 0.5), load_denoiser(small_run / "checkpoint.pt")(torch.zeros(2, 64), 0.5)
+        )
+    with pytest.warns(UserWarning, match="carries no checksum"):
+        train(TrainConfig(**TINY, steps=41, ckpt_every=15, out=str(out)))
+    assert "sha256" in _load(out / "checkpoint.pt") and _load(out / "checkpoint.prev.pt")["step"] == 40
+
+
+def test_nan_weights_in_a_file_are_refused(small_run, tmp_path):
+    ckpt = load_checkpoint(small_run / "checkpoint.pt")
+    name = next(iter(ckpt["ema"]))
+    ckpt["ema"][name] = torch.full_like(ckpt["ema"][name], math.nan)
+    ckpt["sha256"] = state_digest(ckpt)  # a sound file holding NaN
+    torch.save(ckpt, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=f"holds NaN or inf ema weights in {name}"):
+        load_denoiser(tmp_path / "nan.pt")
+
+
+def test_diverged_run_stops_without_overwriting(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    loss = Denoiser.loss
+
+    def poisoned(self, x, gen):
+        calls["n"] += 1
+        return loss(self, x, gen) * (math.nan if calls["n"] > 4 else 1.0)  # NaN from step 5 on
+
+    monkeypatch.setattr(Denoiser, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"training diverged by step 6 \(loss nan\); stopped without writing"):
+        train(TrainConfig(**TINY, steps=9, ckpt_every=3, out=str(tmp_path)))
+    good = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert good["step"] == 3 and all(v.isfinite().all() for v in good["model"].values())
+
+
+def test_out_must_be_a_writable_directory(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["--out", str(a_file), "--steps", "1"]) == 2
+    assert f"out must be a directory; {a_file} is an existing file" in capsys.readouterr().err
+    assert main(["--out", str(a_file), "--dry-run"]) == 2
+    with pytest.raises(ValueError, match="out must be a directory"):
+        train(TrainConfig(**TINY, steps=1, out=str(a_file)))
+    if os.geteuid() != 0:  # root writes everywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["--out", str(locked / "run"), "--steps", "1"]) == 2
+        assert "is not a writable directory" in capsys.readouterr().err

@@ -24,7 +24,14 @@ def main(argv=None) -> int:
     for prob in reference_problems():
         t0 = time.perf_counter()
         ct = critical_time(prob.data, schedule, prob.eta)
-        closed = prob.centre_theta_closed_form
+        closed, closed_t = prob.closed_centre(schedule)
+        # VP: compare theta (the closed form is a theta); VE (theta = 1 everywhere): compare the time.
+        if closed is not None and closed > 0:
+            error, error_of = abs(ct.centre_theta - closed), "theta"
+        elif closed_t is not None and math.isfinite(closed_t) and not schedule.variance_preserving:
+            error, error_of = abs(ct.centre_t - closed_t), "t"
+        else:
+            error, error_of = None, None
         rows.append(
             {
                 "problem": prob.name,
@@ -34,9 +41,12 @@ def main(argv=None) -> int:
                 "theta_c": ct.theta,
                 "snr_c": ct.snr,
                 "step": ct.step,
+                "centre_t": ct.centre_t,
                 "centre_theta": ct.centre_theta,
                 "centre_theta_closed_form": closed,
-                "error": abs(ct.centre_theta - closed) if closed is not None and closed > 0 else None,
+                "centre_t_closed_form": closed_t,
+                "error": error,
+                "error_of": error_of,
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -45,9 +55,12 @@ def main(argv=None) -> int:
         print(json.dumps({"schedule": repr(schedule), "rows": rows_json}, indent=1))
         return 0
     print(f"Critical times, {schedule!r}; forward time, generation runs from T to 0.")
-    print("centre: where the branch continued from the centre loses stability; closed: sympy's theta.")
+    vp = schedule.variance_preserving
+    print("centre: where the branch continued from the centre loses stability; closed: the sympy closed form")
+    print("(theory.systems) of the same, in theta on VP schedules, in t on VE (theta = 1 there); |diff| between them.")
+    what = "theta" if vp else "t"
     head = f"{'problem':<28}{'eta':>4} {'kind':<12}{'t_c':>14}{'theta_c':>14}{'SNR':>10}"
-    head += f"{'step':>6}{'centre theta':>14}{'closed':>14}{'|diff|':>9}"
+    head += f"{'step':>6}{'centre ' + what:>14}{'closed ' + what:>14}{'|diff|':>9}"
     print(head)
     for r in rows:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if v is not None and not math.isnan(v) else f"{'-':>{w}}"  # noqa: E731
@@ -55,8 +68,8 @@ def main(argv=None) -> int:
         err = f"{r['error']:>9.1e}" if r["error"] is not None else f"{'-':>9}"
         print(
             f"{r['problem']:<28}{r['eta']:>4} {r['kind']:<12}{fmt(r['t_c'], 14, 10)}{fmt(r['theta_c'], 14, 10)}"
-            f"{fmt(r['snr_c'], 10, 5)}{step}{fmt(r['centre_theta'], 14, 10)}"
-            f"{fmt(r['centre_theta_closed_form'], 14, 10)}{err}"
+            f"{fmt(r['snr_c'], 10, 5)}{step}{fmt(r['centre_' + what], 14, 10)}"
+            f"{fmt(r['centre_' + what + '_closed_form'], 14, 10)}{err}"
         )
     return 0
 

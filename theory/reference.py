@@ -1,7 +1,9 @@
-"""A catalogue of reference problems with, where one exists, the closed-form critical theta.
+"""A catalogue of reference problems with, where one exists, the closed form of the centre's loss of stability.
 
-The derivations are in docs/derivations.md; the closed forms come from ``theory.symbolic``.
-Each problem is small enough to solve in seconds; ``python -m theory`` prints the table.
+Each problem wraps a ``theory.systems`` reference system (or bare data where no closed form exists, the
+heavy-tailed four deltas), solved at one eta. The derivations are in docs/derivations.md; the closed forms come
+from ``theory.symbolic`` through the systems. Each problem is small enough to solve in seconds;
+``python -m theory`` prints the table on any schedule.
 """
 
 from __future__ import annotations
@@ -10,56 +12,62 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory import symbolic as S
-from theory.data import DeltaMixture, GaussianMixture
+from theory._checks import check_schedule
+from theory.data import DeltaMixture
+from theory.systems import EqualNormSet, ReferenceSystem, ThreeDeltas, TwoDeltas, TwoGaussians
 
 __all__ = ["ReferenceProblem", "reference_problems", "equal_norm_set"]
 
 
 @dataclass(frozen=True)
 class ReferenceProblem:
-    """A named data set, the eta it is solved at, and the closed-form theta of the centre's loss
-    of stability (None where no closed form exists)."""
+    """A named data set, the eta it is solved at, and its reference system (None where no closed form exists).
+
+    ``centre_theta_closed_form`` is the closed-form theta of the centre's loss of stability on a variance-
+    preserving schedule (None where there is none); ``closed_centre(schedule)`` gives it on any schedule."""
 
     name: str
     data: object
     eta: float
-    centre_theta_closed_form: float | None
+    system: ReferenceSystem | None = None
+
+    @property
+    def centre_theta_closed_form(self) -> float | None:
+        if self.system is None or (isinstance(self.system, TwoDeltas) and not self.system.symmetric):
+            return None  # unequal weights: the centre is no fixed point
+        return self.system.centre_theta_c(self.eta)
+
+    def closed_centre(self, schedule) -> tuple[float | None, float | None]:
+        """(theta, t) of the centre's loss in closed form on ``schedule``; theta is None on VE (theta = 1 there),
+        both None where no closed form exists, t nan where the loss lies outside [0, T]."""
+        check_schedule(schedule)
+        theta = self.centre_theta_closed_form
+        if theta is None:
+            return None, None
+        t = self.system.centre_t_c(schedule, self.eta)
+        return (theta if schedule.variance_preserving else None), t
 
 
 def equal_norm_set(d: int, n_dirs: int, radius: float, seed: int) -> np.ndarray:
     """A centred equal-norm finite set: ``n_dirs`` random unit vectors and their negatives, times ``radius``."""
-    V = np.random.default_rng(seed).normal(size=(n_dirs, d))
-    V /= np.linalg.norm(V, axis=1, keepdims=True)
-    return np.concatenate([V, -V]) * radius
+    return EqualNormSet.random(d, n_dirs, radius, seed).points
 
 
-def _two_delta(a, eta):
-    return float(S.lambdify(S.two_delta_theta_c(), (S.a, S.eta))(a, eta))
-
-
-def _equal_norm(lam, eta):
-    return float(S.lambdify(S.equal_norm_theta_c(), (S.lam, S.eta))(lam, eta))
+def _problem(name: str, system: ReferenceSystem, eta: float) -> ReferenceProblem:
+    return ReferenceProblem(name, system.data, eta, system)
 
 
 def reference_problems() -> list[ReferenceProblem]:
     """The catalogue: symmetric (pitchfork), asymmetric and subcritical (saddle-node) problems."""
-    Y = equal_norm_set(10, 10, 1.5, seed=0)
-    lam = float(np.linalg.eigvalsh(Y.T @ Y / len(Y))[-1])
-    ang = 2 * np.pi * np.arange(3) / 3
-    gm_theta = float(S.lambdify(S.two_gaussian_theta_c(), (S.m, S.v0, S.eta))(1.0, 0.1, 1.0))
+    heavy = DeltaMixture([[-1.0], [-0.2], [0.2], [1.0]], [0.05, 0.45, 0.45, 0.05])
     return [
-        ReferenceProblem("deltas +-1 (paper)", DeltaMixture([[-1.0], [1.0]]), 1.0, _two_delta(1.0, 1.0)),
-        ReferenceProblem("deltas +-1, eta=0.5", DeltaMixture([[-1.0], [1.0]]), 0.5, _two_delta(1.0, 0.5)),
-        ReferenceProblem("deltas +-0.7, ODE", DeltaMixture([[-0.7], [0.7]]), 0.0, _two_delta(0.7, 0.0)),
-        ReferenceProblem("deltas +-2", DeltaMixture([[-2.0], [2.0]]), 1.0, _two_delta(2.0, 1.0)),
-        ReferenceProblem("deltas +-1, weights .3/.7", DeltaMixture([[-1.0], [1.0]], [0.3, 0.7]), 1.0, None),
-        ReferenceProblem("2 Gaussians +-1, var 0.1", GaussianMixture([[-1.0], [1.0]], [0.1, 0.1]), 1.0, gm_theta),
-        ReferenceProblem(
-            "4 deltas, heavy tails", DeltaMixture([[-1.0], [-0.2], [0.2], [1.0]], [0.05, 0.45, 0.45, 0.05]), 1.0, None
-        ),
-        ReferenceProblem(
-            "3 deltas at 120 deg (2D)", DeltaMixture(np.c_[np.cos(ang), np.sin(ang)]), 1.0, _equal_norm(0.5, 1.0)
-        ),
-        ReferenceProblem("equal-norm, N=20, d=10", DeltaMixture(Y), 1.0, _equal_norm(lam, 1.0)),
+        _problem("deltas +-1 (paper)", TwoDeltas(1.0), 1.0),
+        _problem("deltas +-1, eta=0.5", TwoDeltas(1.0), 0.5),
+        _problem("deltas +-0.7, ODE", TwoDeltas(0.7), 0.0),
+        _problem("deltas +-2", TwoDeltas(2.0), 1.0),
+        _problem("deltas +-1, weights .3/.7", TwoDeltas(1.0, [0.3, 0.7]), 1.0),
+        _problem("2 Gaussians +-1, var 0.1", TwoGaussians(1.0, 0.1), 1.0),
+        ReferenceProblem("4 deltas, heavy tails", heavy, 1.0, None),
+        _problem("3 deltas at 120 deg (2D)", ThreeDeltas(1.0), 1.0),
+        _problem("equal-norm, N=20, d=10", EqualNormSet.random(10, 10, 1.5, seed=0), 1.0),
     ]
