@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,14 @@ def _f(v, d=10):
     return f"{v:.{d}f}"
 
 
+def _cell(c) -> str:
+    """A table cell; a | inside $...$ would end the cell (sympy writes \\left| ... \\right|), so it becomes \\vert."""
+    return re.sub(r"\$[^$]*\$", lambda m: m[0].replace("|", "\\vert "), str(c))
+
+
 def _table(head, rows):
-    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    out = ["| " + " | ".join(map(_cell, head)) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(map(_cell, r)) + " |" for r in rows]
     return "\n".join(out) + "\n"
 
 
