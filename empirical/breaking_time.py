@@ -31,7 +31,7 @@ import torch
 
 import theory
 from empirical.classifier import train_classifier
-from empirical.cli import config_from_args, dataclass_parser
+from empirical.cli import config_from_args, dataclass_parser, is_int, is_real
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import T_MIN, ExactDenoiser
 from empirical.measure import (
@@ -43,7 +43,7 @@ from empirical.measure import (
     simulate,
 )
 from empirical.results import finite, upsert_row, write_json_atomic
-from empirical.train import TrainConfig, export_weights, load_denoiser, train
+from empirical.train import TrainConfig, check_out_dir, export_weights, load_denoiser, train
 from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
@@ -79,15 +79,19 @@ class Config:
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}; got {self.dataset!r}")
-        if not (isinstance(self.eta, (int, float)) and 0 <= self.eta < math.inf):
+        if not (is_real(self.eta) and 0 <= self.eta < math.inf):
             raise ValueError(f"eta must be a finite number >= 0; got {self.eta!r}")
         for name in ("n_starts", "n_parents", "classifier_steps"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
-        if not (isinstance(self.n_clones, int) and self.n_clones >= 2):
+        if not (is_int(self.n_clones) and self.n_clones >= 2):
             raise ValueError(f"n_clones must be an int >= 2; got {self.n_clones!r}")
-        if not 0 < self.tol_t < 0.1:
-            raise ValueError(f"tol_t must lie in (0, 0.1); got {self.tol_t}")
+        if not (is_real(self.tol_t) and 0 < self.tol_t < 0.1):
+            raise ValueError(f"tol_t must lie in (0, 0.1); got {self.tol_t!r}")
+        if not (is_real(self.t_min) and 0 < self.t_min < 1):
+            raise ValueError(f"t_min must lie in (0, 1); got {self.t_min!r}")
+        if not (isinstance(self.results, str) and self.results):
+            raise ValueError(f"results must be a non-empty path; got {self.results!r}")
         if self.run_dir is None:
             self.run_dir = f"runs/breaking-{self.dataset}"
 
@@ -157,7 +161,8 @@ def _device_name(device: str) -> str:
 
 def run(cfg: Config, command: str) -> dict:
     """The whole pipeline for one data set; returns the table row (also written to disk)."""
-    results = Path(cfg.results)
+    results = check_out_dir(cfg.results, "results")  # both folders checked before the long work
+    check_out_dir(cfg.run_dir, "run_dir")
     ds = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=0)
     x_train = ds.x
     clock = {}
@@ -277,9 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(Config, args)
+    try:
+        cfg = config_from_args(Config, args)
+        train_cfg = cfg.train_config()
+        for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
+            if Path(path).exists() and not Path(path).is_dir():
+                raise ValueError(f"{name} must be a directory; {path} is an existing file")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.dry_run:
-        print(json.dumps({"breaking_time": dataclasses.asdict(cfg), "train": cfg.train_config().to_dict()}, indent=1))
+        print(json.dumps({"breaking_time": dataclasses.asdict(cfg), "train": train_cfg.to_dict()}, indent=1))
         return 0
     row = run(cfg, "python -m empirical.breaking_time " + shlex.join(argv))
     print(json.dumps(row, indent=1))

@@ -9,7 +9,19 @@ import dataclasses
 import types
 import typing
 
-__all__ = ["dataclass_parser", "config_from_args"]
+import numpy as np
+
+__all__ = ["dataclass_parser", "config_from_args", "is_int", "is_real"]
+
+
+def is_int(value) -> bool:
+    """An integer count (numpy integers included; bool is not a count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """A real number (numpy scalars included: np.float32(0.5) is a number; bool is not)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _arg_type(hint) -> tuple[type, bool]:

@@ -48,12 +48,12 @@ from tqdm import tqdm
 
 from empirical import breaking_time
 from empirical.classifier import train_classifier
-from empirical.cli import config_from_args, dataclass_parser
+from empirical.cli import config_from_args, dataclass_parser, is_int, is_real
 from empirical.datasets import DATASETS, load_dataset
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features, kid
 from empirical.results import finite, upsert_row, write_json_atomic
 from empirical.samplers import generate, nfe
-from empirical.train import TrainConfig, load_denoiser, train
+from empirical.train import TrainConfig, check_out_dir, load_denoiser, train
 
 __all__ = ["Config", "SAMPLERS", "INITS", "RULES", "best_and_knee", "gls_ratios", "run", "main"]
 
@@ -109,28 +109,30 @@ class Config:
         bad = [s for s in self.samplers if s not in SAMPLERS]
         if not self.samplers or bad:
             raise ValueError(f"samplers must be a non-empty subset of {tuple(SAMPLERS)}; got {self.samplers!r}")
-        if not self.n_steps or not all(isinstance(n, int) and n >= 2 for n in self.n_steps):
+        if not self.n_steps or not all(is_int(n) and n >= 2 for n in self.n_steps):
             raise ValueError(f"n_steps must be a non-empty tuple of ints >= 2; got {self.n_steps!r}")
+        if not all(is_real(v) for v in self.sweep_t):
+            raise ValueError(f"sweep_t must hold numbers; got {self.sweep_t!r}")
         t = np.asarray(self.sweep_t, dtype=float)
         if t.size < 3 or np.any(np.diff(t) <= 0) or t[0] <= 0.01 or t[-1] > 1.0:
             raise ValueError(f"sweep_t must hold >= 3 increasing times in (0.01, 1]; got {self.sweep_t!r}")
-        if not (isinstance(self.converged_steps, int) and (self.converged_steps == 0 or self.converged_steps >= 2)):
+        if not (is_int(self.converged_steps) and (self.converged_steps == 0 or self.converged_steps >= 2)):
             raise ValueError(f"converged_steps must be 0 (skip) or an int >= 2; got {self.converged_steps!r}")
         for name in ("n_samples", "sweep_samples", "classifier_steps", "kid_subsets", "n_grid"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
         for name in ("n_samples", "sweep_samples"):
             if getattr(self, name) < 10:
                 raise ValueError(f"{name} must be >= 10 (FID needs a covariance); got {getattr(self, name)}")
-        if not (isinstance(self.inception_n, int) and (self.inception_n == 0 or self.inception_n >= 10)):
+        if not (is_int(self.inception_n) and (self.inception_n == 0 or self.inception_n >= 10)):
             raise ValueError(f"inception_n must be 0 (skip) or an int >= 10; got {self.inception_n!r}")
         if self.inception_n > self.n_samples:
             raise ValueError(f"inception_n={self.inception_n} must not exceed n_samples={self.n_samples}")
         if self.inception_n and (not set(self.inception_steps) <= set(self.n_steps) or "ddim" not in self.samplers):
             raise ValueError("inception_steps must be a subset of n_steps, and Inception FID needs 'ddim' in samplers")
-        if not (isinstance(self.eta, (int, float)) and 0 < self.eta < math.inf):
+        if not (is_real(self.eta) and 0 < self.eta < math.inf):
             raise ValueError(f"eta must be a finite number > 0 (breaking_time.predict); got {self.eta!r}")
-        if not (isinstance(self.threads, int) and self.threads >= 0):
+        if not (is_int(self.threads) and self.threads >= 0):
             raise ValueError(f"threads must be an int >= 0 (0: torch's default); got {self.threads!r}")
         if self.run_dir is None:
             self.run_dir = f"runs/breaking-{self.dataset}"
@@ -236,7 +238,8 @@ class _Scorer:
 def run(cfg: Config, command: str) -> dict:
     """The whole pipeline for one data set; returns the curves file's content (also written to disk)."""
     wall0 = time.perf_counter()
-    results = Path(cfg.results)
+    results = check_out_dir(cfg.results, "results")  # both folders checked before the long work
+    check_out_dir(cfg.run_dir, "run_dir")
     ds = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=0)
     x_train, n_classes = ds.x, int(ds.labels.max()) + 1
     clock = {}
@@ -471,9 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(Config, args)
+    try:
+        cfg = config_from_args(Config, args)
+        train_cfg = cfg.train_config()
+        for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
+            if Path(path).exists() and not Path(path).is_dir():
+                raise ValueError(f"{name} must be a directory; {path} is an existing file")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.dry_run:
-        print(json.dumps({"late_start": dataclasses.asdict(cfg), "train": cfg.train_config().to_dict()}, indent=1))
+        print(json.dumps({"late_start": dataclasses.asdict(cfg), "train": train_cfg.to_dict()}, indent=1))
         return 0
     if cfg.threads:  # the ops are small: one thread is the fastest on a busy 2-core machine
         torch.set_num_threads(cfg.threads)

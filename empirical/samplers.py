@@ -32,12 +32,14 @@ Gaussian late start ``GaussianInit`` N(mu_t, Sigma_t) at t_start. ``generate`` p
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from empirical.denoiser import T_MIN, Denoiser, schedule_coeffs
+from theory._checks import check_int, check_memory
 from theory.schedules import Schedule
 
 __all__ = [
@@ -89,6 +91,24 @@ def _eps(denoiser: Denoiser, x: torch.Tensor, t, dtype: torch.dtype) -> torch.Te
     return denoiser(x.to(dtype), float(t)).to(torch.float64)
 
 
+def _real(value) -> float | None:
+    """``value`` as a float if it is a real number (numpy scalars included: np.float32(0.5) is a number), else
+    None; bool is not a number here."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _check_start(schedule: Schedule, t_start: float) -> None:
+    """Every sampler divides by theta(t) (x0_hat = (x - sigma eps) / theta): refuse a start where theta = 0."""
+    (theta,) = schedule_coeffs(schedule, float(t_start), "theta")
+    if not float(theta) > 0.0:
+        raise ValueError(
+            f"t_start must be below {t_start} for {schedule!r}: theta(t_start) = 0 there, so x0_hat = "
+            "(x - sigma eps) / theta is undefined; start at a t with theta > 0 (init='late')"
+        )
+
+
 # --- the samplers -------------------------------------------------------------------------------
 @torch.no_grad()
 def ddim(
@@ -105,7 +125,7 @@ def ddim(
     q(x_s | x_t, x0_hat), i.e. DDPM's ancestral step. Returns x0_hat at ts[-1], (n, d) float64.
     ``generator`` (CPU) draws z.
     """
-    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+    if _real(eta) is None or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1]; got {eta!r}")
     x, ts, theta, sigma, dtype = _prepare(denoiser, x, ts)
     for i in range(len(ts)):
@@ -211,9 +231,7 @@ SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "pndm": pndm, "dpm++2m": dpm_solver_pp_2
 
 # --- grid, NFE and the common entry point --------------------------------------------------------
 def _check_steps(n_steps) -> int:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-        raise ValueError(f"n_steps must be an integer >= 1; got {n_steps!r}")
-    return int(n_steps)
+    return check_int("n_steps", n_steps)
 
 
 def _check_sampler(sampler) -> str:
@@ -246,10 +264,12 @@ def time_grid(schedule: Schedule, n_steps: int, t_start: float, t_end: float = T
     """
     m = _check_steps(n_steps)
     T = schedule.T
-    if not (isinstance(t_end, (int, float)) and 0.0 < t_end < T):
+    if _real(t_end) is None or not 0.0 < t_end < T:
         raise ValueError(f"t_end must be a number in (0, T={T}); got {t_end!r}")
-    if not (isinstance(t_start, (int, float)) and t_end < t_start <= T):
+    if _real(t_start) is None or not t_end < t_start <= T:
         raise ValueError(f"t_start must be a number in (t_end={t_end}, T={T}]; got {t_start!r}")
+    t_start, t_end = float(t_start), float(t_end)
+    _check_start(schedule, t_start)
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; choose one of {GRIDS}")
     if m == 1:
@@ -301,10 +321,8 @@ def sample(
 # --- initial distributions ------------------------------------------------------------------------
 def init_vanilla(n: int, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """N(0, I) draws (n, d) float64: the VP prior at T (and the "late start" at t_start < T)."""
-    for name, v in (("n", n), ("d", d)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
-    return torch.randn(int(n), int(d), generator=generator, dtype=torch.float64)
+    n, d = check_int("n", n), check_int("d", d)
+    return torch.randn(n, d, generator=generator, dtype=torch.float64)
 
 
 def _top_eigs(a: torch.Tensor, k: int, generator: torch.Generator, n_iter: int = 8):
@@ -329,8 +347,17 @@ def _check_rank(rank, d: int) -> int | None:
     return int(rank)
 
 
+def _check_cov_memory(d: int, n: int = 0) -> None:
+    """A full covariance needs a few (d, d) float64 matrices (and the (n, d) centred data): refuse beyond memory."""
+    check_memory(f"a full {d} x {d} covariance", 8.0 * (4 * d * d + 2 * n * d), "pass rank=k for low rank + diagonal")
+
+
 def _check_rows(name: str, x) -> torch.Tensor:
-    x = torch.as_tensor(x, dtype=torch.float64).cpu()
+    try:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float64) if not isinstance(x, torch.Tensor) else x)
+    except (TypeError, ValueError) as err:  # ragged lists, strings
+        raise ValueError(f"{name} must be a rectangular (n, d) array of numbers ({err})") from None
+    x = x.to(torch.float64).cpu()
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"{name} must have shape (n, d) with n >= 2; got {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
@@ -357,9 +384,12 @@ class GaussianInit:
         N(theta mu_0, theta^2 Sigma_0 + sigma^2 I) at t_start. Full covariance (Cholesky)."""
         th, s = _theta_sigma(schedule, t_start)
         mean0 = torch.as_tensor(mean0, dtype=torch.float64).reshape(-1)
+        _check_cov_memory(mean0.numel())
         cov0 = torch.as_tensor(cov0, dtype=torch.float64)
         if cov0.shape != (mean0.numel(), mean0.numel()):
             raise ValueError(f"cov0 must have shape ({mean0.numel()}, {mean0.numel()}); got {tuple(cov0.shape)}")
+        if not bool(torch.isfinite(mean0).all() and torch.isfinite(cov0).all()):
+            raise ValueError("mean0 and cov0 must be finite; they contain NaN or inf")
         cov = th**2 * cov0 + s**2 * torch.eye(mean0.numel(), dtype=torch.float64)
         return cls(mean=th * mean0, t_start=float(t_start), chol=_cholesky(cov))
 
@@ -370,6 +400,8 @@ class GaussianInit:
         x = _check_rows("x_train", x_train)
         th, s = _theta_sigma(schedule, t_start)
         k = _check_rank(rank, x.shape[1])
+        if k is None:
+            _check_cov_memory(x.shape[1], x.shape[0])
         mean0 = x.mean(0)
         a = (x - mean0) / math.sqrt(x.shape[0] - 1)
         if k is None:
@@ -386,6 +418,8 @@ class GaussianInit:
         x = _check_rows("x_train", x_train)
         th, s = _theta_sigma(schedule, t_start)
         k = _check_rank(rank, x.shape[1])
+        if k is None:
+            _check_cov_memory(x.shape[1], x.shape[0])
         xt = th * x + s * torch.randn(x.shape, generator=generator, dtype=torch.float64)
         mean = xt.mean(0)
         a = (xt - mean) / math.sqrt(x.shape[0] - 1)
@@ -414,7 +448,7 @@ class GaussianInit:
 
 
 def _theta_sigma(schedule: Schedule, t_start) -> tuple[float, float]:
-    if not (isinstance(t_start, (int, float)) and 0.0 < t_start <= schedule.T):
+    if _real(t_start) is None or not 0.0 < t_start <= schedule.T:
         raise ValueError(f"t_start must be a number in (0, T={schedule.T}]; got {t_start!r}")
     th, s = schedule_coeffs(schedule, float(t_start), "theta", "sigma")
     return float(th), float(s)
@@ -471,10 +505,7 @@ def generate(
     _check_sampler(sampler)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    n, batch_size, seed = check_int("n", n), check_int("batch_size", batch_size), check_int("seed", seed, lo=0)
     T = denoiser.schedule.T
     if init == "vanilla":
         if t_start not in (None, T):
@@ -489,7 +520,7 @@ def generate(
         dim = x_train.shape[1]
     elif dim is None:
         raise ValueError(f"init={init!r} without x_train needs dim, the data dimension (an integer >= 1)")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     if init == "gls":
         draw = GaussianInit.empirical(x_train, denoiser.schedule, t_start, generator, rank=rank).sample
     elif init == "gls-analytic":

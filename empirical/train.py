@@ -54,6 +54,8 @@ from tqdm import tqdm
 
 from empirical.cli import config_from_args as _config_from_args
 from empirical.cli import dataclass_parser
+from empirical.cli import is_int as _is_int
+from empirical.cli import is_real as _is_real
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import Denoiser
 from empirical.nets import NETS, build_net
@@ -171,14 +173,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """JSON-ready fields (tuples as lists), the form stored in checkpoints and config.json."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value, lo: int, none_ok: bool = False) -> None:

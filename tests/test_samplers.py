@@ -200,8 +200,10 @@ def test_errors(den):
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         sample(den, "euler", 10, x, 1.0)
-    for bad in (0, 2.5, True):
-        with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1; got 0"):
+        sample(den, "ddim", 0, x, 1.0)
+    for bad in (2.5, True):  # the wrong type: TypeError, by name
+        with pytest.raises(TypeError, match="n_steps must be an integer; got"):
             sample(den, "ddim", bad, x, 1.0)
     with pytest.raises(ValueError, match=r"t_start must be a number in \(t_end=0.001, T=1.0\]"):
         sample(den, "ddim", 10, x, 1.5)

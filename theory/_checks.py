@@ -62,7 +62,7 @@ def check_in_range(name: str, x, lo: float, hi: float, *, open_lo=False, open_hi
     if np.any(bad):
         left = "(" if open_lo else "["
         right = ")" if open_hi else "]"
-        first = a[bad].ravel()[0] if a.ndim else a
+        first = float(a[bad].ravel()[0] if a.ndim else a)
         raise ValueError(f"{name} must lie in {left}{lo}, {hi}{right}; got {first!r}")
     return x
 

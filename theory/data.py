@@ -187,9 +187,8 @@ class _Mixture:
     def hessian(self, x, t, schedule):
         """Exact Hessian of ln p_t; x (..., d) -> (..., d, d). Refused (MemoryError) beyond the free memory."""
         th, s2 = self._ts(t, schedule, self._singular_at_zero)
-        x = self._check_x(x)
-        self._check_memory(x, 3 * self._hessian_temporaries(), "the Hessian")
-        return _batched(self._k["hessian"], self._params, x, th, s2)
+        self._check_memory(x, 3 * self._hessian_temporaries(), "the Hessian")  # before x is copied
+        return _batched(self._k["hessian"], self._params, self._check_x(x), th, s2)
 
     def responsibilities(self, x, t, schedule):
         """Posterior weights over the points (or components) given x_t = x; (..., d) -> (..., N)."""

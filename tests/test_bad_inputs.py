@@ -1,0 +1,329 @@
+"""Every bad input is refused by name: a table of bad or edge inputs across both packages.
+
+Each row calls the public API with one bad input and expects a named error: the message names the parameter
+(and, where there is one, the allowed range) or the file; or a warning where the result is still usable.
+docs/checks.md lists the classes of checks these rows stand for.
+"""
+
+import gzip
+import math
+import re
+import signal
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from empirical import breaking_time, late_start
+from empirical.datasets import load_dataset
+from empirical.denoiser import ExactDenoiser
+from empirical.metrics import class_composition, fid, kid
+from empirical.samplers import GaussianInit, generate, sample
+from empirical.train import CheckpointError, TrainConfig, load_checkpoint, load_denoiser, state_digest, train
+from theory import (
+    DDPM,
+    VE,
+    DeltaMixture,
+    GaussianMixture,
+    VPCosine,
+    VPLinear,
+    bifurcation_diagram,
+    commitment,
+    critical_time,
+    descend,
+    drift,
+    fixed_points,
+    simulate,
+    simulate_forward,
+)
+from theory import symbolic as S
+from theory.systems import EqualNormSet, TwoDeltas
+
+TWO = DeltaMixture([[-1.0], [1.0]])
+GM = GaussianMixture([[-1.0], [1.0]], [0.1, 0.1])
+LIN, COS = VPLinear(), VPCosine()
+X1 = np.array([0.5])
+DEN = ExactDenoiser(TWO)
+DEN3 = ExactDenoiser(GaussianMixture([[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]))
+DEN_COS = ExactDenoiser(TWO, COS)
+XS = torch.zeros(2, 1)
+
+
+def _measure(**kwargs):
+    from empirical.measure import measure_critical_time
+
+    return measure_critical_time(DEN, np.array([[-1.0], [1.0]]), **kwargs)
+
+
+def _tiny_train(tmp_path, **kwargs):
+    cfg = {"width": 8, "depth": 1, "batch_size": 8, "n_train": 20, "warmup": 1, "steps": 2, "ckpt_every": 1}
+    return train(TrainConfig(**{**cfg, **kwargs}))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny trained run (two steps) to damage."""
+    out = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(1)
+    return _tiny_train(out, out=str(out))
+
+
+def _truncated(ckpt, tmp):
+    bad = tmp / "truncated.pt"
+    bad.write_bytes(ckpt.read_bytes()[:3000])
+    return load_denoiser(bad)
+
+
+def _flipped(ckpt, tmp):
+    data = bytearray(ckpt.read_bytes())
+    first = next(iter(torch.load(ckpt, weights_only=True)["model"].values())).numpy().tobytes()[:32]
+    data[data.find(first) + 8] ^= 0xFF
+    bad = tmp / "flipped.pt"
+    bad.write_bytes(bytes(data))
+    return load_denoiser(bad)
+
+
+def _legacy(ckpt, tmp):
+    state = {k: v for k, v in torch.load(ckpt, weights_only=True).items() if k != "sha256"}
+    torch.save(state, tmp / "legacy.pt")
+    return load_denoiser(tmp / "legacy.pt")
+
+
+def _nan_weights(ckpt, tmp):
+    state = load_checkpoint(ckpt)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] * math.nan
+    state["sha256"] = state_digest(state)
+    torch.save(state, tmp / "nan.pt")
+    return load_denoiser(tmp / "nan.pt", ema=False)
+
+
+def _out_is_a_file(ckpt, tmp):
+    (tmp / "a_file").write_text("x")
+    return _tiny_train(tmp, out=str(tmp / "a_file"))
+
+
+def _corrupt_gzip(ckpt, tmp, monkeypatch):
+    (tmp / "train-images-idx3-ubyte.gz").write_bytes(b"this is not gzip")
+    (tmp / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp))
+    return load_dataset("fashion-mnist")
+
+
+# (id, call, expected exception or warning class, regex the message must match)
+THEORY = [
+    # --- the endpoints of time
+    ("score-t0", lambda: TWO.score(X1, 0.0, LIN), ValueError, r"t must be > 0 here: sigma\(t\)\^2 = 0 at t = 0"),
+    ("log_prob-t0", lambda: TWO.log_prob(X1, 0.0, LIN), ValueError, r"t must be > 0 .*singular"),
+    ("hessian-t0", lambda: TWO.hessian(X1, 0.0, LIN), ValueError, r"t must be > 0"),
+    ("resp-t0-ddpm", lambda: TWO.responsibilities(X1, 0.0, DDPM()), ValueError, r"t must be > 0"),
+    ("hvp-t0", lambda: TWO.hvp(X1, X1, 0.0, LIN), ValueError, r"t must be > 0"),
+    ("score-t-above-T", lambda: TWO.score(X1, 1.5, LIN), ValueError, r"t must lie in \[0.0, 1.0\]; got 1.5"),
+    ("score-t-nan", lambda: GM.score(X1, math.nan, LIN), ValueError, r"t must lie in \[0.0, 1.0\]"),
+    ("simulate-cosine-at-T", lambda: simulate(TWO, COS, 4, n_steps=100), ValueError, r"t_start must be below T"),
+    ("simulate-t_end-above", lambda: simulate(TWO, LIN, 2, t_start=0.3, t_end=0.5), ValueError, r"t_end \(below"),
+    ("simulate-t_start-neg", lambda: simulate(TWO, LIN, 2, t_start=-0.1), ValueError, r"t_start must be a finite"),
+    ("fixed_points-t0", lambda: fixed_points(TWO, LIN, 0.0), ValueError, r"\bt\b"),
+    ("descend-t0", lambda: descend(TWO, LIN, np.array([[0.3]]), 0.0), ValueError, r"\bt\b"),
+    ("bifurcation-t0", lambda: bifurcation_diagram(TWO, LIN, [0.0]), ValueError, r"\bts\b"),
+    # --- tolerances and counts
+    ("critical-tol_t-0", lambda: critical_time(TWO, LIN, tol_t=0.0), ValueError, r"tol_t"),
+    ("sample-n-0", lambda: TWO.sample(None, 0.5, LIN, 0), ValueError, r"n must be an integer >= 1; got 0"),
+    ("sample-n-float", lambda: GM.sample(None, 0.5, LIN, 2.5), TypeError, r"n must be an integer; got 2.5"),
+    ("simulate-n_steps-0", lambda: simulate(TWO, LIN, 2, n_steps=0), ValueError, r"n_steps must be an integer >= 1"),
+    ("simulate-n-neg", lambda: simulate(TWO, LIN, -1), ValueError, r"n must be an integer >= 1; got -1"),
+    ("simulate-seed-neg", lambda: simulate(TWO, LIN, 2, seed=-1), ValueError, r"seed must be an integer >= 0"),
+    ("simulate-method", lambda: simulate(TWO, LIN, 2, method="rk4"), ValueError, r"method must be 'euler' or 'heun'"),
+    ("simulate-eta-neg", lambda: simulate(TWO, LIN, 2, eta=-1.0), ValueError, r"eta must be a finite number >= 0"),
+    ("simulate-x_start", lambda: simulate(TWO, LIN, 2, x_start=np.zeros((3, 1))), ValueError, r"x_start must have"),
+    ("simulate_forward-0", lambda: simulate_forward(TWO, LIN, 5, n_steps=0), ValueError, r"n_steps must be an"),
+    (
+        "commitment-every-0",
+        lambda: commitment(TWO, LIN, simulate(TWO, LIN, 2, n_steps=2), every=0),
+        ValueError,
+        "every",
+    ),
+    ("drift-eta-nan", lambda: drift(TWO, LIN, X1, 0.5, eta=math.nan), ValueError, r"eta must be a finite number >= 0"),
+    ("ddpm-n_steps-0", lambda: DDPM(n_steps=0), ValueError, r"n_steps must be an integer >= 1; got 0"),
+    ("ddpm-n_steps-str", lambda: DDPM(n_steps="10"), TypeError, r"n_steps must be an integer; got '10'"),
+    ("ddpm-beta_end", lambda: DDPM(beta_end=1.0), ValueError, r"need 0 < beta_start <= beta_end < 1"),
+    ("vplinear-beta_min", lambda: VPLinear(beta_min=-1.0), ValueError, r"beta_min must be a finite number > 0"),
+    ("vplinear-order", lambda: VPLinear(beta_min=5.0, beta_max=1.0), ValueError, r"beta_max must be >= beta_min"),
+    ("vpcosine-s", lambda: VPCosine(s=0.0), ValueError, r"s must be a finite number > 0"),
+    ("ve-sigmas", lambda: VE(sigma_min=1.0, sigma_max=0.5), ValueError, r"sigma_max must be > sigma_min"),
+    ("t_from_theta-range", lambda: LIN.t_from_theta(1.5), ValueError, r"theta must lie in"),
+    ("ve-t_from_theta", lambda: VE().t_from_theta(0.5), ValueError, r"VE has theta = 1"),
+    ("lambdify-backend", lambda: S.lambdify(S.a, (S.a,), backend="torch"), ValueError, r"backend must be 'numpy'"),
+    # --- wrong types and shapes
+    ("critical-data-str", lambda: critical_time("data", LIN), TypeError, r"\bdata\b"),
+    ("simulate-data-str", lambda: simulate("data", LIN, 2), TypeError, r"data must be a theory DeltaMixture"),
+    ("score-schedule-str", lambda: TWO.score(X1, 0.5, "vp"), TypeError, r"schedule must be a theory Schedule"),
+    ("points-ragged", lambda: DeltaMixture([[1.0], [1.0, 2.0]]), ValueError, r"points must be a rectangular array"),
+    ("points-nan", lambda: DeltaMixture([[math.nan]]), ValueError, r"points must be finite"),
+    ("weights-sum", lambda: DeltaMixture([[0.0], [1.0]], [0.5, 0.6]), ValueError, r"weights must sum to 1"),
+    ("weights-neg", lambda: DeltaMixture([[0.0], [1.0]], [1.5, -0.5]), ValueError, r"weights must be >= 0"),
+    ("weights-shape", lambda: DeltaMixture([[0.0], [1.0]], [1.0]), ValueError, r"weights must have shape \(2,\)"),
+    ("gm-not-pd", lambda: GaussianMixture([[0.0]], [-1.0]), ValueError, r"covariances must be positive definite"),
+    ("gm-cov-shape", lambda: GaussianMixture([[0.0]], [[1.0, 2.0]]), ValueError, r"covariances must have shape"),
+    ("x-wrong-dim", lambda: TWO.score(np.zeros(2), 0.5, LIN), ValueError, r"x must have shape \(\.\.\., 1\)"),
+    # --- resource guards
+    (  # 100 Hessians of size 20000^2: ~1 TB; the broadcast x costs nothing, and the guard runs before any copy
+        "hessian-memory",
+        lambda: DeltaMixture(np.zeros((2, 20000))).hessian(np.broadcast_to(np.zeros(20000), (100, 20000)), 0.5, LIN),
+        MemoryError,
+        r"the Hessian of 100 points .* would need about [\d.]+ GiB",
+    ),
+    # --- reference systems
+    ("system-a-0", lambda: TwoDeltas(0.0), ValueError, r"a must be a finite number > 0"),
+    ("system-norms", lambda: EqualNormSet([[1.0, 0.0], [-2.0, 0.0]]), ValueError, r"points must have equal"),
+    ("system-centred", lambda: EqualNormSet([[1.0, 0.0], [0.0, 1.0]]), ValueError, r"points must be centred"),
+    ("system-no-closed", lambda: TwoDeltas(1.0, [0.3, 0.7]).t_c(LIN), ValueError, r"no closed form for the critical"),
+    ("system-schedule", lambda: TwoDeltas().centre_t_c("vp"), TypeError, r"schedule must be a theory Schedule"),
+]
+
+EMPIRICAL = [
+    # --- tolerances and counts
+    ("measure-tol_t-neg", lambda: _measure(tol_t=-1.0), ValueError, r"tol_t"),
+    ("measure-n_starts-0", lambda: _measure(n_starts=0), ValueError, r"n_starts"),
+    ("sample-n_steps-0", lambda: sample(DEN, "ddim", 0, XS, 0.5), ValueError, r"n_steps must be an integer >= 1"),
+    ("sample-t_start", lambda: sample(DEN, "ddim", 5, XS, 1.5), ValueError, r"t_start must be a number in \(t_end"),
+    ("sample-t_end", lambda: sample(DEN, "ddim", 5, XS, 0.5, t_end=0.0), ValueError, r"t_end must be a number in"),
+    ("pndm-cosine-at-T", lambda: sample(DEN_COS, "pndm", 5, XS, 1.0), ValueError, r"t_start must be below 1.0 .*theta"),
+    ("generate-cosine-T", lambda: generate(DEN_COS, "ddim", 5, 2, dim=1), ValueError, r"theta\(t_start\) = 0"),
+    ("generate-n-0", lambda: generate(DEN, "ddim", 5, 0, dim=1), ValueError, r"n must be an integer >= 1; got 0"),
+    ("generate-seed-float", lambda: generate(DEN, "ddim", 5, 2, dim=1, seed=1.5), TypeError, r"seed must be an int"),
+    ("generate-batch-0", lambda: generate(DEN, "ddim", 5, 2, dim=1, batch_size=0), ValueError, r"batch_size must be"),
+    ("gls-rank-0", lambda: GaussianInit.analytic(np.ones((5, 3)), LIN, 0.5, rank=0), ValueError, r"rank must be None"),
+    ("gls-cov0-shape", lambda: GaussianInit.from_moments(np.zeros(2), np.eye(3), LIN, 0.5), ValueError, r"cov0 must"),
+    ("gls-ragged", lambda: GaussianInit.analytic([[1.0], [1.0, 2.0]], LIN, 0.5), ValueError, r"x_train must be a rect"),
+    ("gls-t_start", lambda: GaussianInit.analytic(np.ones((5, 3)), LIN, 0.0), ValueError, r"t_start must be a number"),
+    (
+        "gls-memory",
+        lambda: GaussianInit.from_moments(np.zeros(10**6), np.zeros((1, 1)), LIN, 0.5),
+        MemoryError,
+        r"a full 1000000 x 1000000 covariance would need about [\d.]+ GiB.*pass rank=k",
+    ),
+    ("denoiser-t0", lambda: DEN(XS, 0.0), ValueError, r"t must lie in \(0, T=1.0\]"),
+    ("train-steps-0", lambda: TrainConfig(steps=0), ValueError, r"steps must be an int >= 1; got 0"),
+    ("train-lr-nan", lambda: TrainConfig(lr=math.nan), ValueError, r"lr must be a finite number > 0"),
+    ("train-batch-float", lambda: TrainConfig(batch_size=2.0), ValueError, r"batch_size must be an int >= 1"),
+    ("train-ema", lambda: TrainConfig(ema_decay=1.0), ValueError, r"ema_decay must be a number in \[0, 1\)"),
+    ("bt-tol_t-0", lambda: breaking_time.Config(tol_t=0.0), ValueError, r"tol_t must lie in \(0, 0.1\)"),
+    ("bt-n_starts-bool", lambda: breaking_time.Config(n_starts=True), ValueError, r"n_starts must be an int >= 1"),
+    ("bt-t_min", lambda: breaking_time.Config(t_min=1.5), ValueError, r"t_min must lie in \(0, 1\)"),
+    ("ls-n_steps-1", lambda: late_start.Config(n_steps=(1,)), ValueError, r"n_steps must be a non-empty tuple"),
+    ("ls-eta-0", lambda: late_start.Config(eta=0.0), ValueError, r"eta must be a finite number > 0"),
+    ("dataset-n-0", lambda: load_dataset("digits", n=0), ValueError, r"n must be a positive int"),
+    ("dataset-name", lambda: load_dataset("cifar10"), ValueError, r"unknown dataset 'cifar10'"),
+    ("dataset-seed", lambda: load_dataset("digits", seed=-1), ValueError, r"seed must be an int >= 0"),
+    ("dataset-classes", lambda: load_dataset("digits", classes=[11]), ValueError, r"classes=\[11\] must be"),
+    ("fid-width", lambda: fid(np.ones((5, 2)), np.ones((5, 3))), ValueError, r"feats_a and feats_b must have the same"),
+    ("kid-subsets", lambda: kid(np.ones((5, 2)), np.ones((5, 2)), n_subsets=0), ValueError, r"n_subsets must be"),
+    ("composition-n", lambda: class_composition([0, 1], 0), ValueError, r"n_classes must be an integer >= 1"),
+]
+
+FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
+    ("ckpt-truncated", _truncated, CheckpointError, r"truncated\.pt cannot be read as a checkpoint"),
+    ("ckpt-flipped", _flipped, CheckpointError, r"flipped\.pt is corrupt: its contents hash to"),
+    ("ckpt-nan", _nan_weights, CheckpointError, r"nan\.pt holds NaN or inf model weights"),
+    ("ckpt-legacy", _legacy, UserWarning, r"legacy\.pt carries no checksum"),
+    ("ckpt-missing", lambda c, t: load_checkpoint(t / "none.pt"), FileNotFoundError, r"no checkpoint file at"),
+    ("train-out-file", _out_is_a_file, ValueError, r"out must be a directory; .*a_file is an existing file"),
+    ("data-bad-gzip", _corrupt_gzip, ValueError, r"train-images-idx3-ubyte\.gz is corrupt or truncated"),
+]
+
+
+def _timeout(signum, frame):
+    raise TimeoutError("no answer within 20 s: a bad input must be refused at once, not looped on")
+
+
+def _expect(call, expected, pattern):
+    previous = signal.signal(signal.SIGALRM, _timeout)  # a hang (tol_t = 0) fails the row instead of the run
+    signal.alarm(20)
+    try:
+        _expect_now(call, expected, pattern)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _expect_now(call, expected, pattern):
+    if issubclass(expected, Warning):
+        with pytest.warns(expected, match=pattern):
+            call()
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(expected, match=pattern):
+                call()
+
+
+def test_the_table_is_large_and_ids_are_unique():
+    ids = [row[0] for row in THEORY + EMPIRICAL + FILES]
+    assert len(ids) >= 50 and len(set(ids)) == len(ids)
+    for row in THEORY + EMPIRICAL + FILES:
+        re.compile(row[3])  # every pattern is a valid regex
+
+
+@pytest.mark.parametrize("name, call, expected, pattern", THEORY, ids=[r[0] for r in THEORY])
+def test_theory_bad_input(name, call, expected, pattern):
+    _expect(call, expected, pattern)
+
+
+@pytest.mark.parametrize("name, call, expected, pattern", EMPIRICAL, ids=[r[0] for r in EMPIRICAL])
+def test_empirical_bad_input(name, call, expected, pattern):
+    _expect(call, expected, pattern)
+
+
+@pytest.mark.parametrize("name, call, expected, pattern", FILES, ids=[r[0] for r in FILES])
+def test_bad_files(name, call, expected, pattern, checkpoint, tmp_path, monkeypatch):
+    args = (checkpoint, tmp_path, monkeypatch) if name == "data-bad-gzip" else (checkpoint, tmp_path)
+    _expect(lambda: call(*args), expected, pattern)
+
+
+# --- edge inputs that now give the correct result -------------------------------------------------
+def test_cosine_schedule_has_its_limits_at_T():
+    assert float(COS.theta(1.0)) == 0.0 and float(COS.sigma2(1.0)) == 1.0
+    assert float(COS.g2(1.0)) == math.inf and float(COS.snr(1.0)) == 0.0
+    assert float(COS.t_from_theta(0.0)) == pytest.approx(1.0, abs=1e-15)
+    # Just below T, theta follows the closed form cos(phi(t)) / cos(phi(0)) (no spurious floor of 1e-16).
+    phi = lambda t: (t + 0.008) / 1.008 * math.pi / 2  # noqa: E731
+    assert float(COS.theta(1 - 1e-9)) == pytest.approx(math.cos(phi(1 - 1e-9)) / math.cos(phi(0)), rel=1e-6)
+
+
+def test_heun_to_t_zero_lands_on_the_data():
+    # The corrector at sigma = 0 would need the singular score: the last step is Euler, and the samples end
+    # near the two points, within a few sigma(t_K-1) = 0.018 of them (the last Euler step does not close the gap).
+    tr = simulate(TWO, LIN, 200, t_end=0.0, method="heun", eta=0.0, n_steps=400)
+    x, sigma_last = tr.x[-1, :, 0], float(LIN.sigma(tr.t[-2]))
+    assert np.all(np.isfinite(x)) and np.abs(np.abs(x) - 1.0).max() < 4 * sigma_last
+    assert 0.3 < np.mean(x > 0) < 0.7  # both points reached
+
+
+def test_cosine_runs_just_below_T_end_on_the_data():
+    x = simulate(TWO, COS, 64, t_start=1 - 1e-3, eta=0.0, n_steps=400).x[-1, :, 0]
+    assert np.abs(np.abs(x) - 1.0).max() < 0.05  # the 1e-3 T end time leaves sigma ~ 0.02
+    for sampler in ("pndm", "ddim"):
+        out = sample(DEN_COS, sampler, 20, torch.tensor([[-0.7], [0.4]]), 1 - 1e-3)
+        assert torch.allclose(out.abs(), torch.ones_like(out), atol=1e-3), (sampler, out)
+        assert torch.equal(torch.sign(out), torch.tensor([[-1.0], [1.0]], dtype=torch.float64))
+
+
+def test_numpy_scalars_are_numbers():
+    # np.float32(0.5) is a number, wherever a time is asked for.
+    a = generate(DEN3, "ddim", 3, 2, init="late", t_start=np.float32(0.5), dim=3, seed=np.int64(1))
+    b = generate(DEN3, "ddim", 3, 2, init="late", t_start=0.5, dim=3, seed=1)
+    assert torch.equal(a, b)
+    tr = simulate(TWO, LIN, 3, t_start=np.float32(0.5), n_steps=np.int64(4))
+    assert tr.t[0] == 0.5 and tr.x.shape == (5, 3, 1)
+    assert breaking_time.Config(eta=np.float32(1.0), n_starts=np.int64(8)).n_starts == 8
+
+
+def test_cli_refuses_an_output_file_before_work(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert breaking_time.main(["--results", str(a_file), "--dry-run"]) == 2
+    assert f"results must be a directory; {a_file} is an existing file" in capsys.readouterr().err
+    assert late_start.main(["--run-dir", str(a_file), "--dry-run"]) == 2
+    assert f"run_dir must be a directory; {a_file} is an existing file" in capsys.readouterr().err
