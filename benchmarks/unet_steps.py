@@ -8,6 +8,7 @@ reference configuration (the trainer's default U-Net, ch = 32, blocks = 2, batch
 
     OMP_NUM_THREADS=1 python benchmarks/unet_steps.py --out benchmarks/unet_steps.json
     python benchmarks/unet_steps.py --only ref,ch32-b1 --rounds 3    # a subset, quickly
+    python benchmarks/unet_steps.py --table benchmarks/unet_steps.json  # the Markdown table of a result
 
 diffusers' ``UNet2DModel`` rows need ``pip install -e .[diffusers]``; without it they are skipped, and
 ``--only ch32-b1-compile`` adds a ``torch.compile`` row (skipped, saying why, where compiling fails).
@@ -164,13 +165,29 @@ def run(selected: list[Case], rounds: int, warmup: int, seed: int = 0) -> dict:
     return {"rows": rows, "skipped": skipped}
 
 
+def markdown(result: dict) -> str:
+    """The rows of a result as a Markdown table (for docs/cpu_recipe.md)."""
+    lines = ["| case | params | batch | threads | s/step (median) | quartiles | ms/image | vs ref |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['params']:,} | {r['batch']} | {r['threads']} | {r['s_per_step']:.2f} | "
+            f"{r['q1']:.2f}-{r['q3']:.2f} | {r['ms_per_image']:.1f} | {r['vs_ref']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (each runs every case once)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--only", default=None, help="comma-separated case names (default: all)")
     parser.add_argument("--out", default=None, help="write the JSON here")
+    parser.add_argument("--table", default=None, help="print the Markdown table of this JSON result and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
     if args.rounds < 1 or args.warmup < 0:
         parser.error(f"--rounds must be >= 1 and --warmup >= 0; got {args.rounds}, {args.warmup}")
     selected = cases()

@@ -39,15 +39,15 @@ __all__ = ["RECIPE", "recipe_config", "train_argv", "export", "image_grid", "mai
 RECIPE = {
     "dataset": "fashion-mnist",
     "net": "unet",
-    "ch": 32,
+    "ch": 16,
     "mult": (1, 2, 2),
     "blocks": 1,
     "batch_size": 64,
     "lr": 1e-3,
-    "warmup": 500,
-    "ema_decay": 0.999,
-    "steps": 6000,
-    "ckpt_every": 250,
+    "warmup": 200,
+    "ema_decay": 0.995,
+    "steps": 20000,
+    "ckpt_every": 100,
     "device": "cpu",
 }
 MAX_EXPORT_BYTES = 10 * 2**20  # exported weights are committed: keep each file under 10 MB
@@ -59,7 +59,7 @@ def recipe_config(**overrides) -> TrainConfig:
 
     >>> cfg = recipe_config(out="runs/x")
     >>> cfg.net, cfg.ch, cfg.blocks, cfg.batch_size, cfg.out
-    ('unet', 32, 1, 64, 'runs/x')
+    ('unet', 16, 1, 64, 'runs/x')
     """
     return TrainConfig(**{**RECIPE, **overrides})
 

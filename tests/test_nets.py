@@ -69,7 +69,8 @@ def n_params(net):
         {"ch": 8, "mult": (1, 2), "blocks": 1},
         {"ch": 8, "mult": (1, 2, 2), "blocks": 2, "attn": False},
         {"ch": 32, "mult": (1, 2, 2), "blocks": 2},  # the trainer's default
-        {"ch": 32, "mult": (1, 2, 2), "blocks": 1},  # the recipe
+        {"ch": 32, "mult": (1, 2, 2), "blocks": 1},
+        {"ch": 16, "mult": (1, 2, 2), "blocks": 1},  # the recipe
     ],
 )
 def test_unet_parameter_count_matches_the_architecture(kwargs):
@@ -115,7 +116,7 @@ def test_recipe_trains_one_step_and_resumes(tmp_path):
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert path.name == CHECKPOINT and ckpt["step"] == 1 and ckpt["image_shape"] == [28, 28]
     assert ckpt["loss"].shape == (1,) and 0.1 < float(ckpt["loss"][0]) < 10.0  # eps MSE of an untrained net ~ 1
-    assert sum(v.numel() for v in ckpt["ema"].values() if v.is_floating_point()) == unet_count(32, (1, 2, 2), 1)
+    assert sum(v.numel() for v in ckpt["ema"].values() if v.is_floating_point()) == unet_count(16, (1, 2, 2), 1)
     train(recipe_config(out=str(tmp_path / "run"), steps=2, n_train=128, ckpt_every=1))  # resumes at step 1
     assert torch.load(path, map_location="cpu", weights_only=True)["loss"].shape == (2,)
 
