@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from theory import (
+    DDPM,
     VE,
-    DeltaMixture,
     GaussianMixture,
+    VPCosine,
     VPLinear,
     bifurcation_diagram,
     commitment,
@@ -21,9 +22,10 @@ from theory import (
     potential,
     simulate,
 )
+from theory.systems import EqualNormSet, ThreeDeltas, TwoDeltas, TwoGaussians, reference_systems
 
 S = VPLinear()
-TWO = DeltaMixture([[-1.0], [1.0]])
+TWO = TwoDeltas(1.0).data
 
 
 def two_delta_score(x, t):
@@ -87,9 +89,58 @@ def test_fixed_points_in_2d_eigenvalues_from_autodiff():
 
 
 def test_bifurcation_diagram_counts_change_at_theta_c():
-    t_c = float(S.t_from_theta(math.sqrt(math.sqrt(2) - 1)))
+    t_c = TwoDeltas(1.0).t_c(S)
+    assert t_c == pytest.approx(float(S.t_from_theta(math.sqrt(math.sqrt(2) - 1))), abs=1e-14)  # the paper's theta_c
     diag = bifurcation_diagram(TWO, S, [t_c + 0.05, t_c - 0.05])
     assert [len(p) for p in diag.points] == [1, 3]
+
+
+# --- the reference systems: their closed forms against the numeric drift --------------------------------------
+CENTRED = [s for s in reference_systems() if not (isinstance(s, TwoDeltas) and not s.symmetric)]
+
+
+@pytest.mark.parametrize("system", CENTRED, ids=[s.name for s in CENTRED])
+@pytest.mark.parametrize("schedule", [VPLinear(), VPCosine(), DDPM(), VE()], ids=["linear", "cosine", "ddpm", "ve"])
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_centre_loses_stability_at_the_closed_form_time(system, schedule, eta):
+    """The top eigenvalue of the drift Jacobian at x = 0 (jax, from the data's Hessian) changes sign at the
+    system's centre_t_c: negative (stable) at more noise, positive after."""
+    t_c = system.centre_t_c(schedule, eta)
+    assert 0 < t_c < schedule.T
+    x0 = np.zeros(system.data.dim)
+
+    def top(t):
+        return float(np.linalg.eigvalsh(np.asarray(drift_jacobian(system.data, schedule, x0, t, eta)))[-1])
+
+    scale = abs(top(min(t_c + 0.1, 0.99 * schedule.T)))  # the eigenvalue's size nearby, for a relative zero
+    assert abs(top(t_c)) < 1e-9 * scale
+    assert top(t_c + 1e-4) < 0 < top(t_c - 1e-4)
+
+
+@pytest.mark.parametrize("weights", [None, [0.3, 0.7]])
+def test_two_delta_reduced_drift_is_the_drift(weights):
+    """numpy's R = score + x / (1 + eta^2) of the system against theory's drift = -(1 + eta^2) a R (VP)."""
+    system, x, t, eta = TwoDeltas(1.5, weights), np.linspace(-2, 2, 9), 0.3, 0.7
+    R, dR = system.reduced_drift(x, float(S.theta(t)), eta)
+    scale = -(1 + eta**2) * float(S.a(t))
+    np.testing.assert_allclose(np.asarray(drift(system.data, S, x[:, None], t, eta))[:, 0], scale * R, atol=1e-10)
+    jac = np.asarray(drift_jacobian(system.data, S, x[:, None], t, eta))[:, 0, 0]
+    np.testing.assert_allclose(jac, scale * dR, atol=1e-10)
+
+
+def test_systems_closed_forms():
+    # Equal-norm sets: lam is the top eigenvalue of the covariance, and the three deltas have lam = r^2 / 2.
+    assert ThreeDeltas(2.0).lam == pytest.approx(2.0, abs=1e-14)
+    en = EqualNormSet.random(6, 4, 1.5, seed=0)
+    assert en.lam == pytest.approx(np.linalg.eigvalsh(np.asarray(en.data.covariance()))[-1], rel=1e-12)
+    # Deltas at +-a are the equal-norm set {a, -a}: the same closed form, lam = a^2.
+    assert TwoDeltas(1.3).centre_theta_c(0.8) == pytest.approx(EqualNormSet([[1.3], [-1.3]]).centre_theta_c(0.8))
+    # Two Gaussians: v0 -> 0 gives the deltas; v0 = 1 (the linear case) s = eta^2 / ((1 + eta^2) m^2).
+    assert TwoGaussians(1.0, 1e-9).centre_theta_c(1.0) == pytest.approx(TwoDeltas(1.0).theta_c(1.0), rel=1e-7)
+    assert TwoGaussians(2.0, 1.0).centre_theta_c(1.0) == pytest.approx(math.sqrt(1 / 8), rel=1e-14)
+    assert math.isnan(TwoGaussians(0.1, 0.5).centre_theta_c(1.0))  # no transition: the centre stays stable
+    # The ODE on deltas at +-1: theta_c = 0, the centre is never stable, so no crossing on [0, T].
+    assert TwoDeltas(1.0).centre_theta_c(0.0) == 0.0 and math.isnan(TwoDeltas(1.0).centre_t_c(S, 0.0))
 
 
 def gaussian_flow_map(x_T, mu, v0, t, T):

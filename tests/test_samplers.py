@@ -12,7 +12,8 @@ import torch
 
 from empirical.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
 from empirical.samplers import GaussianInit, generate, nfe, sample, time_grid
-from theory import GaussianMixture, VPLinear
+from theory import GaussianMixture, VPCosine, VPLinear
+from theory.systems import TwoDeltas, TwoGaussians
 
 LAM = np.array([0.05, 0.4, 1.5])
 MU = np.array([0.5, -1.0, 0.3])
@@ -231,3 +232,33 @@ def test_errors(den):
 
     with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
         ddim(den, x, torch.tensor([0.5, 0.1]), eta=1.5)
+
+
+# --- the reference systems ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "pndm"])
+@pytest.mark.parametrize("schedule", [VPLinear(), VPCosine()], ids=["linear", "cosine"])
+def test_ode_samplers_carry_the_sign_to_the_nearest_delta(sampler, schedule):
+    """Deltas at +-a: the probability-flow ODE is odd and x = 0 is a trajectory, so no path crosses it; every
+    run from T (just below it on the cosine schedule, where theta(T) = 0) ends at a sign(x_start)."""
+    system = TwoDeltas(2.0)
+    den = ExactDenoiser(system.data, schedule)
+    x = torch.tensor([[-1.5], [-0.2], [0.05], [0.9]], dtype=torch.float64)
+    out = sample(den, sampler, 10, x, 1.0 if isinstance(schedule, VPLinear) else 1 - 1e-3)
+    torch.testing.assert_close(out, system.a * torch.sign(x), atol=1e-6, rtol=0)
+
+
+def test_gaussian_late_start_of_two_gaussians_is_their_moment_match():
+    """GaussianInit.from_moments of N(-m, v0)/2 + N(m, v0)/2 at the system's critical time: mean 0 and variance
+    theta^2 (m^2 + v0) + sigma^2, the Gaussian with the diffused mixture's first two moments (closed form)."""
+    system, sch = TwoGaussians(1.0, 0.1), VPLinear()
+    t_c = system.t_c(sch)
+    init = GaussianInit.from_moments(np.asarray(system.data.mean()), np.asarray(system.data.covariance()), sch, t_c)
+    th, s = _theta_sigma(t_c)
+    assert th == pytest.approx(system.theta_c(), rel=1e-12)
+    assert float(init.mean.abs().max()) == 0.0
+    assert float(init.covariance()[0, 0]) == pytest.approx(th**2 * (system.m**2 + system.v0) + s**2, rel=1e-12)
+    # Before t_c (more noise) the exact marginal is unimodal with the same two moments: its density at 0 is a
+    # maximum; after t_c, a minimum (the centre of -log p_t first turns at speciation, later than t_c for eta = 1).
+    for t, sign in ((t_c + 0.05, -1.0), (t_c - 0.15, 1.0)):
+        h = float(np.asarray(system.data.hessian(np.zeros(1), t, sch))[0, 0])
+        assert np.sign(h) == sign, (t, h)
