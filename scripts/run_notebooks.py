@@ -4,8 +4,10 @@
     python scripts/run_notebooks.py --smoke    # the notebooks' fast defaults
     python scripts/run_notebooks.py --only 01  # notebooks whose name contains "01"
 
-Executed notebooks go to docs/notebooks/ (not committed: they hold outputs), figures and the
-parameters of the run to docs/figures/<notebook>/ (committed; docs/notebooks.md shows them).
+Executed notebooks go to docs/notebooks/ (not committed: they hold outputs; the docs site shows them as
+pages, docs/hooks.py), figures and the parameters of the run to docs/figures/<notebook>/ (committed;
+docs/notebooks.md shows them). Each kernel starts in notebooks/, as JupyterLab starts it: the notebooks
+resolve their folders from the repository (theory.paths), wherever they run.
 """
 
 from __future__ import annotations
@@ -34,16 +36,15 @@ def main(argv=None) -> int:
     (args.out / "notebooks").mkdir(parents=True, exist_ok=True)
     for i, nb in enumerate(notebooks, 1):
         fig_dir = args.out.resolve() / "figures" / nb.stem
-        rel = fig_dir.relative_to(ROOT) if fig_dir.is_relative_to(ROOT) else fig_dir  # the notebooks run in ROOT
-        params = {"full": not args.smoke, "fig_dir": str(rel)}
+        params = {"full": not args.smoke, "fig_dir": str(fig_dir)}
         print(f"[{i}/{len(notebooks)}] {nb.name} {params}", flush=True)
         t0 = time.perf_counter()
-        out = args.out / "notebooks" / nb.name
-        pm.execute_notebook(
-            str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=True
-        )
-        (fig_dir / "params.json").write_text(json.dumps(params, indent=1) + "\n")
-        print(f"    done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(ROOT)}", flush=True)
+        out = args.out.resolve() / "notebooks" / nb.name
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", cwd=str(nb.parent))
+        # the record names the folder relative to the repository: the same in every clone
+        rel = fig_dir.relative_to(ROOT) if fig_dir.is_relative_to(ROOT) else fig_dir
+        (fig_dir / "params.json").write_text(json.dumps({**params, "fig_dir": str(rel)}, indent=1) + "\n")
+        print(f"    done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
     return 0
 
 
