@@ -2,7 +2,8 @@
 ``empirical.late_start`` writes it; the notebook and the docs read it), so every view shows the same numbers.
 
     from empirical.plots_late_start import late_start_figures, markdown_table
-    curves = json.load(open("docs/results/late_start_digits.json"))
+    from theory.paths import results_dir
+    curves = json.loads((results_dir() / "late_start_digits.json").read_text())
     figs = late_start_figures(curves)   # {"fid_vs_start", "diversity", "samples", "ratios"}: Figures
     print(markdown_table(curves))       # the table of docs/late_start.md
 """
