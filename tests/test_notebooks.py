@@ -106,7 +106,11 @@ def test_paths_ignore_the_working_directory(tmp_path, monkeypatch):
 
     from theory.paths import figures_dir, results_dir
 
-    code = "from theory.paths import repo_root, results_dir; print(repo_root(), results_dir())"
+    # the module by its file (import theory would load jax in each interpreter): the same code, in a second
+    code = (
+        "import importlib.util as u; s = u.spec_from_file_location('p', 'THEORY/paths.py'); m = u.module_from_spec(s);"
+        " s.loader.exec_module(m); print(m.repo_root(), m.results_dir())"
+    ).replace("THEORY", str(ROOT / "theory"))
     out = {
         subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
         for cwd in (ROOT, ROOT / "notebooks", tmp_path)

@@ -55,15 +55,18 @@ PAGE_REPORT = """(async () => {
   const images = [...document.images];
   await Promise.all(images.map((img) => { img.loading = "eager"; return img.decode().catch(() => null); }));
   const skip = "pre, code, script, style, textarea, .katex";
-  const root = document.querySelector("article") || document.body;
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);  // page, navigation, contents
   const text = [];
-  for (let node; (node = walker.nextNode()); ) if (!node.parentElement.closest(skip)) text.push(node.data);
+  for (let node; (node = walker.nextNode()); ) {
+    const el = node.parentElement;  // the visible text only
+    if (!el.closest(skip) && el.checkVisibility()) text.push(node.data);
+  }
   const arithmatex = [...document.querySelectorAll(".arithmatex")];
   return {
     text: text.join(" "),
     katex: document.querySelectorAll(".katex").length,
     katex_errors: [...document.querySelectorAll(".katex-error")].map((e) => e.title || e.textContent),
+    katex_in_code: document.querySelectorAll("pre .katex, code .katex, .clipboard-copy-txt .katex").length,
     arithmatex: arithmatex.length,
     unrendered: arithmatex.filter((e) => !e.querySelector(".katex")).map((e) => e.textContent.slice(0, 80)),
     scripts: [...document.scripts].map((s) => s.src).filter(Boolean),
@@ -236,6 +239,7 @@ def _problems(report: dict, requests: dict, origin: str) -> list[str]:
     text = report["text"]
     out = [f"raw TeX: ...{text[max(0, m.start() - 40) : m.end() + 40]!r}..." for m in RAW_TEX.finditer(text)]
     out += [f"KaTeX error: {e}" for e in report["katex_errors"]]
+    out += [f"{report['katex_in_code']} formulas rendered inside code"] if report["katex_in_code"] else []
     out += [f"formula not rendered: {t!r}" for t in report["unrendered"]]
     out += [f"script not from the site: {s}" for s in report["scripts"] if not s.startswith(origin)]
     out += [f"image did not load: {i['src']}" for i in report["images"] if not i["ok"]]
@@ -249,17 +253,24 @@ def _problems(report: dict, requests: dict, origin: str) -> list[str]:
     return out[:20]
 
 
+# page: (at least so many rendered formulas, at least so many images)
+PAGES = {
+    "derivations/": (100, 0),  # the most mathematics
+    "conventions/": (20, 0),  # formulas in headings, so in the table of contents too
+    "late_start/": (5, 4),  # a results page: figures and formulas
+    "notebooks/": (5, 20),  # every committed figure
+    "notebook": (2, 1),  # an executed notebook: markdown cells, outputs (LaTeX, figures)
+}
+
+
 @pytest.mark.browser
-@pytest.mark.parametrize("page", ["derivations/", "notebooks/", "notebook"])
+@pytest.mark.parametrize("page", PAGES)
 def test_page_renders_offline(site, browser, page):
-    """The derivations (the most mathematics), the notebook overview (every figure) and an executed notebook."""
     _, base, notebook = site
     report, requests = browser.open(base + (notebook if page == "notebook" else page))
     problems = _problems(report, requests, base.rstrip("/"))
     assert not problems, "\n".join(problems)
-    assert report["katex"] >= {"derivations/": 100, "notebooks/": 5, "notebook": 2}[page]
-    if page == "derivations/":  # every arithmatex formula holds a KaTeX rendering
-        assert report["arithmatex"] >= 100 and not report["unrendered"]
-    else:  # the overview shows every committed figure; the executed notebook its outputs
-        assert len(report["images"]) >= (20 if page == "notebooks/" else 1)
+    n_formulas, n_images = PAGES[page]
+    assert report["katex"] >= n_formulas and len(report["images"]) >= n_images, (report["katex"], report["images"])
+    assert report["arithmatex"] == 0 or not report["unrendered"]  # every formula of a markdown page rendered
     assert any(url.endswith("katex.min.js") and status == 200 for url, status in requests.items())
