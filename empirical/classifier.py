@@ -15,6 +15,7 @@ activation. Inputs are flat rows (n, h w) in [-1, 1], as ``empirical.datasets`` 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from empirical.cli import is_real
 
 __all__ = ["Classifier", "train_classifier"]
 
@@ -140,8 +143,16 @@ def train_classifier(
     gives the same weights on the CPU. The defaults reach ~0.98 held-out accuracy on the digits in about
     5 s on one CPU thread (the ops are small: on a busy machine, torch.set_num_threads(1) is faster)."""
     h, w = (int(v) for v in image_shape)
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    try:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as err:  # ragged lists, strings
+        raise ValueError(f"x must be a rectangular (n, {h * w}) array of numbers ({err})") from None
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite; it contains NaN or inf")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers; got dtype {labels.dtype}")
+    y = torch.as_tensor(labels, dtype=torch.int64)
     if x.ndim != 2 or x.shape[1] != h * w:
         raise ValueError(f"x must have shape (n, {h * w}) for image_shape {(h, w)}; got {tuple(x.shape)}")
     if y.shape != (x.shape[0],) or x.shape[0] < 2:
@@ -151,9 +162,13 @@ def train_classifier(
         raise ValueError(
             f"labels must lie in [0, n_classes={n_classes}); got values in [{int(y.min())}, {int(y.max())}]"
         )
-    for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+    for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0), ("width", width, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+    if not (is_real(lr) and 0 < lr < math.inf):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+    if not (is_real(weight_decay) and 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))  # the initial weights
     clf = Classifier((h, w), n_classes, width).to(device or "cpu")
@@ -161,12 +176,16 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     max_shift = 1 if max(h, w) <= MLP_MAX_SIDE else 2
     clf.train()
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=generator)
         xb = _shift(x[idx], (h, w), max_shift, generator) if augment else x[idx]
         loss = F.cross_entropy(clf(xb.to(device or "cpu")), y[idx].to(device or "cpu"))
+        if step % 100 == 0 and not math.isfinite(loss.item()):  # a diverged run: stop, do not return NaN weights
+            raise FloatingPointError(f"classifier training diverged at step {step} (loss {loss.item()}); lower lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+    if not all(bool(p.isfinite().all()) for p in clf.parameters()):
+        raise FloatingPointError("classifier training diverged: its weights hold NaN or inf; lower lr")
     return clf.eval()

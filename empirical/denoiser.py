@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from theory._checks import check_data, check_schedule
 from theory.schedules import Schedule, VPLinear
 
 __all__ = ["Denoiser", "ExactDenoiser", "schedule_coeffs", "T_MIN"]
@@ -58,8 +59,10 @@ class Denoiser(nn.Module):
 
     def __init__(self, net: nn.Module, schedule: Schedule | None = None):
         super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch nn.Module; got {type(net).__name__}")
         self.net = net
-        self.schedule = VPLinear() if schedule is None else schedule
+        self.schedule = VPLinear() if schedule is None else check_schedule(schedule)
 
     @property
     def dim(self) -> int:
@@ -109,8 +112,10 @@ class Denoiser(nn.Module):
         return -self(x, t) / sigma[:, None]
 
     def x0(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Learned posterior mean E[x_0 | x_t = x] = (x - sigma eps_hat) / theta (Tweedie)."""
+        """Learned posterior mean E[x_0 | x_t = x] = (x - sigma eps_hat) / theta (Tweedie); needs theta(t) > 0."""
         theta, sigma = schedule_coeffs(self.schedule, self._t(x, t), "theta", "sigma", like=x)
+        if not bool((theta > 0).all()):
+            raise ValueError(f"t must be below T for x0 on {self.schedule!r}: theta = 0 there, x0_hat is undefined")
         return (x - sigma[:, None] * self(x, t)) / theta[:, None]
 
     def x0_jacobian(self, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -145,7 +150,7 @@ class ExactDenoiser(Denoiser):
 
     def __init__(self, data, schedule: Schedule | None = None):
         super().__init__(nn.Identity(), schedule)
-        self.data = data
+        self.data = check_data(data)
 
     @property
     def dim(self) -> int:

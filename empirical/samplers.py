@@ -311,11 +311,21 @@ def sample(
     ts = time_grid(denoiser.schedule, n_steps, t_start, t_end, grid)
     if not isinstance(x_start, torch.Tensor) or x_start.ndim != 2:
         raise ValueError(f"x_start must be a torch tensor of shape (n, d); got {getattr(x_start, 'shape', x_start)}")
+    if not bool(torch.isfinite(x_start).all()):
+        raise ValueError("x_start must be finite; it contains NaN or inf")
     if sampler == "ddpm":
-        return ddpm(denoiser, x_start, ts, generator=generator)
-    if sampler == "pndm":  # PRK's midpoints halve each step in the grid's own variable
-        return pndm(denoiser, x_start, ts, time_grid(denoiser.schedule, 2 * len(ts) - 1, t_start, t_end, grid)[1::2])
-    return fn(denoiser, x_start, ts)
+        out = ddpm(denoiser, x_start, ts, generator=generator)
+    elif sampler == "pndm":  # PRK's midpoints halve each step in the grid's own variable
+        out = pndm(denoiser, x_start, ts, time_grid(denoiser.schedule, 2 * len(ts) - 1, t_start, t_end, grid)[1::2])
+    else:
+        out = fn(denoiser, x_start, ts)
+    if not bool(torch.isfinite(out).all()):  # a model that returned NaN or inf: stop, do not pass it on
+        bad = int((~torch.isfinite(out)).any(1).sum())
+        raise FloatingPointError(
+            f"{sampler} with n_steps={n_steps} from t_start={float(t_start)} gave NaN or inf in {bad} of "
+            f"{len(out)} samples: the denoiser returned non-finite values"
+        )
+    return out
 
 
 # --- initial distributions ------------------------------------------------------------------------

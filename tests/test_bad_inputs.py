@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from empirical import breaking_time, late_start
+from empirical.classifier import train_classifier
 from empirical.datasets import load_dataset
-from empirical.denoiser import ExactDenoiser
+from empirical.denoiser import Denoiser, ExactDenoiser
 from empirical.metrics import class_composition, fid, kid
 from empirical.samplers import GaussianInit, generate, sample
 from empirical.train import CheckpointError, TrainConfig, load_checkpoint, load_denoiser, state_digest, train
@@ -48,6 +49,14 @@ DEN = ExactDenoiser(TWO)
 DEN3 = ExactDenoiser(GaussianMixture([[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]))
 DEN_COS = ExactDenoiser(TWO, COS)
 XS = torch.zeros(2, 1)
+CLF = (np.zeros((4, 4)), [0, 1, 0, 1], (2, 2))  # x, labels, image_shape of a tiny classifier problem
+
+
+class NanDenoiser(ExactDenoiser):
+    """A model that has gone wrong: eps = NaN everywhere."""
+
+    def forward(self, x, t):
+        return super().forward(x, t) * math.nan
 
 
 def _measure(**kwargs):
@@ -174,6 +183,7 @@ THEORY = [
         MemoryError,
         r"the Hessian of 100 points .* would need about [\d.]+ GiB",
     ),
+    ("simulate-memory", lambda: simulate(TWO, LIN, 10**6, n_steps=10**6), MemoryError, r"simulate of 1000000 paths"),
     # --- reference systems
     ("system-a-0", lambda: TwoDeltas(0.0), ValueError, r"a must be a finite number > 0"),
     ("system-norms", lambda: EqualNormSet([[1.0, 0.0], [-2.0, 0.0]]), ValueError, r"points must have equal"),
@@ -205,6 +215,11 @@ EMPIRICAL = [
         r"a full 1000000 x 1000000 covariance would need about [\d.]+ GiB.*pass rank=k",
     ),
     ("denoiser-t0", lambda: DEN(XS, 0.0), ValueError, r"t must lie in \(0, T=1.0\]"),
+    ("denoiser-x0-cos-T", lambda: DEN_COS.x0(XS, 1.0), ValueError, r"t must be below T for x0 .*theta = 0"),
+    ("denoiser-net", lambda: Denoiser("unet"), TypeError, r"net must be a torch nn.Module; got str"),
+    ("exact-data-str", lambda: ExactDenoiser("data"), TypeError, r"data must be a theory DeltaMixture"),
+    ("sample-x_start-nan", lambda: sample(DEN, "ddim", 3, XS * math.nan, 0.5), ValueError, r"x_start must be finite"),
+    ("sample-model-nan", lambda: sample(NanDenoiser(TWO), "ddim", 3, XS, 0.5), FloatingPointError, r"ddim with n_st"),
     ("train-steps-0", lambda: TrainConfig(steps=0), ValueError, r"steps must be an int >= 1; got 0"),
     ("train-lr-nan", lambda: TrainConfig(lr=math.nan), ValueError, r"lr must be a finite number > 0"),
     ("train-batch-float", lambda: TrainConfig(batch_size=2.0), ValueError, r"batch_size must be an int >= 1"),
@@ -218,6 +233,10 @@ EMPIRICAL = [
     ("dataset-name", lambda: load_dataset("cifar10"), ValueError, r"unknown dataset 'cifar10'"),
     ("dataset-seed", lambda: load_dataset("digits", seed=-1), ValueError, r"seed must be an int >= 0"),
     ("dataset-classes", lambda: load_dataset("digits", classes=[11]), ValueError, r"classes=\[11\] must be"),
+    ("clf-lr-0", lambda: train_classifier(*CLF, lr=0.0), ValueError, r"lr must be a finite number > 0; got 0.0"),
+    ("clf-seed", lambda: train_classifier(*CLF, seed=-1), ValueError, r"seed must be an integer >= 0; got -1"),
+    ("clf-labels-float", lambda: train_classifier(CLF[0], [0.5] * 4, (2, 2)), TypeError, r"labels must be integers"),
+    ("clf-x-nan", lambda: train_classifier(CLF[0] * math.nan, *CLF[1:]), ValueError, r"x must be finite"),
     ("fid-width", lambda: fid(np.ones((5, 2)), np.ones((5, 3))), ValueError, r"feats_a and feats_b must have the same"),
     ("kid-subsets", lambda: kid(np.ones((5, 2)), np.ones((5, 2)), n_subsets=0), ValueError, r"n_subsets must be"),
     ("composition-n", lambda: class_composition([0, 1], 0), ValueError, r"n_classes must be an integer >= 1"),

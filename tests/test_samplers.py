@@ -252,7 +252,7 @@ def test_gaussian_late_start_of_two_gaussians_is_their_moment_match():
     theta^2 (m^2 + v0) + sigma^2, the Gaussian with the diffused mixture's first two moments (closed form)."""
     system, sch = TwoGaussians(1.0, 0.1), VPLinear()
     t_c = system.t_c(sch)
-    init = GaussianInit.from_moments(np.asarray(system.data.mean()), np.asarray(system.data.covariance()), sch, t_c)
+    init = GaussianInit.from_moments(np.array(system.data.mean()), np.array(system.data.covariance()), sch, t_c)
     th, s = _theta_sigma(t_c)
     assert th == pytest.approx(system.theta_c(), rel=1e-12)
     assert float(init.mean.abs().max()) == 0.0

@@ -31,6 +31,7 @@ from theory._checks import (
     check_finite_array,
     check_in_range,
     check_int,
+    check_memory,
     check_nonnegative,
     check_schedule,
 )
@@ -91,6 +92,14 @@ class Trajectories:
     x: np.ndarray
 
 
+def _check_path_memory(what: str, n: int, n_steps: int, d: int, data=None) -> None:
+    """Every path is kept: (n_steps + 1) n d float64 numbers, twice over (jax, then numpy), plus the score's
+    n N temporaries for a data set of N points."""
+    extra = n * data.means.shape[0] if data is not None else 0
+    check_memory(f"{what} of {n} paths of {n_steps} steps in d = {d}", 8.0 * (2 * (n_steps + 1) * n * d + 4 * extra),
+                 "use fewer paths or steps, or several runs")  # fmt: skip
+
+
 def simulate(
     data,
     schedule: Schedule,
@@ -129,6 +138,7 @@ def simulate(
     check_in_range(f"t_end (below t_start={t_start})", t_end, 0.0, t_start, open_hi=True)
     if not np.isfinite(float(schedule.g2(t_start))):
         raise ValueError(f"t_start must be below T: g^2 is infinite at t_start={t_start} for {schedule!r}")
+    _check_path_memory("simulate", n, n_steps, data.dim, data)
     key_start, key_noise = jax.random.split(jax.random.PRNGKey(seed))
     if x_start is None:
         x0 = data.sample(key_start, t_start, schedule, n)
@@ -174,6 +184,7 @@ def simulate_forward(data, schedule: Schedule, n: int, *, n_steps: int = 1000, s
     check_data(data)
     check_schedule(schedule)
     n, n_steps, seed = check_int("n", n), check_int("n_steps", n_steps), check_int("seed", seed, lo=0)
+    _check_path_memory("simulate_forward", n, n_steps, data.dim)
     k_idx, k_eps, k_path = jax.random.split(jax.random.PRNGKey(seed), 3)
     idx = jax.random.choice(k_idx, data.means.shape[0], (n,), p=data.weights)
     x0 = data.means[idx]
