@@ -3,8 +3,9 @@
 - KaTeX (``npm ci`` installs it into node_modules/ from package.json) is copied from node_modules/katex/dist
   into the site under assets/katex/; nothing is committed and nothing is fetched at view time.
 - Each notebooks/*.ipynb becomes the page notebooks/<name>/: the executed copy that ``make notebooks``
-  writes to docs/notebooks/ (outputs and figures) when it exists, else the committed notebook (code and
-  narrative, no outputs). ``SBD_EXECUTED_NOTEBOOKS`` names another folder of executed copies.
+  writes to docs/notebooks/ (outputs and figures) when it exists and has the committed notebook's cells,
+  else the committed notebook (code and narrative, no outputs). ``SBD_EXECUTED_NOTEBOOKS`` names another
+  folder of executed copies.
 - The notebook HTML of mkdocs-jupyter is made self-contained: its MathJax script (a CDN) is dropped, since
   KaTeX renders the notebook pages too, and the output an ipywidgets control drew is shown in place of the
   control (a static page has no kernel to move a slider).
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,6 +33,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 _tmp: Path | None = None
+log = logging.getLogger("mkdocs.hooks.notebooks")
 
 
 def _katex_files(config) -> list[File]:
@@ -44,6 +47,23 @@ def _katex_files(config) -> list[File]:
 def executed_dir() -> Path:
     """Where executed copies are looked for: $SBD_EXECUTED_NOTEBOOKS, else docs/notebooks/."""
     return Path(os.environ.get(EXECUTED_ENV) or ROOT / "docs" / "notebooks")
+
+
+def _sources(nb: dict) -> list[str]:
+    """The cells as written (papermill adds a cell of injected parameters to an executed copy)."""
+    cells = [c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return ["".join(c["source"]) for c in cells]
+
+
+def _page_source(nb: Path) -> Path:
+    """The executed copy of ``nb`` if there is one of this version of it, else ``nb`` itself."""
+    executed = executed_dir() / nb.name
+    if not executed.is_file():
+        return nb
+    if _sources(json.loads(executed.read_text())) != _sources(json.loads(nb.read_text())):
+        log.info("%s is older than %s: the site shows the notebook without outputs (`make notebooks`)", executed, nb)
+        return nb
+    return executed
 
 
 def _widget_outputs(output: dict, state: dict) -> list[dict]:
@@ -81,12 +101,11 @@ def on_files(files, config):
     for f in _katex_files(config):
         files.append(f)
     for f in [f for f in files if f.src_uri.startswith("notebooks/")]:
-        files.remove(f)  # stale executed copies inside docs/ (excluded from the site)
+        files.remove(f)  # the executed copies in docs/notebooks/ are read below, not published as files
     _tmp = Path(tempfile.mkdtemp(prefix="sbd-site-"))
     (_tmp / "notebooks").mkdir()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        executed = executed_dir() / nb.name
-        _static_notebook(executed if executed.is_file() else nb, _tmp / "notebooks" / nb.name)
+        _static_notebook(_page_source(nb), _tmp / "notebooks" / nb.name)
         # a plain File rooted in the temporary folder: mkdocs-jupyter's wrapper reads its path from src_dir
         page = File(f"notebooks/{nb.name}", str(_tmp), config.site_dir, config.use_directory_urls)
         files.append(page)
