@@ -107,6 +107,7 @@ def _save_grid(x: np.ndarray, image_shape, path: Path, title: str) -> None:
 
 def _save_loss(losses: np.ndarray, path: Path, window: int = 100) -> dict:
     """Per-step loss and its running mean over ``window`` steps; returns the mean of the last ``window``."""
+    window = min(window, len(losses))
     steps = np.arange(1, len(losses) + 1)
     smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -143,15 +144,30 @@ def _classifier_metrics(samples: np.ndarray, train, test, steps: int, seed: int)
     }
 
 
-def _inception_metrics(samples: np.ndarray, train, test, n: int, seed: int) -> dict:
-    """Inception FID of n samples against n training images; the floor is n test images against the same n."""
-    t0 = time.perf_counter()
+def inception_reference(dataset: str, n: int, seed: int, cache: Path) -> dict:
+    """Inception features of n training images (the reference) and of n test images (the floor), read from
+    ``cache`` when an earlier call stored them there: they do not depend on the model, so they can be computed
+    while it trains (``python -m empirical.recipe inception-ref``)."""
+    path = Path(cache) / f"inception_{dataset}_n{n}_seed{seed}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {"ref": f["ref"], "floor": f["floor"]}
     rng = np.random.default_rng(seed)
+    train, test = load_dataset(dataset), load_dataset(dataset, split="test")
     ref = inception_features(train.x[rng.choice(len(train.x), size=n, replace=False)], train.image_shape)
     floor = inception_features(test.x[rng.choice(len(test.x), size=n, replace=False)], test.image_shape)
-    gen = inception_features(np.clip(samples[:n], -1, 1), train.image_shape)
-    return {"fid": fid(gen, ref), "fid_floor_test_images": fid(floor, ref), "n": n, "n_ref": n,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, ref=ref, floor=floor)
+    return {"ref": ref, "floor": floor}
+
+
+def _inception_metrics(samples: np.ndarray, dataset: str, image_shape, n: int, seed: int, cache: Path) -> dict:
+    """Inception FID of n samples against n training images; the floor is n test images against the same n."""
+    t0 = time.perf_counter()
+    refs = inception_reference(dataset, n, seed, cache)
+    gen = inception_features(np.clip(samples[:n], -1, 1), image_shape)
+    return {"fid": fid(gen, refs["ref"]), "fid_floor_test_images": fid(refs["floor"], refs["ref"]), "n": n,
+            "n_ref": n, "seconds_samples_features": time.perf_counter() - t0}  # fmt: skip
 
 
 def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler_steps: int = 50,
@@ -186,7 +202,8 @@ def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler_step
     train_set, test_set = load_dataset(ckpt["config"]["dataset"]), load_dataset(ckpt["config"]["dataset"], split="test")
     metrics["classifier_fid"] = _classifier_metrics(samples, train_set, test_set, classifier_steps, seed)
     if inception_n:
-        metrics["inception_fid"] = _inception_metrics(samples, train_set, test_set, inception_n, seed)
+        dataset = ckpt["config"]["dataset"]
+        metrics["inception_fid"] = _inception_metrics(samples, dataset, shape, inception_n, seed, run)
     (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -206,6 +223,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--inception-n", type=int, default=0, help="samples for the Inception FID (0: skip)")
     ex.add_argument("--classifier-steps", type=int, default=2000, help="training steps of the project classifier")
     ex.add_argument("--seed", type=int, default=0, help="seed of the samples and the classifier")
+    inc = sub.add_parser("inception-ref", help="store the Inception features of the FID reference in a run folder")
+    inc.add_argument("run", help="run folder (the cache that export reads)")
+    inc.add_argument("--inception-n", type=int, default=1000, help="images of the reference and of the floor")
+    inc.add_argument("--seed", type=int, default=0, help="seed of the image choice")
     return parser
 
 
@@ -218,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                 print("python -m empirical.train " + " ".join(train_argv(cfg)))
                 return 0
             print(train(cfg))
+            return 0
+        if args.command == "inception-ref":
+            if args.inception_n < 2:
+                raise ValueError(f"inception_n must be an int >= 2; got {args.inception_n}")
+            refs = inception_reference(RECIPE["dataset"], args.inception_n, args.seed, Path(args.run))
+            print({k: v.shape for k, v in refs.items()})
             return 0
         keys = ("n_fid", "sampler_steps", "inception_n", "classifier_steps", "seed")
         metrics = export(args.run, args.results, **{k: getattr(args, k) for k in keys})

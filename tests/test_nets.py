@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from empirical.nets import UNet, build_net
-from empirical.recipe import MAX_EXPORT_BYTES, RECIPE, image_grid, recipe_config, train_argv
+from empirical.recipe import (
+    MAX_EXPORT_BYTES,
+    RECIPE,
+    _save_loss,
+    image_grid,
+    inception_reference,
+    recipe_config,
+    train_argv,
+)
 from empirical.train import CHECKPOINT, build_parser, config_from_args, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -130,3 +138,19 @@ def test_image_grid_places_each_image():
     np.testing.assert_allclose(grid[3:, :2], 1.0)
     np.testing.assert_allclose(grid[3:, 3:], 1.0)  # the empty cell stays background (white)
     np.testing.assert_allclose(grid[2, :], 1.0)  # the gap row
+
+
+def test_inception_reference_reads_its_cache(tmp_path):
+    ref, floor = np.arange(6.0).reshape(3, 2), -np.arange(6.0).reshape(3, 2)
+    np.savez(tmp_path / "inception_fashion-mnist_n3_seed7.npz", ref=ref, floor=floor)
+    got = inception_reference("fashion-mnist", 3, 7, tmp_path)  # no Inception pass: the cached arrays come back
+    np.testing.assert_array_equal(got["ref"], ref)
+    np.testing.assert_array_equal(got["floor"], floor)
+
+
+def test_loss_curve_reports_the_mean_of_the_last_window(tmp_path):
+    losses = np.random.default_rng(0).uniform(0.05, 1.0, size=250)
+    out = _save_loss(losses, tmp_path / "loss.png", window=100)
+    assert out["window"] == 100 and out["final_loss_mean"] == pytest.approx(losses[-100:].mean(), rel=1e-12)
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert _save_loss(losses[:7], tmp_path / "short.png")["final_loss_mean"] == pytest.approx(losses[:7].mean())
