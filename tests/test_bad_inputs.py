@@ -113,6 +113,11 @@ def _out_is_a_file(ckpt, tmp):
     return _tiny_train(tmp, out=str(tmp / "a_file"))
 
 
+def _out_below_a_file(ckpt, tmp):
+    (tmp / "a_file").write_text("x")  # a folder that cannot be made (root can write anywhere else)
+    return _tiny_train(tmp, out=str(tmp / "a_file" / "run"))
+
+
 def _corrupt_gzip(ckpt, tmp, monkeypatch):
     (tmp / "train-images-idx3-ubyte.gz").write_bytes(b"this is not gzip")
     (tmp / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
@@ -249,6 +254,7 @@ FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
     ("ckpt-legacy", _legacy, UserWarning, r"legacy\.pt carries no checksum"),
     ("ckpt-missing", lambda c, t: load_checkpoint(t / "none.pt"), FileNotFoundError, r"no checkpoint file at"),
     ("train-out-file", _out_is_a_file, ValueError, r"out must be a directory; .*a_file is an existing file"),
+    ("train-out-unmakeable", _out_below_a_file, ValueError, r"out=.*a_file/run is not a writable directory"),
     ("data-bad-gzip", _corrupt_gzip, ValueError, r"train-images-idx3-ubyte\.gz is corrupt or truncated"),
 ]
 
