@@ -27,6 +27,7 @@ from theory import (
     VE,
     DeltaMixture,
     GaussianMixture,
+    Trajectories,
     VPCosine,
     VPLinear,
     bifurcation_diagram,
@@ -154,7 +155,7 @@ THEORY = [
     ("simulate_forward-0", lambda: simulate_forward(TWO, LIN, 5, n_steps=0), ValueError, r"n_steps must be an"),
     (
         "commitment-every-0",
-        lambda: commitment(TWO, LIN, simulate(TWO, LIN, 2, n_steps=2), every=0),
+        lambda: commitment(TWO, LIN, Trajectories(np.array([0.5, 0.4]), np.zeros((2, 2, 1))), every=0),
         ValueError,
         "every",
     ),
