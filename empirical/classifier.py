@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from empirical.cli import is_real
+from empirical.train import CheckpointError, state_digest
 
 __all__ = ["Classifier", "train_classifier"]
 
@@ -93,11 +95,12 @@ class Classifier(nn.Module):
     def save(self, path) -> None:
         """Write {config, state_dict} atomically: a temporary file in the same folder, then os.replace."""
         path = Path(path)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        state = {"config": self.config, "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        state["sha256"] = state_digest(state)  # checked by load: torch.load does not check the zip CRCs
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save({"config": self.config, "state_dict": state}, f)
+                torch.save(state, f)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -105,8 +108,17 @@ class Classifier(nn.Module):
 
     @classmethod
     def load(cls, path, map_location="cpu") -> Classifier:
-        """Rebuild from a ``save``d file (torch.load with weights_only=True: no code is unpickled)."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        """Rebuild from a ``save``d file (torch.load with weights_only=True: no code is unpickled); a damaged file
+        raises ``CheckpointError`` naming it, one without a digest (an older save) loads with a warning."""
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # a truncated or corrupt zip
+            raise CheckpointError(f"{path} cannot be read as a classifier (truncated or corrupt): {err}") from err
+        stored = ckpt.pop("sha256", None)
+        if stored is None:
+            warnings.warn(f"{path} carries no checksum (an older save); its integrity is not verified", stacklevel=2)
+        elif state_digest(ckpt) != stored:
+            raise CheckpointError(f"{path} is corrupt: its contents do not hash to the recorded sha256")
         clf = cls(**ckpt["config"])
         clf.load_state_dict(ckpt["state_dict"])
         return clf.eval()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from empirical import breaking_time, late_start
-from empirical.classifier import train_classifier
+from empirical.classifier import Classifier, train_classifier
 from empirical.datasets import load_dataset
 from empirical.denoiser import Denoiser, ExactDenoiser
 from empirical.metrics import class_composition, fid, kid
@@ -117,6 +117,19 @@ def _out_is_a_file(ckpt, tmp):
 def _out_below_a_file(ckpt, tmp):
     (tmp / "a_file").write_text("x")  # a folder that cannot be made (root can write anywhere else)
     return _tiny_train(tmp, out=str(tmp / "a_file" / "run"))
+
+
+def _classifier_file(tmp, damage):
+    path = tmp / "clf.pt"
+    clf = train_classifier(np.linspace(-1, 1, 16 * 64).reshape(16, 64), [0, 1] * 8, (8, 8), steps=2)
+    clf.save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:2000]
+    else:  # flip a byte inside the first weight matrix
+        data[data.find(next(iter(clf.state_dict().values())).numpy().tobytes()[:32]) + 8] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return Classifier.load(path)
 
 
 def _corrupt_gzip(ckpt, tmp, monkeypatch):
@@ -256,6 +269,8 @@ FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
     ("ckpt-missing", lambda c, t: load_checkpoint(t / "none.pt"), FileNotFoundError, r"no checkpoint file at"),
     ("train-out-file", _out_is_a_file, ValueError, r"out must be a directory; .*a_file is an existing file"),
     ("train-out-unmakeable", _out_below_a_file, ValueError, r"out=.*a_file/run is not a writable directory"),
+    ("clf-truncated", lambda c, t: _classifier_file(t, "truncate"), CheckpointError, r"clf\.pt cannot be read"),
+    ("clf-flipped", lambda c, t: _classifier_file(t, "flip"), CheckpointError, r"clf\.pt is corrupt"),
     ("data-bad-gzip", _corrupt_gzip, ValueError, r"train-images-idx3-ubyte\.gz is corrupt or truncated"),
 ]
 
