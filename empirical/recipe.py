@@ -15,6 +15,7 @@ samples and ``metrics.json``: the project-classifier FID of ``--n-fid`` samples 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -25,13 +26,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from empirical.classifier import train_classifier  # noqa: E402
 from empirical.datasets import load_dataset  # noqa: E402
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
 from empirical.samplers import generate  # noqa: E402
-from empirical.train import CHECKPOINT, TrainConfig, export_weights, load_denoiser, train  # noqa: E402
+from empirical.train import (  # noqa: E402
+    CHECKPOINT,
+    CheckpointError,
+    TrainConfig,
+    export_weights,
+    load_checkpoint,
+    load_denoiser,
+    train,
+)
 
 __all__ = ["RECIPE", "recipe_config", "train_argv", "export", "image_grid", "main"]
 
@@ -183,11 +191,15 @@ def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler_step
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} does not exist: train first (python -m empirical.recipe train)")
     results.mkdir(parents=True, exist_ok=True)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(ckpt_path)  # verified: its digest, finite weights
     weights = export_weights(ckpt_path, results / WEIGHTS)
     if weights.stat().st_size > MAX_EXPORT_BYTES:
         raise ValueError(f"{weights} is {weights.stat().st_size} bytes, over the {MAX_EXPORT_BYTES} allowed")
     config = {**ckpt["config"], "step": ckpt["step"], "torch": ckpt["torch"], "image_shape": ckpt["image_shape"]}
+    # The learning rate is constant after warm-up and the EMA decay ignores ``steps``, so a run stopped at a
+    # checkpoint equals one trained for exactly that many steps: this command reproduces the exported weights.
+    same = dataclasses.replace(TrainConfig(**ckpt["config"]), steps=ckpt["step"], out=str(run))
+    config["command"] = "OMP_NUM_THREADS=1 python -m empirical.train " + " ".join(train_argv(same))
     (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     metrics = {"step": ckpt["step"], "weights_bytes": weights.stat().st_size}
     metrics["loss"] = _save_loss(ckpt["loss"].numpy(), results / "loss_curve.png")
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         keys = ("n_fid", "sampler_steps", "inception_n", "classifier_steps", "seed")
         metrics = export(args.run, args.results, **{k: getattr(args, k) for k in keys})
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))
