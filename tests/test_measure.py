@@ -10,6 +10,7 @@ import theory
 from empirical.denoiser import ExactDenoiser
 from empirical.measure import centre_branch, map_coeffs, measure_critical_time, stable_fixed_points
 from theory import DeltaMixture, VPLinear
+from theory.systems import TwoDeltas
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,8 @@ def test_centre_branch_crosses_at_the_pitchfork():
     th2 = np.exp(2 * np.asarray(VPLinear().log_theta(cb.t)))
     s2 = 1 - th2
     np.testing.assert_allclose(cb.lam, -1 / s2 + th2 / s2**2 + 0.5, rtol=1e-8, atol=1e-10)
-    assert abs(cb.crossing_t - 0.2926416543281) < 5e-3  # linear interpolation between grid points
+    # theory's continuation on the LearnedField: Brent's method on 1 - Re mu, to h_min = 1e-4
+    assert abs(cb.crossing_t - TwoDeltas(1.0).t_c(VPLinear())) < 1e-4
 
 
 def test_map_coefficients_vp_ode():

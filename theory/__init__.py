@@ -5,6 +5,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from theory.bifurcations import (  # noqa: E402
+    Bifurcation,
     BifurcationDiagram,
     CriticalTime,
     FixedPoint,
@@ -29,6 +30,7 @@ from theory.dynamics import (  # noqa: E402
     simulate,
     simulate_forward,
 )
+from theory.family import EtaFamily  # noqa: E402
 from theory.schedules import DDPM, VE, Schedule, VPCosine, VPLinear  # noqa: E402
 
 __all__ = [
@@ -59,4 +61,6 @@ __all__ = [
     "CriticalTime",
     "SpeciationTime",
     "BifurcationDiagram",
+    "Bifurcation",
+    "EtaFamily",
 ]

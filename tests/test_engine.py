@@ -1,0 +1,124 @@
+"""The fixed-point engine: folds by the extended system against independent solutions, sharding, results."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq, minimize_scalar
+
+from theory import VPLinear, critical_time
+from theory.systems import ThreeDeltas, TwoDeltas
+
+
+def _weighted_fold_theta(w_plus, eta=1.0):
+    """Fold of +-1 deltas with weights (1 - w, w) on VP, solved independently in numpy.
+
+    R(x) = (theta m - x)/s2 - c x, m = tanh(theta x / s2 + b), b = ln(w / (1 - w)) / 2, c = -1/(1 + eta^2).
+    R' = 0 gives m^2 = 1 - (1/s2 + c) s2^2 / theta^2 in closed form; the lighter point's fold has m < 0,
+    and R(x(theta), theta) = 0 is one equation in theta.
+    """
+    c, b = -1.0 / (1.0 + eta**2), 0.5 * math.log(w_plus / (1.0 - w_plus))
+
+    def g(theta):
+        s2 = 1.0 - theta**2
+        m2 = 1.0 - (1.0 / s2 + c) * s2**2 / theta**2
+        if m2 <= 0:
+            return math.nan
+        m = -math.sqrt(m2)
+        x = (math.atanh(m) - b) * s2 / theta
+        return (theta * m - x) / s2 - c * x
+
+    thetas = np.linspace(0.5, 0.99, 2000)
+    vals = np.array([g(th) for th in thetas])
+    i = np.nonzero(np.isfinite(vals[:-1]) & np.isfinite(vals[1:]) & (np.sign(vals[:-1]) != np.sign(vals[1:])))[0]
+    return brentq(g, thetas[i[0]], thetas[i[0] + 1], xtol=1e-15, rtol=1e-15)
+
+
+@pytest.mark.parametrize("w_plus", [0.7, 0.55])
+def test_fold_of_weighted_deltas_against_independent_solution(w_plus):
+    sys_ = TwoDeltas(1.0, [1 - w_plus, w_plus])
+    ct = critical_time(sys_.data, VPLinear(), n_mass=0)
+    assert ct.kind == "saddle-node"
+    theta_f = _weighted_fold_theta(w_plus)
+    assert abs(ct.theta - theta_f) < 1e-10
+    assert abs(ct.t - float(VPLinear().t_from_theta(theta_f))) < 1e-10
+
+
+def _three_delta_fold_theta(eta=1.0):
+    """Saddle-node of three unit deltas at 120 degrees, on the axis through one of them (by symmetry the
+    new attractor and its saddle lie there): x = s e, e . y = 1, -1/2, -1/2 and |y| = 1, so
+    E[y.e | x] = (e^{as} - e^{-as/2}) / (e^{as} + 2 e^{-as/2}), a = theta / s2. The fold is where the
+    maximum over s > 0 of the axial R touches 0."""
+    c = -1.0 / (1.0 + eta**2)
+
+    def R(s, theta):
+        s2 = 1.0 - theta**2
+        a = theta / s2
+        e1, e2 = math.exp(a * s), math.exp(-a * s / 2)
+        m = (e1 - e2) / (e1 + 2 * e2)
+        return (theta * m - s) / s2 - c * s
+
+    def peak(theta):
+        res = minimize_scalar(lambda s: -R(s, theta), bounds=(0.05, 1.2), method="bounded", options={"xatol": 1e-12})
+        return -res.fun
+
+    return brentq(peak, 0.6, 0.9, xtol=1e-14)
+
+
+def test_fold_of_three_deltas_against_independent_solution():
+    ct = critical_time(ThreeDeltas().data, VPLinear(), n_mass=0)
+    assert ct.kind == "saddle-node"
+    assert abs(ct.theta - _three_delta_fold_theta()) < 1e-9
+
+
+def test_basin_mass_of_a_symmetric_pitchfork_is_half():
+    """Just below the paper's pitchfork each child holds half of p_t (symmetry), within 3 standard errors."""
+    ct = critical_time(TwoDeltas(1.0).data, VPLinear(), n_mass=400)
+    assert ct.kind == "pitchfork"
+    assert abs(ct.basin_mass - 0.5) < 3 * max(ct.basin_mass_se, 0.025)
+    assert ct.macroscopic is not None and ct.macroscopic.t == ct.t
+
+
+def test_critical_time_repr_is_short_and_none_says_why():
+    ct = critical_time(TwoDeltas(1.0).data, VPLinear(), eta=0.0, n_mass=0)
+    assert ct.kind == "none" and "covariance" in ct.message
+    assert len(repr(ct)) < 400
+    big = critical_time(TwoDeltas(1.0).data, VPLinear(), n_mass=0)
+    assert "array" not in repr(big) and len(repr(big)) < 400
+
+
+SHARDED = textwrap.dedent(
+    """
+    import json, jax, numpy as np
+    from theory import GaussianMixture, VPLinear, critical_time
+    from theory.systems import EqualNormSet, ThreeDeltas
+    assert jax.device_count() == 2
+    out = {}
+    data = {  # N = 3 and K = 3: sharding pads them to a multiple of the 2 devices
+        "three deltas": ThreeDeltas().data,
+        "gaussians": GaussianMixture([[-1.0], [1.0], [0.2]], [0.1, 0.1, 0.2]),
+        "equal-norm (pitchfork)": EqualNormSet.random(10, 10, 1.5, seed=0).data,
+    }
+    for name, d in data.items():
+        a = critical_time(d, VPLinear(), n_mass=0)
+        b = critical_time(d, VPLinear(), n_mass=0, devices=jax.devices()[:1])
+        out[name] = [a.theta, b.theta, a.centre_theta, b.centre_theta, a.kind, b.kind]
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_over_two_devices_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for a, b, ca, cb, ka, kb in out.values():
+        assert ka == kb
+        assert abs(a - b) < 1e-10
+        assert (math.isnan(ca) and math.isnan(cb)) or abs(ca - cb) < 1e-10

@@ -1,0 +1,275 @@
+r"""The first bifurcation met in generation, and the first one whose new attractor holds mass.
+
+How the search is seeded, and what it guarantees:
+1. The centre branch: the unique attractor at T, continued down a log-SNR grid until it loses
+   stability (Brent's method on its top eigenvalue: ``centre_t``) or folds (the extended system).
+2. The scan: at each grid time, from T down, the attractors reached from the seeds of
+   ``theory._search`` (the centre, the farthest-point data attractors, the previous attractors). At
+   the first grid time t_i with two or more, a branch born near t_c has a small basin, so the search
+   goes ``extra_cells`` further down, where basins are larger, and collects the attractors there too.
+3. Each attractor found is continued back up (t increasing) until it ceases to exist; its fold,
+   located by Newton on the extended system, is its birth. The largest birth time is the first
+   saddle-node; a birth on the centre where the centre lost stability is the pitchfork itself.
+Guarantee: every attractor reachable from a seed at the scanned times, and every attractor
+continuously connected to one of them, is accounted for; an attractor born and dead between two
+grid times with no seed in its basin can be missed (refine ``n_grid``, raise ``n_seeds``).
+
+The basin mass of a new attractor is the share of p_t that flows to it one grid cell (in log-SNR)
+below its birth, sampled (``n_mass`` draws; standard error sqrt(p (1 - p) / n)). The first
+bifurcation whose new attractor holds at least ``min_mass`` is reported apart (``macroscopic``):
+on real data the first saddle-node may create an attractor around a few outlying images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from theory._continuation import continue_branch, dedup, locate_fold, log_snr_grid, log_snr_shift
+from theory._search import basin_masses, polish, stable_points
+
+
+class _Run:
+    """One critical-time search: the field, its grid, the centre branch and the births found."""
+
+    def __init__(self, field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed):
+        self.f, self.s = field, schedule
+        self.T = float(schedule.T)
+        self.ts = log_snr_grid(schedule, t_min, self.T, n_grid)
+        self.dlog = float(schedule.log_snr(self.ts[2]) - schedule.log_snr(self.ts[1])) if n_grid > 2 else 1.0
+        self.n_seeds, self.tol_t, self.n_mass, self.seed = n_seeds, tol_t, n_mass, seed
+        self.path = []  # (t, x) of the centre branch, t decreasing
+        self.centre_t, self.centre_how = math.nan, ""
+        self.sep = 1e-6 * (1.0 + field.scale)
+
+    # --- the centre branch ------------------------------------------------------------------------
+    def centre_branch(self, x_start):
+        self.path.append((self.ts[0], x_start))
+        lipschitz = 1e3 * (1.0 + self.f.scale) / self.T
+        for i in range(1, len(self.ts)):
+            end = continue_branch(
+                self.f, self.path[-1][1], self.ts[i - 1], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
+            )
+            if not end.reached:
+                self.centre_t, self.centre_how = end.t, end.how
+                if end.how in ("crossing", "fold"):
+                    self.path.append((end.t, end.x))
+                return
+
+    def centre_at(self, t):
+        """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""
+        if not self.path:
+            return None
+        x0 = min(self.path, key=lambda p: abs(p[0] - t))[1]
+        x, ok = self.f.newton(x0[None], t, n_iter=30)
+        return x[0] if ok[0] else None
+
+    def on_centre(self, x, t):
+        """Is x the centre branch at t? (Newton from its recorded point nearest in t; where Newton is slow,
+        as at a pitchfork, within 1e-3 of the data's scale of that point.)"""
+        near = [p for p in self.path if np.linalg.norm(x - p[1]) <= 0.25 * (1.0 + self.f.scale)]
+        if not near:  # far from every recorded point of the centre branch: no Newton needed
+            return False
+        c = self.centre_at(t)
+        if c is None:
+            p = min(self.path, key=lambda p: abs(p[0] - t))[1]
+            return np.linalg.norm(x - p) <= 1e-3 * (1.0 + self.f.scale)
+        return np.linalg.norm(x - c) <= self.sep
+
+    # --- births -------------------------------------------------------------------------------------
+    def births_from(self, found, coarse_cells=8):
+        """Births of the attractors ``found`` [(grid index, x)], the centre branch excluded, earliest first.
+
+        Every branch is carried up cell by cell in lock-step (to 1/``coarse_cells`` of a cell, no fold
+        location): a branch that ends in cell (ts[j], ts[j-1]) was born there. Only the branches of the
+        highest such cell can hold the first birth; their folds are located exactly (``exact``). The others
+        are returned with the cell's top as an upper bound of their birth time and ``how`` = "cell".
+        """
+        by_cell = {}
+        for j, x in found:
+            by_cell.setdefault(j, []).append(x)
+        alive, dead = [], []  # alive: points at the current grid time; dead: (cell j, x at ts[j])
+        for j in range(max(by_cell), 0, -1):
+            for x in by_cell.get(j, []):
+                if not any(_close(x, y, 1e-6) for y in alive) and not self.on_centre(x, self.ts[j]):
+                    alive.append(x)
+            nxt = []
+            for x in alive:
+                tol = (self.ts[j - 1] - self.ts[j]) / coarse_cells
+                end = continue_branch(
+                    self.f,
+                    x,
+                    self.ts[j],
+                    self.ts[j - 1],
+                    tol,
+                    track_crossing=False,
+                    reject=self.on_centre,
+                    fold_tries=0,
+                )
+                (nxt if end.reached else dead).append(end.x if end.reached else (j, x))
+            alive = list(dedup(np.array(nxt), 1e-6 * (1.0 + self.f.scale))) if nxt else []
+            if not len(alive) and j <= min(by_cell):
+                break
+        if not dead:
+            return []
+        top = min(j for j, _ in dead)
+        out = self.exact_births(top, [x for j, x in dead if j == top])
+        out += [(float(self.ts[j - 1]), x, "cell") for j, x in dead if j != top]
+        return sorted(out, key=lambda b: (b[2] in ("cell", "bound"), -b[0]))  # located births first
+
+    def exact_births(self, j, xs):
+        """Folds of the branches through the points xs at ts[j], all of which end in the cell above.
+
+        Candidates are ranked by an upper bound of their end, the linear extrapolation of the top
+        eigenvalue to 0 along the branch, t_u = t - lam / (d lam/dt): at a fold lam ~ -sqrt(t_f - t) and
+        t_u - t = 2 (t_f - t); where lam is linear (a pitchfork) t_u = t_f. They are located exactly in
+        that order; one whose bound lies below the best fold found cannot be first and is kept with its
+        bound (``how`` = "bound")."""
+        t0 = float(self.ts[j])
+        bounds = [self.fold_bound(x, t0) for x in xs]
+        out, best = [], -math.inf
+        for k in np.argsort(bounds)[::-1]:
+            if bounds[k] < best:
+                out.append((bounds[k], xs[k], "bound"))
+                continue
+            b = self.exact_birth(j, xs[k])
+            if b is not None:  # None: the branch goes on after all (a coarse step had failed)
+                out.append(b)
+                best = max(best, b[0])
+        return out
+
+    def fold_bound(self, x, t):
+        if not hasattr(self.f, "fold_system"):
+            return math.inf
+        _, H, R_t, lam, _, lam_x, lam_t = self.f.fold_system(x, t)
+        dlam = lam_t - lam_x @ np.linalg.solve(H, R_t)  # along the branch: dx/dt = -H^-1 dR/dt
+        return t - lam / dlam if dlam > 0 else math.inf
+
+    def exact_birth(self, j, x):
+        """(t, x, how) of the fold of the branch through x at ts[j], within the cell above it."""
+        fold = None
+        if hasattr(self.f, "fold_system"):
+            fold = locate_fold(self.f, x, self.ts[j], self.ts[j - 1], self.tol_t)
+        if fold is not None:
+            return fold[1], fold[0], "fold"
+        end = continue_branch(
+            self.f, x, self.ts[j], self.ts[j - 1], self.tol_t, track_crossing=False, reject=self.on_centre
+        )
+        return None if end.reached else (end.t, end.x, end.how)
+
+    def classify(self, births, t_lo):
+        """(kind, t, x) of the first bifurcation from the births and the centre's end."""
+        pf = np.isfinite(self.centre_t) and self.centre_t >= t_lo  # the centre has lost stability by t_lo
+        if births:
+            tb, xb, _ = births[0]
+            c = self.centre_at(tb)
+            near_centre = c is not None and np.linalg.norm(xb - c) < 1e-3 * (1.0 + self.f.scale)
+            # A birth next to the centre where it lost stability is the pitchfork itself, seen through
+            # Newton's limited accuracy where the potential is flat.
+            if not (pf and (tb <= self.centre_t + 1e-6 * self.T or near_centre)):
+                return "saddle-node", tb, xb
+        if pf:
+            return "pitchfork", self.centre_t, self.path[-1][1]
+        raise RuntimeError(  # pragma: no cover  (a new attractor whose birth continuation failed)
+            f"a second attractor exists at t={t_lo}, but neither its birth nor a loss of stability of the "
+            f"centre could be located above it; try a finer grid (n_grid) or more seeds (n_seeds)"
+        )
+
+    # --- basin masses ---------------------------------------------------------------------------------
+    def mass_below(self, kind, t, x):
+        """(share, standard error) of p_t flowing to the new attractor one grid cell below its birth."""
+        if not self.n_mass:
+            return math.nan, math.nan
+        tb = log_snr_shift(self.s, t, self.dlog)
+        if kind == "pitchfork":  # the children: Newton from the centre pushed along its soft direction
+            v = self.f.top_eig(x, t)[1] * 0.1 * (1.0 + self.f.scale) * math.sqrt(self.dlog)
+            new, _ = polish(self.f, np.stack([x + v, x - v]), tb)
+        else:
+            new, _ = polish(self.f, x[None], tb)
+        others = stable_points(self.f, tb, self.n_seeds, extra=new, samples=self.n_mass, seed=self.seed)
+        A = dedup(np.concatenate([new, others]), 1e-7 * (1.0 + self.f.scale))
+        m = basin_masses(self.f, tb, A, self.n_mass, self.seed)
+        idx = [int(np.argmin(np.linalg.norm(A - y, axis=1))) for y in new]
+        i = max(idx, key=lambda j: m.mass[j])
+        return float(m.mass[i]), float(m.se[i])
+
+
+def _why_none_at_start(field, t, n):
+    """Why the dynamics is multistable already at the grid's start, in terms of the centre's stability."""
+    th, s2, c = field.coeffs(t)
+    bound = s2 * (1.0 + c * s2) / th**2 if th > 0 else math.inf
+    lam = float(np.linalg.eigvalsh(np.asarray(field.data.covariance()))[-1])
+    return (
+        f"already {n} stable fixed points at t = {t:.6g} (T = {field.T}): no bifurcation in (t_min, T]. The centre "
+        f"is stable only while the top eigenvalue of Cov[y | x] stays below sigma^2 (1 + c sigma^2) / theta^2 "
+        f"= {bound:.4g} at t = {t:.6g} (c = {c:.4g}); the data covariance's top eigenvalue is {lam:.4g}"
+        + (
+            " (the probability-flow ODE on data with covariance eigenvalue >= 1 is never stable at the centre)"
+            if field.eta == 0.0 and lam >= 1.0 and field.schedule.variance_preserving
+            else ""
+        )
+    )
+
+
+def _close(a, b, rel):
+    return np.linalg.norm(a - b) <= rel * (1.0 + np.linalg.norm(b))
+
+
+def first_bifurcations(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, n_mass, extra_cells=2, seed=0):
+    """The search of ``theory.critical_time``; returns a dict of what it found (see that function)."""
+    run = _Run(field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed)
+    ts = run.ts
+    start = stable_points(field, ts[0], n_seeds)
+    if len(start) >= 2:
+        return {"none": _why_none_at_start(field, ts[0], len(start)), "run": run}
+    if len(start) == 1:
+        run.centre_branch(start[0])
+    prev = start
+    for i in range(1, len(ts)):
+        cur = stable_points(field, ts[i], n_seeds, extra=prev)
+        if len(cur) >= 2:
+            break
+        prev = cur
+    else:
+        return {"none": f"at most one stable fixed point on the whole grid down to t_min = {ts[-1]}", "run": run}
+    found = [(i, x) for x in cur]
+    for j in range(i + 1, min(i + 1 + extra_cells, len(ts))):
+        cur = stable_points(field, ts[j], n_seeds, extra=cur)
+        found += [(j, x) for x in cur]
+    births = run.births_from(found)
+    kind, t, x = run.classify(births, ts[i])
+    first = {"kind": kind, "t": t, "x": x, "mass": run.mass_below(kind, t, x)}
+    out = {"first": first, "run": run, "births": births}
+    if n_mass and min_mass > 0:
+        out["macroscopic"] = _macroscopic(run, first, births, min_mass, i + extra_cells)
+    return out
+
+
+def _macroscopic(run, first, births, min_mass, j0):
+    """The first bifurcation whose new attractor holds >= min_mass one grid cell below its birth."""
+    if first["mass"][0] >= min_mass:
+        return first
+    seen = list(births)
+    for tb, xb, how in births:
+        if how in ("cell", "bound"):
+            continue  # upper bounds only; heavy ones are found again by sampling below
+        if tb >= first["t"] and not _close(xb, first["x"], 1e-6):
+            mass = run.mass_below("saddle-node", tb, xb)
+            if mass[0] >= min_mass:
+                return {"kind": "saddle-node", "t": tb, "x": xb, "mass": mass}
+    prev = None
+    for j in range(min(j0 + 1, len(run.ts) - 1), len(run.ts)):  # further down the grid, by sampling p_t
+        t = run.ts[j]
+        pts = stable_points(run.f, t, run.n_seeds, extra=prev, samples=run.n_mass, seed=run.seed)
+        prev = pts
+        m = basin_masses(run.f, t, pts, run.n_mass, run.seed)
+        heavy = [(j, x) for x, w in zip(pts, m.mass, strict=True) if w >= min_mass]
+        new = [b for b in run.births_from(heavy) if b[2] not in ("cell", "bound")]
+        new = [b for b in new if not any(abs(b[0] - s[0]) <= 1e-9 * run.T for s in seen)]
+        seen += new
+        for tb, xb, _ in new:
+            mass = run.mass_below("saddle-node", tb, xb)
+            if mass[0] >= min_mass:
+                return {"kind": "saddle-node", "t": tb, "x": xb, "mass": mass}
+    return None

@@ -1,0 +1,379 @@
+r"""The exact frozen-time field of a mixture: one implementation of the field protocol (``theory._continuation``).
+
+At a frozen time t the reduced field of the eta family (``theory.family``) and its Jacobian are
+
+    R(x) = grad log p_t(x) - c x,     H(x) = Hess log p_t(x) - c I,
+
+for a finite data set H = -(1/sigma^2 + c) I + theta^2 Cov[y | x] / sigma^4. A fixed point is stable
+in the generative direction iff every eigenvalue of H is negative.
+
+Speed on large data sets (N points in d dimensions):
+* Point-local quantities (H, its eigenpairs, the derivatives of the fold system) use only the points
+  whose posterior weight is within e^-60 of the largest, which changes sums by less than N e^-60
+  (< 1e-20 relative for N < 1e6): round-off, not an approximation. Near the data the posterior
+  holds a handful of points, so H costs far less than the N d^2 of the whole set.
+* Residuals always use every point (the Newton test of convergence is exact).
+* The seed descent can run in float32: it only chooses candidates, which Newton polishes in float64.
+* With several jax devices the points are sharded over them (``jax.sharding``): every posterior sum is
+  a reduction over the data axis, which XLA splits across devices with no change for the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from theory.family import EtaFamily
+
+LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from point-local sums
+LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
+PAD_LOGW = -1e300  # log-weight of padding rows: zero posterior weight, and finite (no inf - inf)
+
+
+@cache
+def _kernels(score, hess, hvp, resp):
+    """Jitted kernels of one data family, vectorised where the engine batches."""
+
+    def R1(p, x, th, s2, c):
+        return score(*p, x, th, s2) - c * x
+
+    def H1(p, x, th, s2, c):
+        return hess(*p, x, th, s2) - c * jnp.eye(x.shape[0])
+
+    def quad(p, x, v, th, s2, c):  # v^T H(x) v
+        return v @ hvp(*p, x, v, th, s2) - c * (v @ v)
+
+    def descend(p, X, th, s2, c, L, tol, max_iter, r_max):
+        """Majorise-minimise steps x <- x + R(x) / L (L >= the top eigenvalue of -H): u never increases."""
+
+        def cond(state):
+            _, res, it = state
+            return (it < max_iter) & jnp.any(res > tol)
+
+        def body(state):
+            X, res, it = state
+            Rx = jax.vmap(R1, (None, 0, None, None, None))(p, X, th, s2, c)
+            Xn = X + Rx / L
+            Xn = jnp.where(jnp.linalg.norm(Xn, axis=1, keepdims=True) > r_max, X, Xn)  # freeze runaways
+            return Xn, jnp.linalg.norm(Rx, axis=1) / L, it + 1
+
+        X, res, _ = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf, X.dtype), 0))
+        return X, res
+
+    return {
+        "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
+        "H": jax.jit(H1),
+        "quad_grad": jax.jit(jax.grad(quad, argnums=1)),
+        "resp": jax.jit(jax.vmap(lambda p, x, th, s2: resp(*p, x, th, s2), (None, 0, None, None))),
+        "descend": jax.jit(descend),
+        "R1": R1,
+        "H1": H1,
+        "quad": quad,
+    }
+
+
+class MixtureField:
+    """The exact field of a ``DeltaMixture`` or ``GaussianMixture`` at frozen times.
+
+    ``eta=None`` gives the field of the data alone (c = 0: the modes of p_t, for speciation).
+    ``devices``: the jax devices to shard the data over (default: every local device when there are
+    several; one device means no sharding).
+    """
+
+    def __init__(self, data, schedule, eta: float | None, devices=None):
+        from theory._checks import check_data
+
+        check_data(data)
+        self.data, self.schedule = data, schedule
+        self.family = None if eta is None else EtaFamily(schedule, eta)
+        self.eta = None if eta is None else self.family.eta
+        self.T = float(schedule.T)
+        self.k = _kernels(data._k["score"], data._k["hessian"], data._k["hvp"], data._k["resp"])
+        self.d = int(data.dim)
+        self.finite = data.min_component_variance() == 0.0  # a DeltaMixture: posterior truncation applies
+        means = np.asarray(data.means)
+        self.n_components = len(means)
+        self.lam_min = float(data.min_component_variance())
+        self.scale = float(np.max(np.linalg.norm(means, axis=1))) + math.sqrt(self.lam_min * self.d)
+        self._host = tuple(np.asarray(a) for a in data._params)
+        self.p = _place(self._host, devices)
+        self._p32 = None
+        fam, sch = self.family, schedule
+        c_of_t = (lambda t: fam.c(t)) if fam is not None else (lambda t: 0.0 * t)
+        self.coeffs_of_t = lambda t: (sch.theta(t), sch.sigma2(t), c_of_t(t))
+        self._coeff_fn = jax.jit(lambda t: jnp.stack(self.coeffs_of_t(t)))
+        self._cache, self._hcache = {}, {}
+        self._R_t = jax.jit(self._make_R_t())
+        self._quad_t = jax.jit(self._make_quad_t())
+
+    # --- coefficients -------------------------------------------------------------------------
+    def coeffs(self, t):
+        """(theta, sigma^2, c) at t, memoised (continuation asks for the same t many times)."""
+        t = float(t)
+        if t not in self._cache:
+            self._cache[t] = tuple(float(v) for v in self._coeff_fn(t))
+        return self._cache[t]
+
+    def kappa(self, t):
+        th, s2, c = self.coeffs(t)
+        if 1.0 + c * s2 <= 0.0:
+            raise ValueError(
+                f"at t={t} the fixed points are at infinity (x = E[y|x] / theta with theta = {th:.3g}: the "
+                f"probability-flow ODE at theta -> 0); use a t below T"
+            )
+        return th / (1.0 + c * s2)
+
+    def coeffs_array(self, ts):
+        """(theta, sigma^2, c, k) as arrays over ts; k turns H into the drift Jacobian (1 for c = 0)."""
+        ts = jnp.asarray(ts, dtype=jnp.float64)
+        th, s2, c = (np.broadcast_to(np.asarray(v), ts.shape) for v in self.coeffs_of_t(ts))
+        k = np.ones(ts.shape) if self.family is None else np.asarray(self.family.k(ts))
+        return th, s2, c, k
+
+    def jacobian_scale(self, t):
+        """k(t): the drift's Jacobian is k H (1 for the data-only field)."""
+        return 1.0 if self.family is None else float(self.family.k(t))
+
+    def tol_res(self, t):
+        """Tolerance on |R|: R is a score, of size |x| / sigma^2, and fixed points lie within kappa
+        times the data's scale (kappa = 1/theta for the ODE: large at high noise)."""
+        return 1e-10 * (1.0 + self.scale * max(1.0, abs(self.kappa(t)))) / self.coeffs(t)[1]
+
+    # --- residuals and Newton -------------------------------------------------------------------
+    def residual(self, X, t):
+        X = np.atleast_2d(X)
+        return np.asarray(self.k["R"](self.p, jnp.asarray(_pad_rows(X)), *self.coeffs(t)))[: len(X)]
+
+    def converged(self, X, t):
+        """Mask of the rows of X that are fixed points at t: finite, with |R| <= tol_res."""
+        X = np.atleast_2d(X)
+        ok = np.all(np.isfinite(X), axis=1)
+        res = np.full(len(X), np.inf)
+        if ok.any():
+            res[ok] = np.linalg.norm(self.residual(X[ok], t), axis=1)
+        return ok & (res <= self.tol_res(t))
+
+    def local_params(self, x, t, cut=LOG_CUT):
+        """The data restricted to the points that carry posterior weight at x (all of a Gaussian mixture)."""
+        if not self.finite or self.n_components * self.d < LOCAL_MIN_WORK:
+            return self.p
+        Y, logw, ysq = self._host
+        th, s2, _ = self.coeffs(t)
+        logits = logw + (th * (Y @ np.asarray(x)) - 0.5 * th**2 * ysq) / s2
+        idx = np.nonzero(logits >= logits.max() - cut)[0]
+        if len(idx) > 0.5 * len(Y):
+            return self.p
+        n = 1 << max(0, int(len(idx) - 1).bit_length())  # pad to a power of two: few compiled shapes
+        lw = np.full(n, PAD_LOGW)
+        lw[: len(idx)] = logw[idx]
+        pad = np.concatenate([idx, np.full(n - len(idx), idx[0])])
+        return (jnp.asarray(Y[pad]), jnp.asarray(lw), jnp.asarray(ysq[pad]))
+
+    def hessian(self, x, t):
+        """H(x) at t, (d, d), from the points with posterior weight at x (the last few are memoised:
+        a stability test, an eigenvalue and a Newton step often ask at the same point)."""
+        key = (float(t), np.asarray(x, dtype=np.float64).tobytes())
+        if key not in self._hcache:
+            if len(self._hcache) >= 8:
+                self._hcache.pop(next(iter(self._hcache)))
+            self._hcache[key] = np.asarray(self.k["H"](self.local_params(x, t), jnp.asarray(x), *self.coeffs(t)))
+        return self._hcache[key]
+
+    def newton(self, X, t, n_iter=8, prev=None):
+        """Newton on R = 0 from each row of X; returns (X, converged mask).
+
+        ``prev`` = (t0, x0), a solved point nearby (the last point of a continued branch): its Hessian,
+        already computed for its stability, serves as the chord Jacobian first (one Hessian costs N d^2;
+        a chord step a residual, N d). Stops once |R| is 1e3 below the acceptance tolerance.
+        """
+        X = np.array(np.atleast_2d(X), dtype=np.float64)
+        tol = 1e-3 * self.tol_res(t)
+        for i, x in enumerate(X):
+            if prev is not None:
+                x = self._chord(x, t, self.hessian(prev[1], prev[0]), 3 * n_iter, tol)
+            for _ in range(n_iter):
+                r = self.residual(x, t)[0]
+                if not np.all(np.isfinite(r)) or np.linalg.norm(r) <= tol:
+                    break
+                try:
+                    x = x - np.linalg.solve(self.hessian(x, t), r)
+                except np.linalg.LinAlgError:
+                    break
+            X[i] = x
+        return X, self.converged(X, t)
+
+    def _chord(self, x, t, H, n_iter, tol):
+        """Chord iterations x <- x - H^-1 R(x) with one factorised H, while |R| decreases fast enough."""
+        lu = scipy.linalg.lu_factor(H)
+        best, norm = x, np.inf
+        for _ in range(n_iter):
+            r = self.residual(x, t)[0]
+            rn = np.linalg.norm(r)
+            if not np.isfinite(rn) or rn > 0.5 * norm:
+                return best  # not contracting: Newton takes over from the best point
+            best, norm = x, rn
+            if rn <= tol:
+                break
+            x = x - scipy.linalg.lu_solve(lu, r)
+        return best
+
+    def minimise(self, X, t, n_iter=100):
+        """Saddle-free Newton on u (Dauphin et al. 2014) from each row of X: the Newton step with the
+        |eigenvalues| of H, so it is Newton near a minimum but walks away from saddles. Returns (X, ok)."""
+        X = np.array(np.atleast_2d(X), dtype=np.float64)
+        tol, s2 = 1e-3 * self.tol_res(t), self.coeffs(t)[1]
+        max_step = 0.1 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
+        for i, x in enumerate(X):
+            for _ in range(n_iter):
+                r = self.residual(x, t)[0]
+                if not np.all(np.isfinite(r)) or np.linalg.norm(r) <= tol:
+                    break
+                w, V = np.linalg.eigh(self.hessian(x, t))
+                dx = V @ ((V.T @ r) / np.maximum(np.abs(w), 1e-12 / s2))
+                x = x + dx * min(1.0, max_step / max(np.linalg.norm(dx), 1e-300))
+            X[i] = x
+        return X, self.converged(X, t)
+
+    def top_eig(self, x, t):
+        """(largest eigenvalue of H, its unit eigenvector) at x: < 0 iff x is stable."""
+        w, V = np.linalg.eigh(self.hessian(x, t))
+        return float(w[-1]), V[:, -1]
+
+    def eigenvalues(self, x, t):
+        return np.linalg.eigvalsh(self.hessian(x, t))
+
+    def margin(self, x, t):
+        """Minus the top eigenvalue of H, in units of 1/sigma^2: > 0 iff stable (continuous in t)."""
+        return -self.top_eig(x, t)[0] * self.coeffs(t)[1]
+
+    def stable(self, x, t):
+        return self.top_eig(x, t)[0] < -1e-12 / self.coeffs(t)[1]
+
+    # --- the fold system: R = 0 and lambda_max(H) = 0 in the unknowns (x, t) ----------------------
+    def _make_R_t(self):
+        R1, coeffs_of_t = self.k["R1"], self.coeffs_of_t
+
+        def R_t(p, x, t):
+            return jax.jvp(lambda s: R1(p, x, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
+
+        return R_t
+
+    def _make_quad_t(self):
+        quad, coeffs_of_t = self.k["quad"], self.coeffs_of_t
+
+        def quad_t(p, x, v, t):
+            return jax.jvp(lambda s: quad(p, x, v, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
+
+        return quad_t
+
+    def fold_system(self, x, t):
+        """At (x, t): R, H, dR/dt, the top eigenpair (lam, v) of H, d lam/dx and d lam/dt.
+
+        d lam = v^T dH v for a simple eigenvalue (Hellmann-Feynman), by autodiff of v^T H v with v fixed.
+        """
+        p = self.local_params(x, t)
+        xj, tj = jnp.asarray(x), jnp.asarray(float(t))
+        H = np.asarray(self.k["H"](p, xj, *self.coeffs(t)))
+        w, V = np.linalg.eigh(H)
+        v = jnp.asarray(V[:, -1])
+        lam_x = np.asarray(self.k["quad_grad"](p, xj, v, *self.coeffs(t)))
+        lam_t = float(self._quad_t(p, xj, v, tj))
+        R = self.residual(x, t)[0]
+        R_t = np.asarray(self._R_t(self.p, xj, tj))
+        return R, H, R_t, float(w[-1]), V[:, -1], lam_x, lam_t
+
+    # --- descent and posteriors -----------------------------------------------------------------
+    def descend(self, X, t, max_iter=5000, tol=None, float32=False):
+        """Carry each row of X towards its attractor by majorise-minimise steps; returns (X, step sizes).
+
+        L = 1/(theta^2 lam_min + sigma^2) + c bounds the top eigenvalue of -H (Cov[y|x] >= 0); for a
+        finite data set the step is then the fixed-point map x <- kappa E[y | x], fast at high noise.
+        """
+        th, s2, c = self.coeffs(t)
+        L = 1.0 / (th**2 * self.lam_min + s2) + c
+        if L <= 0.0:
+            L = 1.0 / (th**2 * self.lam_min + s2) + max(c, 0.0)
+        tol = 1e-9 * (1.0 + self.scale) if tol is None else tol
+        r_max = 10.0 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
+        p, dt = (self.params32(), jnp.float32) if float32 else (self.p, jnp.float64)
+        if float32:  # float32 resolves |x| to ~1e-7 relative
+            tol = max(tol, 1e-6 * (1.0 + self.scale))
+        n = len(X)
+        X, res = self.k["descend"](p, jnp.asarray(_pad_rows(X), dtype=dt), th, s2, c, L, tol, max_iter, r_max)
+        return np.asarray(X, dtype=np.float64)[:n], np.asarray(res, dtype=np.float64)[:n]
+
+    def params32(self):
+        if self._p32 is None:
+            self._p32 = tuple(a.astype(jnp.float32) if a.dtype == jnp.float64 else a for a in self.p)
+        return self._p32
+
+    def responsibilities(self, X, t):
+        th, s2, _ = self.coeffs(t)
+        X = np.atleast_2d(X)
+        return np.asarray(self.k["resp"](self.p, jnp.asarray(_pad_rows(X)), th, s2))[: len(X)]
+
+    def seeds(self, t, n_seeds, seed=0):
+        """The centre kappa E[y] and the data attractors kappa y_j (a farthest-point subset if N > n_seeds):
+        the farthest points keep the outlying data, whose attractors few diffused samples reach."""
+        means = np.asarray(self.data.means)
+        idx = farthest_points(means, n_seeds, seed) if len(means) > n_seeds else np.arange(len(means))
+        centre = np.asarray(self.data.mean())[None]
+        return self.kappa(t) * np.concatenate([centre, means[idx]])
+
+    def sample(self, t, n, seed):
+        """n draws of x_t from p_t (float64), (n, d)."""
+        return np.asarray(self.data.sample(jax.random.PRNGKey(seed), float(t), self.schedule, int(n)))
+
+
+def _pad_rows(X):
+    """X (n, d) padded to a power-of-two number of rows (copies of its first row): few compiled shapes."""
+    X = np.asarray(X)
+    m = 1 << max(0, int(len(X) - 1).bit_length())
+    return X if m == len(X) else np.concatenate([X, np.repeat(X[:1], m - len(X), axis=0)])
+
+
+def farthest_points(P, n, seed):
+    """Deterministic farthest-point subset of the rows of P (the first one chosen by ``seed``)."""
+    rng = np.random.default_rng(seed)
+    idx = [int(rng.integers(len(P)))]
+    dist = np.linalg.norm(P - P[idx[0]], axis=1)
+    for _ in range(n - 1):
+        idx.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(P - P[idx[-1]], axis=1))
+    return np.array(idx)
+
+
+def _place(params, devices):
+    """The data arrays on the device(s): sharded along the points when several devices are used.
+
+    Padding rows (to a multiple of the device count) get log-weight PAD_LOGW: zero posterior weight.
+    """
+    devices = jax.local_devices() if devices is None else list(devices)
+    if len(devices) <= 1:
+        return tuple(jnp.asarray(a) for a in params)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    n = len(params[0])
+    m = -(-n // len(devices)) * len(devices)
+    mesh = Mesh(np.array(devices), ("data",))
+    out = []
+    for i, a in enumerate(params):
+        if m > n:
+            fill = np.full((m - n,) + a.shape[1:], PAD_LOGW if _is_logw(i, params) else 0.0)
+            if a.ndim == 3:  # the eigenbases of a Gaussian mixture: identity keeps them orthogonal
+                fill = np.broadcast_to(np.eye(a.shape[1]), fill.shape).copy()
+            elif a.ndim == 2 and len(params) == 4 and i == 2:  # Gaussian mixture eigenvalues: 1
+                fill = np.ones_like(fill)
+            a = np.concatenate([a, fill])
+        out.append(jax.device_put(a, NamedSharding(mesh, PartitionSpec("data"))))
+    return tuple(out)
+
+
+def _is_logw(i, params):
+    """The log-weights are the second array of a DeltaMixture's params and the last of a Gaussian mixture's."""
+    return i == (1 if len(params) == 3 else len(params) - 1)

@@ -1,0 +1,74 @@
+"""Attractors at a frozen time, found with no hand-picked guesses, and the basin mass of each.
+
+Seeds: the centre kappa E[y], the data attractors kappa y_j of a farthest-point subset (it keeps the
+outlying data: their attractors have basins that few diffused samples reach), optional draws from p_t
+(they find the attractors that hold the mass), and the attractors of a neighbouring time. Each seed
+descends the potential by majorise-minimise steps (float32 on large data sets: it only chooses
+candidates); the limits are merged, polished in float64 by Newton (saddle-free Newton where Newton
+lands on a saddle), merged again and kept when stable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory._continuation import dedup
+
+FLOAT32_MIN_WORK = 1e7  # N d above which the descent runs in float32 (it only chooses candidates)
+
+
+def use_float32(field) -> bool:
+    return field.n_components * field.d >= FLOAT32_MIN_WORK
+
+
+def polish(field, X, t):
+    """Newton from each row of X; rows that do not end on a stable point retry by saddle-free Newton."""
+    Xn, ok = field.newton(X, t, n_iter=30)
+    stable = np.array([bool(o) and field.stable(x, t) for x, o in zip(Xn, ok, strict=True)], dtype=bool)
+    if not stable.all():
+        Xs, ok_s = field.minimise(X[~stable], t)
+        Xn[~stable], ok[~stable] = Xs, ok_s
+    return Xn, ok
+
+
+def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=1000):
+    """All attractors reached from the seeds (and the rows of ``extra``), polished and deduplicated, (n, d)."""
+    parts = [field.seeds(t, n_seeds)]
+    if extra is not None and len(extra):
+        parts.append(np.atleast_2d(extra))
+    if samples:
+        parts.append(field.sample(t, samples, seed))
+    X, _ = field.descend(np.concatenate(parts), t, max_iter=max_iter, float32=use_float32(field))
+    X = dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4 * (1.0 + field.scale))  # merge before the costly polish
+    Xp, ok = polish(field, X, t)
+    X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))
+    return np.array([x for x in X if field.stable(x, t)]).reshape(-1, field.d)
+
+
+@dataclass(frozen=True)
+class BasinMasses:
+    """Shares of p_t that flow to each attractor at t: ``mass`` (k,), standard errors ``se`` (k,),
+    from ``n`` samples; ``unassigned``: the share that ended at none of them (stuck or elsewhere)."""
+
+    t: float
+    mass: np.ndarray
+    se: np.ndarray
+    n: int
+    unassigned: float
+
+
+def basin_masses(field, t, attractors, n_samples=256, seed=0, max_iter=3000) -> BasinMasses:
+    """Sample p_t, descend each draw to its attractor, count the draws that end at each of ``attractors``.
+
+    A draw ends at an attractor when its descent limit is within 1e-3 (1 + scale) of it; the standard
+    error of a share p is sqrt(p (1 - p) / n).
+    """
+    A = np.atleast_2d(attractors)
+    X, _ = field.descend(field.sample(t, n_samples, seed), t, max_iter=max_iter, float32=use_float32(field))
+    dist = np.linalg.norm(X[:, None, :] - A[None, :, :], axis=2)
+    near = dist.min(axis=1) <= 1e-3 * (1.0 + field.scale)
+    counts = np.bincount(dist.argmin(axis=1)[near], minlength=len(A))
+    mass = counts / n_samples
+    return BasinMasses(float(t), mass, np.sqrt(mass * (1.0 - mass) / n_samples), n_samples, float(1.0 - near.mean()))
