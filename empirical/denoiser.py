@@ -14,7 +14,6 @@ Every array is a flat row of pixels, (n, d), as ``empirical.datasets`` returns t
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from theory._checks import check_data, check_schedule
+from theory.family import EtaFamily
 from theory.schedules import Schedule, VPLinear
 
 __all__ = ["Denoiser", "ExactDenoiser", "schedule_coeffs", "T_MIN"]
@@ -29,8 +29,12 @@ __all__ = ["Denoiser", "ExactDenoiser", "schedule_coeffs", "T_MIN"]
 T_MIN = 1e-3  # smallest forward time trained and sampled: the score of data is singular at t = 0
 
 
-def schedule_coeffs(schedule: Schedule, t, *names: str, like: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+def schedule_coeffs(
+    schedule: Schedule | EtaFamily, t, *names: str, like: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
     """Evaluate ``schedule.<name>(t)`` for each name in float64 (jax on the CPU) and return torch tensors.
+
+    ``schedule`` may also be a ``theory.EtaFamily`` (names "a", "k", "c", "kappa"): its coefficients are jax too.
 
     ``t`` is a tensor, array or float of forward times; the results have the dtype and device of
     ``like`` (default float64 on the CPU) and the shape of ``t``.
@@ -45,7 +49,7 @@ def schedule_coeffs(schedule: Schedule, t, *names: str, like: torch.Tensor | Non
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(schedule: Schedule, names: tuple[str, ...]):
+def _compiled(schedule: Schedule | EtaFamily, names: tuple[str, ...]):
     """One jitted call for several schedule functions (eager jax costs ~1 ms a call, a training step ~10 ms)."""
     return jax.jit(lambda t: tuple(getattr(schedule, n)(t) for n in names))
 
@@ -127,11 +131,10 @@ class Denoiser(nn.Module):
         return torch.func.jvp(self._x0_at(t, x), (x,), (v,))[1]
 
     def drift(self, x: torch.Tensor, t, eta: float = 1.0) -> torch.Tensor:
-        """Generative drift -a x + (1 + eta^2)/2 g^2 score, as ``theory.drift`` with the learned score."""
-        if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
-            raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
-        a, g2 = schedule_coeffs(self.schedule, self._t(x, t), "a", "g2", like=x)
-        return -a[:, None] * x + 0.5 * (1.0 + eta**2) * g2[:, None] * self.score(x, t)
+        """Generative drift -a x + k score, k = (1 + eta^2)/2 g^2 (``theory.EtaFamily``), as ``theory.drift`` with
+        the learned score."""
+        a, k = schedule_coeffs(EtaFamily(self.schedule, eta), self._t(x, t), "a", "k", like=x)
+        return -a[:, None] * x + k[:, None] * self.score(x, t)
 
 
 class ExactDenoiser(Denoiser):

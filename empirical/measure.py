@@ -492,8 +492,7 @@ def potential_along_path(denoiser: Denoiser, xa, xb, t: float, *, eta: float = 1
     xa, xb = (torch.as_tensor(v).detach().cpu().double() for v in (xa, xb))
     s = np.linspace(-extend, 1.0 + extend, n)
     path = xa[None] + torch.as_tensor(s)[:, None] * (xb - xa)[None]
-    (g2,) = schedule_coeffs(denoiser.schedule, float(t), "g2")
-    k = 0.5 * (1.0 + eta**2) * float(g2)
+    k = float(schedule_coeffs(EtaFamily(denoiser.schedule, eta), float(t), "k")[0])
     with torch.no_grad():
         b = denoiser.drift(path.to(_device(denoiser), _dtype(denoiser)), float(t), eta).double().cpu()
     db = (b @ (xb - xa)).numpy() / k

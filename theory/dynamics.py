@@ -27,7 +27,6 @@ import numpy as np
 
 from theory._checks import (
     check_data,
-    check_eta,
     check_finite_array,
     check_in_range,
     check_int,
@@ -35,6 +34,7 @@ from theory._checks import (
     check_nonnegative,
     check_schedule,
 )
+from theory.family import EtaFamily
 from theory.schedules import Schedule
 
 __all__ = [
@@ -49,25 +49,18 @@ __all__ = [
 ]
 
 
-def _coeffs(schedule: Schedule, t, eta):
-    """(a, (1 + eta^2)/2 g^2) at t: drift = -a x + k score."""
-    return schedule.a(t), 0.5 * (1.0 + eta**2) * schedule.g2(t)
-
-
 def drift(data, schedule: Schedule, x, t, eta: float = 1.0):
     """Generative drift -f + (1 + eta^2)/2 g^2 grad log p_t; x (..., d) -> (..., d)."""
-    eta = check_eta(eta)
-    a, k = _coeffs(schedule, t, eta)
+    fam = EtaFamily(schedule, eta)
     x = jnp.asarray(x, dtype=jnp.float64)
-    return -jnp.asarray(a)[..., None] * x + jnp.asarray(k)[..., None] * data.score(x, t, schedule)
+    return fam.drift(x, data.score(x, t, schedule), t)
 
 
 def potential(data, schedule: Schedule, x, t, eta: float = 1.0):
     """u_eta(x, t) = -(1 + eta^2)/2 g^2 log p_t(x) + a |x|^2 / 2, up to a constant in x; -> (...)."""
-    eta = check_eta(eta)
-    a, k = _coeffs(schedule, t, eta)
+    fam = EtaFamily(schedule, eta)
     x = jnp.asarray(x, dtype=jnp.float64)
-    return -k * data.log_prob(x, t, schedule) + 0.5 * a * jnp.sum(x**2, axis=-1)
+    return -fam.k(t) * data.log_prob(x, t, schedule) + 0.5 * fam.a(t) * jnp.sum(x**2, axis=-1)
 
 
 def data_potential(data, schedule: Schedule, x, t):
@@ -77,8 +70,8 @@ def data_potential(data, schedule: Schedule, x, t):
 
 def drift_jacobian(data, schedule: Schedule, x, t, eta: float = 1.0):
     """d drift / dx = -a I + (1 + eta^2)/2 g^2 Hess log p_t (symmetric: minus Hess u_eta); -> (..., d, d)."""
-    eta = check_eta(eta)
-    a, k = _coeffs(schedule, t, eta)
+    fam = EtaFamily(schedule, eta)
+    a, k = fam.a(t), fam.k(t)
     H = data.hessian(x, t, schedule)
     eye = jnp.eye(H.shape[-1])
     return -jnp.asarray(a)[..., None, None] * eye + jnp.asarray(k)[..., None, None] * H
@@ -126,8 +119,8 @@ def simulate(
     Returns ``Trajectories`` with x of shape (n_steps + 1, n, d).
     """
     check_data(data)
-    check_schedule(schedule)
-    eta = check_eta(eta)
+    fam = EtaFamily(check_schedule(schedule), eta)
+    eta = fam.eta
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun'; got {method!r}")
     n, n_steps, seed = check_int("n", n), check_int("n_steps", n_steps), check_int("seed", seed, lo=0)
@@ -154,10 +147,8 @@ def simulate(
     correct = jnp.arange(n_steps) < (n_steps - 1 if singular_end else n_steps)
 
     def b(x, t):
-        a = schedule.a(t)
-        k = 0.5 * (1.0 + eta**2) * schedule.g2(t)
         th, s2 = schedule.theta(t), schedule.sigma2(t)
-        return -a * x + k * jax.vmap(lambda xi: data.score_ts(xi, th, s2))(x)
+        return fam.drift(x, jax.vmap(lambda xi: data.score_ts(xi, th, s2))(x), t)
 
     def step(x, inputs):
         t0, t1, key, corrector = inputs
