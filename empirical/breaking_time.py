@@ -32,16 +32,10 @@ import torch
 import theory
 from empirical.classifier import train_classifier
 from empirical.cli import config_from_args, dataclass_parser, is_int, is_real
+from empirical.cloning import cloning, potential_along_path, simulate
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import T_MIN, ExactDenoiser
-from empirical.measure import (
-    centre_branch,
-    cloning,
-    map_coeffs,
-    measure_critical_time,
-    potential_along_path,
-    simulate,
-)
+from empirical.measure import centre_branch, map_coeffs, measure_critical_time
 from empirical.results import finite, upsert_row, write_json_atomic
 from empirical.train import TrainConfig, check_out_dir, export_weights, load_denoiser, train
 from theory.symbolic import equal_norm_theta_c, lambdify
