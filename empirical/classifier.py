@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empirical.checkpoints import CheckpointError, state_digest
 from empirical.cli import is_real
-from empirical.train import CheckpointError, state_digest
 
 __all__ = ["Classifier", "train_classifier"]
 

@@ -28,19 +28,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from empirical.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint  # noqa: E402
 from empirical.classifier import train_classifier  # noqa: E402
 from empirical.datasets import load_dataset  # noqa: E402
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
 from empirical.samplers import generate  # noqa: E402
-from empirical.train import (  # noqa: E402
-    CHECKPOINT,
-    CheckpointError,
-    TrainConfig,
-    export_weights,
-    load_checkpoint,
-    load_denoiser,
-    train,
-)
+from empirical.train import TrainConfig, export_weights, load_denoiser, train  # noqa: E402
 
 __all__ = ["RECIPE", "recipe_config", "train_argv", "export", "inception_reference", "image_grid", "main"]
 

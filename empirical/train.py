@@ -13,10 +13,8 @@ Files in ``out``: ``config.json`` (the resolved config, world size, torch versio
 ``torch.load(..., weights_only=True)``) and ``checkpoint.prev.pt``, the checkpoint before it, all written
 atomically.
 
-Integrity: every checkpoint carries ``sha256``, a digest of its contents (``state_digest``), checked on load
-(torch.load does not check the zip CRCs, so flipped bytes would otherwise load as other weights). A file that
-is truncated, corrupt or fails its digest raises ``CheckpointError`` naming it, and a resume falls back to
-``checkpoint.prev.pt``. Checkpoints written before digests existed still load, with a warning. A run whose
+Integrity (``empirical.checkpoints``): every checkpoint carries a digest of its contents, checked on load; a
+damaged file raises ``CheckpointError`` naming it, and a resume falls back to ``checkpoint.prev.pt``. A run whose
 loss or weights become NaN or inf stops (``FloatingPointError``) without writing over the last checkpoint.
 
 Reproducibility: step k on rank r draws its batch indices, t and eps from a CPU generator seeded by
@@ -38,10 +36,9 @@ import math
 import os
 import sys
 import tempfile
-import typing
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from empirical.checkpoints import CHECKPOINT, atomic_write, load_checkpoint, non_finite, resume_from, save_checkpoint
 from empirical.cli import config_from_args as _config_from_args
 from empirical.cli import dataclass_parser
 from empirical.cli import is_int as _is_int
@@ -62,21 +60,16 @@ from empirical.nets import NETS, build_net
 from theory.schedules import VPLinear
 
 __all__ = [
-    "CheckpointError",
     "TrainConfig",
     "train",
     "load_denoiser",
-    "load_checkpoint",
     "export_weights",
-    "state_digest",
     "step_generator",
     "build_parser",
     "config_from_args",
     "main",
 ]
 
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: the fall-back if the last is damaged
 CONFIG = "config.json"
 # Fields that may change when a run resumes: none of them changes the arithmetic of a step.
 _RESUMABLE = ("steps", "ckpt_every", "out")
@@ -227,140 +220,12 @@ def _ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
-def _to_cpu(obj):
-    """A copy of a nest of dicts/lists holding tensors, with every tensor on the CPU (device-free checkpoints)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def _atomic_write(path: Path, write: Callable[[typing.BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same directory (fsync, os.replace), so a reader or a
-    process killed mid-write sees the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself (not possible on every file system)
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
-
-
 def _remove_stale_temporaries(out: Path) -> None:
     """Remove the temporary files of writes cut short by a kill."""
     for name in (CHECKPOINT, CONFIG):
         for tmp in out.glob(f".{name}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be trusted: unreadable (truncated, corrupt), a digest mismatch, NaN weights."""
-
-
-def _digest_into(h, obj) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, Mapping):
-        h.update(f"D{len(obj)}".encode())
-        for key in sorted(obj, key=repr):
-            h.update(repr(key).encode())
-            _digest_into(h, obj[key])
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"L{len(obj)}".encode())
-        for v in obj:
-            _digest_into(h, v)
-    else:  # numbers, strings, None: repr is exact (floats round-trip)
-        h.update(f"V{obj!r}".encode())
-
-
-def state_digest(state: Mapping) -> str:
-    """sha256 of a checkpoint's contents (every tensor's dtype, shape and bytes, every key and number), the
-    ``sha256`` entry itself left out; the same on every machine for the same contents."""
-    h = hashlib.sha256()
-    _digest_into(h, {k: v for k, v in state.items() if k != "sha256"})
-    return h.hexdigest()
-
-
-def _non_finite(state: Mapping) -> list[str]:
-    return [
-        k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()
-    ]
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint or export, read with ``weights_only=True`` and verified: ``CheckpointError`` (naming the file)
-    if it cannot be read, fails its digest or holds NaN/inf weights; a warning if it carries no digest."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError, ... for damaged files
-        raise CheckpointError(f"{path} cannot be read as a checkpoint (truncated or corrupt): {err}") from err
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise CheckpointError(f"{path} is not a checkpoint of empirical.train (no config in it)")
-    stored = ckpt.pop("sha256", None)
-    if stored is None:
-        warnings.warn(
-            f"{path} carries no checksum (written before checksums); its integrity is not verified", stacklevel=2
-        )
-    elif (actual := state_digest(ckpt)) != stored:
-        raise CheckpointError(
-            f"{path} is corrupt: its contents hash to {actual[:16]}..., not the recorded {stored[:16]}..."
-        )
-    for key in ("model", "ema"):
-        if key in ckpt and (bad := _non_finite(ckpt[key])):
-            raise CheckpointError(f"{path} holds NaN or inf {key} weights in {', '.join(bad[:3])}")
-    return ckpt
-
-
-def _save_checkpoint(path: Path, state: Mapping, keep_previous: bool) -> None:
-    """Write ``state`` with its digest, atomically; the current file first becomes ``PREVIOUS`` (a rename)."""
-    state = _to_cpu(dict(state))
-    state["sha256"] = state_digest(state)
-    if keep_previous and path.exists():
-        os.replace(path, path.with_name(PREVIOUS))
-    _atomic_write(path, lambda f: torch.save(state, f))
-
-
-def _resume_from(out: Path) -> tuple[Path, dict, bool] | None:
-    """(path, checkpoint, the latest file is sound) of the newest usable checkpoint in ``out``, or None if there
-    is none. A damaged latest checkpoint falls back to the previous one with a warning; both damaged: an error."""
-    errors = []
-    for path in (out / CHECKPOINT, out / PREVIOUS):
-        if not path.exists():
-            continue
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError as err:
-            errors.append(str(err))
-            continue
-        if path.name == PREVIOUS:
-            why = errors[0] if errors else f"{out / CHECKPOINT} is missing (a kill between rename and write)"
-            warnings.warn(f"resuming from the previous checkpoint {path} (step {ckpt['step']}): {why}", stacklevel=3)
-        return path, ckpt, not errors
-    if errors:
-        raise CheckpointError(f"no usable checkpoint in {out}: " + "; ".join(errors) + " (move them away to restart)")
-    return None
 
 
 def check_out_dir(path: str | os.PathLike, name: str = "out") -> Path:
@@ -462,7 +327,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step, losses = 0, []
-    resume = _resume_from(out)
+    resume = resume_from(out)
     keep_previous = resume is None or resume[2]  # never rotate a damaged latest file over the good previous one
     if resume is not None:
         # On the CPU: load_state_dict moves the tensors to the parameters' device, and Adam wants its step counts
@@ -491,7 +356,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
     if rank == 0:
         _remove_stale_temporaries(out)
         text = json.dumps({**cfg.to_dict(), **info, "n_images": len(x)}, indent=2) + "\n"
-        _atomic_write(out / CONFIG, lambda f: f.write(text.encode()))
+        atomic_write(out / CONFIG, lambda f: f.write(text.encode()))
 
     def save() -> None:
         nonlocal keep_previous
@@ -507,7 +372,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
                 "optimizer": opt.state_dict(),
                 "loss": torch.tensor(losses, dtype=torch.float64),
             }
-            _save_checkpoint(ckpt_path, state, keep_previous)
+            save_checkpoint(ckpt_path, state, keep_previous)
             keep_previous = True
         if world > 1:
             dist.barrier()
@@ -553,7 +418,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
 def _check_finite(step: int, losses, net: nn.Module, ema: nn.Module, ckpt_path: Path) -> None:
     """Stop a diverged run before it writes: FloatingPointError if a loss or a weight is NaN or inf."""
     bad_loss = [float(v) for v in losses if not math.isfinite(float(v))]
-    bad = _non_finite(net.state_dict()) + _non_finite(ema.state_dict())
+    bad = non_finite(net.state_dict()) + non_finite(ema.state_dict())
     if bad_loss or bad:
         what = f"loss {bad_loss[0]}" if bad_loss else f"non-finite weights in {', '.join(bad[:3])}"
         raise FloatingPointError(
@@ -589,7 +454,7 @@ def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> P
         "ema": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"].items()},
     }
     path_out = Path(path_out)
-    _save_checkpoint(path_out, small, keep_previous=False)
+    save_checkpoint(path_out, small, keep_previous=False)
     return path_out
 
 

@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from empirical import breaking_time, late_start
+from empirical.checkpoints import CheckpointError, load_checkpoint, state_digest
 from empirical.classifier import Classifier, train_classifier
 from empirical.datasets import load_dataset
 from empirical.denoiser import Denoiser, ExactDenoiser
 from empirical.metrics import class_composition, fid, kid
 from empirical.samplers import GaussianInit, generate, sample
-from empirical.train import CheckpointError, TrainConfig, load_checkpoint, load_denoiser, state_digest, train
+from empirical.train import TrainConfig, load_denoiser, train
 from theory import (
     DDPM,
     VE,

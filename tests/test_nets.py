@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from empirical.checkpoints import CHECKPOINT
 from empirical.nets import UNet, build_net
 from empirical.recipe import (
     MAX_EXPORT_BYTES,
@@ -16,7 +17,7 @@ from empirical.recipe import (
     recipe_config,
     train_argv,
 )
-from empirical.train import CHECKPOINT, build_parser, config_from_args, train
+from empirical.train import build_parser, config_from_args, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

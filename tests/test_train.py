@@ -15,20 +15,10 @@ import pytest
 import torch
 
 from empirical import load_dataset
+from empirical.checkpoints import CheckpointError, atomic_write, load_checkpoint, state_digest
 from empirical.denoiser import Denoiser
 from empirical.nets import build_net
-from empirical.train import (
-    CheckpointError,
-    TrainConfig,
-    _atomic_write,
-    export_weights,
-    load_checkpoint,
-    load_denoiser,
-    main,
-    state_digest,
-    step_generator,
-    train,
-)
+from empirical.train import TrainConfig, export_weights, load_denoiser, main, step_generator, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 32, "depth": 1, "batch_size": 32, "n_train": 200, "warmup": 10, "lr": 3e-3}
@@ -273,14 +263,14 @@ def test_cli_dry_run_and_errors(capsys):
 
 def test_atomic_write_failure_leaves_old_file(tmp_path):
     target = tmp_path / "checkpoint.pt"
-    _atomic_write(target, lambda f: f.write(b"old"))
+    atomic_write(target, lambda f: f.write(b"old"))
 
     def fail(f):
         f.write(b"half")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(target, fail)
+        atomic_write(target, fail)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
