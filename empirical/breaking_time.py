@@ -6,12 +6,13 @@
 One run: (1) trains (or resumes) the denoiser with ``empirical.train``; (2) predicts the critical
 time from the training images alone: ``theory.critical_time`` of their empirical distribution (the
 exact prediction), the equal-norm closed form with the top covariance eigenvalue, and the Biroli et
-al. 1/2 ln Lambda estimate; (3) measures it in the trained network (``empirical.measure``): the
-count of stable fixed points by bisection on t, the centre branch, cloning with a classifier trained
-here, and the potential along a path between two generated trajectories. It writes (atomically) the
-row of ``<results>/breaking_time.json`` for (dataset, device), the curves in
+al. 1/2 ln Lambda estimate; (3) measures it in the trained network (``empirical.measure``,
+``empirical.cloning``): the count of stable fixed points by bisection on t, the centre branch, cloning with
+a classifier trained here, and the potential along a path between two generated trajectories. It writes
+(atomically) the row of ``<results>/breaking_time.json`` for (dataset, device), the curves in
 ``<results>/breaking_<dataset>.json``, the figures ``<results>/figures/breaking_<dataset>_*.png`` and
-the resolved config next to the checkpoint.
+the resolved config next to the checkpoint (``results`` defaults to docs/results of the repository,
+whatever the working directory).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from empirical.denoiser import T_MIN, ExactDenoiser
 from empirical.measure import centre_branch, map_coeffs, measure_critical_time
 from empirical.results import finite, upsert_row, write_json_atomic
 from empirical.train import TrainConfig, check_out_dir, export_weights, load_denoiser, train
+from theory.paths import results_dir
 from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
@@ -67,7 +69,7 @@ class Config:
     n_clones: int = 8
     classifier_steps: int = 1000
     run_dir: str | None = None
-    results: str = "docs/results"
+    results: str | None = None  # None: docs/results of the repository (theory.paths.results_dir)
     device: str = "auto"
 
     def __post_init__(self):
@@ -84,8 +86,8 @@ class Config:
             raise ValueError(f"tol_t must lie in (0, 0.1); got {self.tol_t!r}")
         if not (is_real(self.t_min) and 0 < self.t_min < 1):
             raise ValueError(f"t_min must lie in (0, 1); got {self.t_min!r}")
-        if not (isinstance(self.results, str) and self.results):
-            raise ValueError(f"results must be a non-empty path; got {self.results!r}")
+        if self.results is not None and not (isinstance(self.results, str) and self.results):
+            raise ValueError(f"results must be a non-empty path or None (docs/results); got {self.results!r}")
         if self.run_dir is None:
             self.run_dir = f"runs/breaking-{self.dataset}"
 
@@ -155,7 +157,8 @@ def _device_name(device: str) -> str:
 
 def run(cfg: Config, command: str) -> dict:
     """The whole pipeline for one data set; returns the table row (also written to disk)."""
-    results = check_out_dir(cfg.results, "results")  # both folders checked before the long work
+    # None: the repository's docs/results, wherever the command runs; both folders checked before the long work
+    results = check_out_dir(results_dir() if cfg.results is None else cfg.results, "results")
     check_out_dir(cfg.run_dir, "run_dir")
     ds = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=0)
     x_train = ds.x
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(Config, args)
         train_cfg = cfg.train_config()
         for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
-            if Path(path).exists() and not Path(path).is_dir():
+            if path is not None and Path(path).exists() and not Path(path).is_dir():
                 raise ValueError(f"{name} must be a directory; {path} is an existing file")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -16,7 +16,8 @@ DDIM converged (``converged_steps``): the vanilla start, gls and N(0, I) at t_c,
 i.e. what the start costs once the step error is gone; (6) Inception FID (the standard TF-FID network) for a
 small headline subset (DDIM at ``inception_steps``, vanilla and gls at t_c). It writes (atomically) the rows of
 ``<results>/late_start.json`` for (dataset, device), the curves, summary and sample pixels in
-``<results>/late_start_<dataset>.json`` and the figures ``<results>/figures/late_start_<dataset>_*.png``.
+``<results>/late_start_<dataset>.json`` and the figures ``<results>/figures/late_start_<dataset>_*.png``
+(``results`` defaults to docs/results of the repository, whatever the working directory).
 
 The theory's rule, fixed before any sweep was run: **t_start = t_c**, the first bifurcation in the generative
 direction of the training set's empirical distribution (``theory.critical_time`` through
@@ -54,6 +55,7 @@ from empirical.metrics import class_composition, class_entropy_bits, fid, incept
 from empirical.results import finite, upsert_row, write_json_atomic
 from empirical.samplers import generate, nfe
 from empirical.train import TrainConfig, check_out_dir, load_denoiser, train
+from theory.paths import results_dir
 
 __all__ = ["Config", "SAMPLERS", "INITS", "RULES", "best_and_knee", "gls_ratios", "run", "main"]
 
@@ -96,7 +98,7 @@ class Config:
     inception_steps: tuple[int, ...] = (3, 5)
     converged_steps: int = 100
     n_grid: int = 10
-    results: str = "docs/results"
+    results: str | None = None  # None: docs/results of the repository (theory.paths.results_dir)
     device: str = "auto"
     threads: int = 1
 
@@ -134,6 +136,8 @@ class Config:
             raise ValueError(f"eta must be a finite number > 0 (breaking_time.predict); got {self.eta!r}")
         if not (is_int(self.threads) and self.threads >= 0):
             raise ValueError(f"threads must be an int >= 0 (0: torch's default); got {self.threads!r}")
+        if self.results is not None and not (isinstance(self.results, str) and self.results):
+            raise ValueError(f"results must be a non-empty path or None (docs/results); got {self.results!r}")
         if self.run_dir is None:
             self.run_dir = f"runs/breaking-{self.dataset}"
 
@@ -238,7 +242,8 @@ class _Scorer:
 def run(cfg: Config, command: str) -> dict:
     """The whole pipeline for one data set; returns the curves file's content (also written to disk)."""
     wall0 = time.perf_counter()
-    results = check_out_dir(cfg.results, "results")  # both folders checked before the long work
+    # None: the repository's docs/results, wherever the command runs; both folders checked before the long work
+    results = check_out_dir(results_dir() if cfg.results is None else cfg.results, "results")
     check_out_dir(cfg.run_dir, "run_dir")
     ds = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=0)
     x_train, n_classes = ds.x, int(ds.labels.max()) + 1
@@ -478,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(Config, args)
         train_cfg = cfg.train_config()
         for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
-            if Path(path).exists() and not Path(path).is_dir():
+            if path is not None and Path(path).exists() and not Path(path).is_dir():
                 raise ValueError(f"{name} must be a directory; {path} is an existing file")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
