@@ -3,6 +3,9 @@ models) and the image data loaders it trains on.
 
 The data loaders (``empirical.datasets``) need only numpy, so ``import empirical`` imports neither torch
 nor scikit-learn; the torch modules are imported by name (``empirical.train``, ``empirical.samplers``, ...).
+
+import empirical sets JAX_PLATFORMS=cpu unless already set (it acts only if jax is not yet imported; child
+processes inherit it); see docs/checks.md.
 """
 
 import os

@@ -1,4 +1,7 @@
-"""Symmetry breaking in generative diffusion models: the theory (jax, float64; sympy)."""
+"""Symmetry breaking in generative diffusion models: the theory (jax, float64; sympy).
+
+Importing theory sets jax_enable_x64 for the whole process (jax has no per-module switch); see docs/checks.md.
+"""
 
 import jax
 
