@@ -88,7 +88,7 @@ def continue_branch(
     track_crossing=True,
     path=None,
     reject=None,
-    fold_tries=4,
+    fold_tries=2,
     crossings=None,
 ):
     """Carry the stable fixed point x0 at t0 towards t1 while it stays a stable fixed point.
@@ -168,7 +168,7 @@ def locate_crossing(field, x, t_in, t_out, tol_t):
     return (xr[0], root) if ok[0] else None
 
 
-def locate_fold(field, x, t_in, t_out, tol_t, max_iter=40):
+def locate_fold(field, x, t_in, t_out, tol_t, max_iter=12):
     """The fold (saddle-node) of the branch through the stable point x at t_in, expected towards t_out.
 
     First the branch is walked towards the fold by the square-root law (lam^2 is linear in t near a fold:
@@ -215,7 +215,7 @@ def locate_fold(field, x, t_in, t_out, tol_t, max_iter=40):
     return None
 
 
-def _approach_fold(field, x, t, t_out, max_steps=30, small=0.05):
+def _approach_fold(field, x, t, t_out, max_steps=12, small=0.05):
     """Walk the stable branch through (x, t) towards its fold in (t, t_out] until the top eigenvalue of
     H is below ``small`` of its value at the start; returns the last point (x, t), or None."""
     lam0, far = None, t_out

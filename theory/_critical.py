@@ -129,6 +129,8 @@ class _Run:
         t0 = float(self.ts[j])
         bounds = [self.fold_bound(x, t0) for x in xs]
         out, best = [], -math.inf
+        if self.centre_how == "crossing" and t0 < self.centre_t <= self.ts[j - 1]:
+            best = self.centre_t  # the centre's loss in this cell: children of the pitchfork are born there
         for k in np.argsort(bounds)[::-1]:
             if bounds[k] < best:
                 out.append((bounds[k], xs[k], "bound"))
@@ -161,6 +163,7 @@ class _Run:
     def classify(self, births, t_lo):
         """(kind, t, x) of the first bifurcation from the births and the centre's end."""
         pf = np.isfinite(self.centre_t) and self.centre_t >= t_lo  # the centre has lost stability by t_lo
+        births = [b for b in births if b[2] not in ("cell", "bound")]  # located births only
         if births:
             tb, xb, _ = births[0]
             c = self.centre_at(tb)

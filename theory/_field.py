@@ -77,6 +77,24 @@ def _kernels(score, hess, hvp, resp):
     }
 
 
+@cache
+def _time_kernels(R1, quad, schedule, eta):
+    """(theta, sigma^2, c) as functions of t, and the jitted t-derivatives of R and of v^T H v: compiled once
+    per (data family, schedule, eta), not once per call of the public functions."""
+    fam = None if eta is None else EtaFamily(schedule, eta)
+
+    def coeffs_of_t(t):
+        return schedule.theta(t), schedule.sigma2(t), (fam.c(t) if fam is not None else 0.0 * t)
+
+    def R_t(p, x, t):
+        return jax.jvp(lambda s: R1(p, x, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
+
+    def quad_t(p, x, v, t):
+        return jax.jvp(lambda s: quad(p, x, v, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
+
+    return coeffs_of_t, jax.jit(lambda t: jnp.stack(coeffs_of_t(t))), jax.jit(R_t), jax.jit(quad_t)
+
+
 class MixtureField:
     """The exact field of a ``DeltaMixture`` or ``GaussianMixture`` at frozen times.
 
@@ -103,13 +121,11 @@ class MixtureField:
         self._host = tuple(np.asarray(a) for a in data._params)
         self.p = _place(self._host, devices)
         self._p32 = None
-        fam, sch = self.family, schedule
-        c_of_t = (lambda t: fam.c(t)) if fam is not None else (lambda t: 0.0 * t)
-        self.coeffs_of_t = lambda t: (sch.theta(t), sch.sigma2(t), c_of_t(t))
-        self._coeff_fn = jax.jit(lambda t: jnp.stack(self.coeffs_of_t(t)))
+        self.coeffs_of_t, self._coeff_fn, self._R_t, self._quad_t = _time_kernels(
+            self.k["R1"], self.k["quad"], schedule, self.eta
+        )
         self._cache, self._hcache = {}, {}
-        self._R_t = jax.jit(self._make_R_t())
-        self._quad_t = jax.jit(self._make_quad_t())
+        self._lam_data = self._mu_data = None
 
     # --- coefficients -------------------------------------------------------------------------
     def coeffs(self, t):
@@ -194,7 +210,9 @@ class MixtureField:
         X = np.array(np.atleast_2d(X), dtype=np.float64)
         tol = 1e-3 * self.tol_res(t)
         for i, x in enumerate(X):
-            if prev is not None:
+            if self.contraction_bound(x, t) < 0.5:  # the fixed-point map contracts: no Hessian needed
+                x = self._iterate_map(x, t, 4 * n_iter, tol)
+            elif prev is not None:
                 x = self._chord(x, t, self.hessian(prev[1], prev[0]), 3 * n_iter, tol)
             for _ in range(n_iter):
                 r = self.residual(x, t)[0]
@@ -206,6 +224,37 @@ class MixtureField:
                     break
             X[i] = x
         return X, self.converged(X, t)
+
+    def contraction_bound(self, x, t):
+        """An upper bound of the contraction rate of x <- kappa E[y | x] near x (finite data sets).
+
+        Its Jacobian is kappa theta Cov[y | x] / sigma^2, and Cov[y | x] <= rho (Cov[y] + (mu - m)(mu - m)^T)
+        with rho = max_j r_j / w_j (posterior over prior weight), mu = E[y], m = E[y | x]: the bound is
+        kappa theta rho (Lambda + |mu - m|^2) / sigma^2, one posterior pass (Lambda: top eigenvalue of
+        Cov[y], computed once). At high noise the posterior is close to the prior and the bound is tight.
+        Below 1 the point is a stable fixed point's neighbourhood: -lam_max(H) sigma^2 >= (1 + c s2)(1 - b).
+        """
+        if not self.finite:
+            return math.inf
+        if self._lam_data is None:
+            self._lam_data = float(np.linalg.eigvalsh(np.asarray(self.data.covariance()))[-1])
+            self._mu_data = np.asarray(self.data.mean())
+        th, s2, c = self.coeffs(t)
+        r = self.responsibilities(x, t)[0]
+        w = np.exp(self._host[1])
+        m = r @ self._host[0]
+        rho = float(np.max(r / w))
+        return self.kappa(t) * th * rho * (self._lam_data + float(np.sum((self._mu_data - m) ** 2))) / s2
+
+    def _iterate_map(self, x, t, n_iter, tol):
+        """x <- kappa E[y | x] (one posterior pass a step) while |R| > tol."""
+        kappa, Y = self.kappa(t), self._host[0]
+        for _ in range(n_iter):
+            r = self.residual(x, t)[0]
+            if not np.all(np.isfinite(r)) or np.linalg.norm(r) <= tol:
+                break
+            x = kappa * (self.responsibilities(x, t)[0] @ Y)
+        return x
 
     def _chord(self, x, t, H, n_iter, tol):
         """Chord iterations x <- x - H^-1 R(x) with one factorised H, while |R| decreases fast enough."""
@@ -248,29 +297,19 @@ class MixtureField:
         return np.linalg.eigvalsh(self.hessian(x, t))
 
     def margin(self, x, t):
-        """Minus the top eigenvalue of H, in units of 1/sigma^2: > 0 iff stable (continuous in t)."""
+        """Minus the top eigenvalue of H in units of 1/sigma^2 (> 0 iff stable), or where the contraction
+        bound b < 0.9 certifies stability, the lower bound (1 + c sigma^2)(1 - b) > 0 of it, without a
+        Hessian. Only its sign is used away from a crossing, and near one the bound is inconclusive."""
+        b = self.contraction_bound(x, t)
+        if b < 0.9:
+            th, s2, c = self.coeffs(t)
+            return (1.0 + c * s2) * (1.0 - b)
         return -self.top_eig(x, t)[0] * self.coeffs(t)[1]
 
     def stable(self, x, t):
-        return self.top_eig(x, t)[0] < -1e-12 / self.coeffs(t)[1]
+        return self.margin(x, t) > 1e-12
 
     # --- the fold system: R = 0 and lambda_max(H) = 0 in the unknowns (x, t) ----------------------
-    def _make_R_t(self):
-        R1, coeffs_of_t = self.k["R1"], self.coeffs_of_t
-
-        def R_t(p, x, t):
-            return jax.jvp(lambda s: R1(p, x, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
-
-        return R_t
-
-    def _make_quad_t(self):
-        quad, coeffs_of_t = self.k["quad"], self.coeffs_of_t
-
-        def quad_t(p, x, v, t):
-            return jax.jvp(lambda s: quad(p, x, v, *coeffs_of_t(s)), (t,), (jnp.ones_like(t),))[1]
-
-        return quad_t
-
     def fold_system(self, x, t):
         """At (x, t): R, H, dR/dt, the top eigenpair (lam, v) of H, d lam/dx and d lam/dt.
 
@@ -315,7 +354,8 @@ class MixtureField:
     def responsibilities(self, X, t):
         th, s2, _ = self.coeffs(t)
         X = np.atleast_2d(X)
-        return np.asarray(self.k["resp"](self.p, jnp.asarray(_pad_rows(X)), th, s2))[: len(X)]
+        R = np.asarray(self.k["resp"](self.p, jnp.asarray(_pad_rows(X)), th, s2))
+        return R[: len(X), : self.n_components]  # sharding pads the points with zero-weight rows
 
     def seeds(self, t, n_seeds, seed=0):
         """The centre kappa E[y] and the data attractors kappa y_j (a farthest-point subset if N > n_seeds):

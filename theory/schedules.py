@@ -29,6 +29,14 @@ class Schedule(ABC):
     T: float = 1.0
     variance_preserving: bool = True
 
+    # Two schedules with the same parameters are equal (their repr lists every parameter), so caches of
+    # compiled functions keyed by the schedule hit for a fresh VPLinear() as for the same object.
+    def __eq__(self, other):
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self):
+        return hash((type(self).__name__, repr(self)))
+
     # --- the defining functions -------------------------------------------------------------
     @abstractmethod
     def log_theta(self, t):
