@@ -2,7 +2,7 @@
 
 - ``MLP``: a residual MLP with a sinusoidal time embedding, for 8x8 digits (d = 64).
 - ``UNet``: a DDPM-style U-Net (time embedding, residual blocks with GroupNorm, self-attention at the
-  lowest resolution) for 28x28 images.
+  lowest resolution, optional) for 28x28 images.
 
 ``build_net(name, image_shape, **kwargs)`` builds either from plain arguments, so a checkpoint stores
 the arguments, not pickled code.
@@ -87,8 +87,8 @@ class _Attention(nn.Module):
 class UNet(nn.Module):
     """DDPM-style U-Net on (n, H*W) rows of ``image_shape`` (H, W divisible by 2**(len(mult) - 1)).
 
-    Each level has ``blocks`` residual blocks; self-attention runs at the lowest resolution (``attn=False``
-    drops it: a plain residual block in the middle instead).
+    Each level has ``blocks`` residual blocks; self-attention runs at the lowest resolution, between the two
+    middle residual blocks (``attn=False`` drops it; benchmarks/unet_steps.py times both).
     """
 
     def __init__(
