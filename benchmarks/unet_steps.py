@@ -172,7 +172,8 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {r['params']:,} | {r['batch']} | {r['threads']} | {r['s_per_step']:.2f} | "
-            f"{r['q1']:.2f}-{r['q3']:.2f} | {r['ms_per_image']:.1f} | {r['vs_ref']:.2f} |"
+            f"{r['q1']:.2f}-{r['q3']:.2f} | {r['ms_per_image']:.1f} | "
+            + (f"{r['vs_ref']:.2f} |" if r["vs_ref"] is not None else "- |")
         )
     return "\n".join(lines)
 
@@ -212,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text)
-    for row in result["rows"]:
+    for row in result["rows"]:  # vs_ref is None when the run has no "ref" case
+        ratio = f"x{row['vs_ref']:.2f}" if row["vs_ref"] is not None else ""
         print(f"{row['name']:24s} {row['params']:9d} params  {row['s_per_step']:7.3f} s/step  "
-              f"{row['ms_per_image']:6.2f} ms/img  x{row['vs_ref']:.2f}")  # fmt: skip
+              f"{row['ms_per_image']:6.2f} ms/img  {ratio}")  # fmt: skip
     return 0
 
 
