@@ -13,7 +13,7 @@ machine slows both alike, so the ratio is what to compare across runs and machin
    training images, 784), synthetic (a sample of a 10-component Gaussian mixture at CIFAR-10 size,
    N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with its basin masses.
 4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
-   (N = 2,000), with fitted exponents of time (in units and in seconds) against N and d.
+   (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
 5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
    subprocesses), and the ratio.
 """
@@ -163,13 +163,16 @@ def synthetic(n, d=3072, k=10, seed=0):
     return means[comp] + np.einsum("nr,nrd->nd", z, basis[comp]) + 0.05 * rng.normal(size=(n, d))
 
 
+SCALING_N = (1000, 2000, 5000, 10000)
+
+
 def fit_exponent(x, y):
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def bench_scaling(opts):
-    rows_n = [timed_critical_time("fashion-mnist", load("fashion-mnist", n), **opts) for n in (1000, 2000, 5000, 10000)]
-    rows_d = [timed_critical_time("fashion-mnist", load("fashion-mnist", 2000, side), **opts) for side in (8, 14, 28)]
+    rows_n = [timed_critical_time("fashion-mnist", load("fashion-mnist", n), **opts) for n in SCALING_N]
+    rows_d = [timed_critical_time("fashion-mnist", load("fashion-mnist", 1000, side), **opts) for side in (8, 14, 28)]
     fit = {
         "N_exponent_units": fit_exponent([r["N"] for r in rows_n], [r["units"] for r in rows_n]),
         "N_exponent_seconds": fit_exponent([r["N"] for r in rows_n], [r["seconds"] for r in rows_n]),
@@ -192,7 +195,7 @@ print(json.dumps({{"devices": jax.device_count(), "seconds": time.perf_counter()
 """
 
 
-def bench_devices(n=5000):
+def bench_devices(n=1000):
     out = []
     for k in (1, 2):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={k}", JAX_PLATFORMS="cpu")
@@ -219,9 +222,12 @@ def main():
     p.add_argument("--n-seeds", type=int, default=16)
     p.add_argument("--n-grid", type=int, default=32)
     p.add_argument("--synthetic-n", type=int, default=50000)
+    p.add_argument("--scaling-n", default="1000,2000,5000,10000", help="the N of the scaling study at d = 784")
     p.add_argument("--out", help="merge the results into this JSON file (one key per benchmark)")
     args = p.parse_args()
     opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid}
+    global SCALING_N
+    SCALING_N = tuple(int(v) for v in args.scaling_n.split(","))
     jobs = {
         "paper": lambda: bench_paper(args.repeats),
         "diagram": bench_diagram,

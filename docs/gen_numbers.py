@@ -320,7 +320,7 @@ def benchmarks() -> str:
         out += (
             f"Fitted exponents: time in units ~ N^{fit['N_exponent_units']:.2f} (seconds ~ N^"
             f"{fit['N_exponent_seconds']:.2f}) at d = 784; ~ d^{fit['d_exponent_units']:.2f} (seconds ~ d^"
-            f"{fit['d_exponent_seconds']:.2f}) at N = 2,000.\n\n"
+            f"{fit['d_exponent_seconds']:.2f}) at N = 1,000.\n\n"
         )
     for key, title in (
         ("paper", "The paper's $\\pm 1$ deltas"),
