@@ -31,7 +31,10 @@ def _code(nb):
 
 def _execute(src: Path, out: Path, cwd: Path) -> nbformat.NotebookNode:
     pm = pytest.importorskip("papermill")
-    return pm.execute_notebook(str(src), str(out), kernel_name="python3", cwd=str(cwd), progress_bar=False)
+    # A per-cell timeout turns a kernel that stops answering (seen once on a loaded machine) into a failure.
+    return pm.execute_notebook(
+        str(src), str(out), kernel_name="python3", cwd=str(cwd), progress_bar=False, execution_timeout=1800
+    )
 
 
 @pytest.fixture
