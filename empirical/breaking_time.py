@@ -25,14 +25,13 @@ import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import theory
 from empirical.classifier import train_classifier
-from empirical.cli import config_from_args, dataclass_parser, is_int, is_real
+from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
 from empirical.cloning import cloning, potential_along_path, simulate
 from empirical.datasets import DATASETS, load_dataset
 from empirical.denoiser import T_MIN, ExactDenoiser
@@ -280,11 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(Config, args)
-        train_cfg = cfg.train_config()
-        for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
-            if path is not None and Path(path).exists() and not Path(path).is_dir():
-                raise ValueError(f"{name} must be a directory; {path} is an existing file")
+        cfg, train_cfg = pipeline_config(Config, args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,10 +8,11 @@ import argparse
 import dataclasses
 import types
 import typing
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["dataclass_parser", "config_from_args", "is_int", "is_real"]
+__all__ = ["dataclass_parser", "config_from_args", "pipeline_config", "is_int", "is_real"]
 
 
 def is_int(value) -> bool:
@@ -67,3 +68,15 @@ def config_from_args(cls, args: argparse.Namespace):
     """The ``cls`` instance of parsed ``dataclass_parser`` options (lists of several values become tuples)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def pipeline_config(cls, args: argparse.Namespace):
+    """(config, its TrainConfig) of a pipeline command, with its folders checked before any work:
+    ``results`` and ``run_dir`` must not be existing files. Raises ValueError naming the bad field."""
+    cfg = config_from_args(cls, args)
+    train_cfg = cfg.train_config()
+    for name in ("results", "run_dir"):
+        path = getattr(cfg, name)
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ValueError(f"{name} must be a directory; {path} is an existing file")
+    return cfg, train_cfg

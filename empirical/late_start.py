@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from empirical import breaking_time
 from empirical.classifier import train_classifier
-from empirical.cli import config_from_args, dataclass_parser, is_int, is_real
+from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
 from empirical.datasets import DATASETS, load_dataset
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features, kid
 from empirical.results import finite, upsert_row, write_json_atomic
@@ -480,11 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(Config, args)
-        train_cfg = cfg.train_config()
-        for name, path in (("results", cfg.results), ("run_dir", cfg.run_dir)):
-            if path is not None and Path(path).exists() and not Path(path).is_dir():
-                raise ValueError(f"{name} must be a directory; {path} is an existing file")
+        cfg, train_cfg = pipeline_config(Config, args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

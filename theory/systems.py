@@ -29,6 +29,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from functools import cache
 
 import numpy as np
@@ -52,20 +53,20 @@ def _fn(name):
     return S.lambdify(expr(), args)
 
 
-class ReferenceSystem:
+class ReferenceSystem(ABC):
     """Base class: subclasses set ``name``, ``data``, ``kind`` and define ``centre_theta_c`` and ``_ve_sigma2``."""
 
     name: str
     data: DeltaMixture | GaussianMixture
     kind: str | None = None  # the first bifurcation in generation, where it is known
 
+    @abstractmethod
     def centre_theta_c(self, eta: float = 1.0) -> float:
         """Closed-form theta where the centre loses stability on a variance-preserving schedule."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _ve_sigma2(self) -> float:
         """sigma^2 at which the centre loses stability on a variance-exploding schedule."""
-        raise NotImplementedError
 
     def centre_t_c(self, schedule, eta: float = 1.0) -> float:
         """Forward time of the centre's loss of stability on ``schedule`` (VP or VE); nan if outside [0, T]."""
