@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import jax.numpy as jnp
@@ -221,7 +222,13 @@ class DDPM(Schedule):
 
     Step k sits at continuous time t_k = k T / N; in between, log theta is linear in t, so
     a(t) = N/(2T) ln(1 - beta_k) on (t_{k-1}, t_k]. With N = 1000 it is the discretisation of
-    VPLinear(0.1, 20): beta_k ~ beta(t_k) T / N.
+    VPLinear(0.1, 20): beta_k ~ beta(t_k) T / N. ``DDPM.from_betas`` takes any other beta sequence
+    (a diffusers scheduler's, ``empirical.diffusers_adapter``); the model's timestep index j = 0..N-1
+    (beta_{j+1}, alpha-bar_j in diffusers) sits at t = (j + 1) T / N.
+
+    >>> s = DDPM.from_betas([0.1, 0.2], T=1.0)
+    >>> [round(float(v), 12) for v in s.theta_steps() ** 2]  # 1, 0.9, 0.9 * 0.8
+    [1.0, 0.9, 0.72]
     """
 
     def __init__(self, n_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, T: float = 1.0):
@@ -230,13 +237,35 @@ class DDPM(Schedule):
         self.beta_end = check_positive("beta_end", beta_end)
         if not (beta_start <= beta_end < 1):
             raise ValueError(f"need 0 < beta_start <= beta_end < 1; got {beta_start=}, {beta_end=}")
+        self._set_betas(np.linspace(beta_start, beta_end, self.n_steps), T)
+        self._explicit = False
+
+    @classmethod
+    def from_betas(cls, betas, T: float = 1.0) -> DDPM:
+        """The schedule of an explicit sequence beta_1..beta_N, each in (0, 1) (float64 copy)."""
+        b = np.array(betas, dtype=np.float64)
+        if b.ndim != 1 or b.size < 1:
+            raise ValueError(f"betas must be a non-empty 1D sequence; got shape {b.shape}")
+        bad = ~(np.isfinite(b) & (b > 0) & (b < 1))
+        if bad.any():
+            raise ValueError(f"betas must lie in (0, 1) (so theta(T) > 0); got {float(b[bad][0])!r}")
+        self = cls.__new__(cls)
+        self.n_steps, self.beta_start, self.beta_end = b.size, float(b[0]), float(b[-1])
+        self._set_betas(b, T)
+        self._explicit = True
+        return self
+
+    def _set_betas(self, betas: np.ndarray, T: float) -> None:
         self.T = check_positive("T", T)
-        self.betas = np.linspace(beta_start, beta_end, self.n_steps)
+        self.betas = betas
         # log theta at the knots t_k = k T / N, k = 0..N.
         self._knots_log_theta = np.concatenate([[0.0], np.cumsum(0.5 * np.log1p(-self.betas))])
         self._knots_t = np.arange(self.n_steps + 1) * self.T / self.n_steps
 
     def __repr__(self):
+        if self._explicit:  # the digest makes repr (hence == and hash) tell any two beta sequences apart
+            digest = hashlib.sha256(self.betas.tobytes()).hexdigest()[:16]
+            return f"DDPM.from_betas(<{self.n_steps} betas, sha256 {digest}>, T={self.T})"
         return f"DDPM(n_steps={self.n_steps}, beta_start={self.beta_start}, beta_end={self.beta_end}, T={self.T})"
 
     def log_theta(self, t):
