@@ -22,6 +22,7 @@ from theory.bifurcations import (  # noqa: E402
     fixed_points,
     speciation_time,
 )
+from theory.collapse import BiroliTimes, CollapseTime, biroli_times, collapse_time  # noqa: E402
 from theory.data import DeltaMixture, GaussianMixture  # noqa: E402
 from theory.dynamics import (  # noqa: E402
     Trajectories,
@@ -35,6 +36,7 @@ from theory.dynamics import (  # noqa: E402
 )
 from theory.family import EtaFamily  # noqa: E402
 from theory.schedules import DDPM, VE, Schedule, VPCosine, VPLinear  # noqa: E402
+from theory.tree import BifurcationTree, TreeNode, bifurcation_tree  # noqa: E402
 
 __all__ = [
     "Schedule",
@@ -66,4 +68,11 @@ __all__ = [
     "BifurcationDiagram",
     "Bifurcation",
     "EtaFamily",
+    "bifurcation_tree",
+    "BifurcationTree",
+    "TreeNode",
+    "collapse_time",
+    "CollapseTime",
+    "biroli_times",
+    "BiroliTimes",
 ]

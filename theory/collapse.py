@@ -1,0 +1,303 @@
+r"""The collapse time of a finite data set, exact, and Biroli et al.'s estimates from the same data.
+
+**Exact.** Near t = 0 every data point y_j has its own attractor (the stable fixed point x -> y_j as t -> 0,
+where the posterior is concentrated on j). Continued up in t, the branch of y_j ends where it ceases to be
+an attractor of its own: at a fold (a saddle-node, going up: it annihilates with a saddle and its basin
+joins another attractor's) or where it loses stability (a pitchfork of symmetric points). Point j *owns* an
+attractor at t while its branch exists there with j the strict argmax of the posterior (so two symmetric
+points sharing one attractor own none). Its end t_j is located to ``tol_t`` (Newton on the extended system
+for a fold, Brent's method for a crossing). The collapse time is the largest t at which every point owns an
+attractor, min_j t_j; the owned fraction is #{j : t_j > t} / N.
+
+**Biroli, Bonnaire, de Bortoli & Mezard (2024)** work in Ornstein-Uhlenbeck (OU) time s: x_s = e^{-s} x_0 +
+sqrt(Delta_s) z, Delta_s = 1 - e^{-2s}, so theta = e^{-s}. A project schedule is mapped to OU time through its
+SNR, theta^2 / sigma^2 = 1 / (e^{2s} - 1) (``Schedule.ou_time``): on a variance-preserving schedule
+(sigma^2 = 1 - theta^2: VPLinear, VPCosine, DDPM) this is theta(t) = e^{-s} exactly.
+* Speciation: t_S = 1/2 ln Lambda, Lambda the top eigenvalue of the data covariance.
+* Collapse, excess-entropy definition: f(s) = s_ent(s) - 1/2 ln(2 pi e Delta_s), s_ent the entropy per
+  dimension of the population's p_s; collapse where f(s_C) = ln N / d. From the data alone, s_ent is estimated
+  by the cross-entropy of the leave-one-out mixture (each diffused point scored by the N - 1 others), which
+  is at least the entropy: the f it gives is >= f, so its s_C is an upper bound in expectation (collapse
+  met no later in OU time).
+* Collapse, Gaussian closed form (data N(0, sigma^2 I)): s_C = 1/2 ln(1 + sigma^2 / (N^{2/d} - 1)), with
+  sigma^2 = tr Cov / d of the data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+
+from theory._checks import check_in_range, check_int, check_tolerance
+from theory._continuation import continue_branch, log_snr_grid
+from theory.bifurcations import _field, _one_blas_thread
+from theory.schedules import Schedule
+
+__all__ = ["CollapseTime", "BiroliTimes", "collapse_time", "biroli_times", "ou_to_t"]
+
+
+@dataclass(frozen=True)
+class CollapseTime:
+    """The exact collapse time ``t`` (with ``theta``, ``snr``, ``ou_time``), the end of each point's own
+    attractor ``t_own`` (N,) and how it ended (``how``: "fold", "crossing" or "halved"), and the
+    owned-fraction curve: ``owned_fraction(t)`` = #{j : t_own[j] > t} / N. ``biroli``: the BiroliTimes of the
+    same data."""
+
+    t: float
+    theta: float
+    snr: float
+    ou_time: float
+    t_own: np.ndarray
+    how: tuple
+    biroli: BiroliTimes
+
+    def owned_fraction(self, t):
+        """Share of the data points that own an attractor at each t (scalar or array)."""
+        t = np.asarray(t, dtype=np.float64)
+        return np.mean(self.t_own[None, :] > t.reshape(-1, 1), axis=1).reshape(t.shape)
+
+    def __repr__(self):
+        b = self.biroli
+        return (
+            f"CollapseTime(t={self.t:.10g}, theta={self.theta:.10g}, ou_time={self.ou_time:.6g}, N={len(self.t_own)}, "
+            f"last own attractor ends at t={self.t_own.max():.6g}; Biroli t_C entropy={b.collapse_entropy_t:.6g}, "
+            f"Gaussian={b.collapse_gaussian_t:.6g}, t_S={b.speciation_t:.6g})"
+        )
+
+
+@dataclass(frozen=True)
+class BiroliTimes:
+    """Biroli et al.'s speciation and collapse times of a data set, in OU time (``*_ou``) and in the schedule's
+    forward time (``*_t``, nan where outside [0, T]). ``Lambda``: top covariance eigenvalue; ``sigma2``:
+    tr Cov / d; N points in d dimensions."""
+
+    speciation_ou: float
+    speciation_t: float
+    collapse_entropy_ou: float
+    collapse_entropy_t: float
+    collapse_gaussian_ou: float
+    collapse_gaussian_t: float
+    Lambda: float
+    sigma2: float
+    N: int
+    d: int
+
+    def __repr__(self):
+        return (
+            f"BiroliTimes(t_S={self.speciation_t:.6g} (OU {self.speciation_ou:.6g}), t_C entropy="
+            f"{self.collapse_entropy_t:.6g} (OU {self.collapse_entropy_ou:.6g}), t_C Gaussian="
+            f"{self.collapse_gaussian_t:.6g} (OU {self.collapse_gaussian_ou:.6g}), N={self.N}, d={self.d})"
+        )
+
+
+def ou_to_t(schedule: Schedule, s: float) -> float:
+    """The forward time of ``schedule`` with the SNR of OU time s, 1 / (e^{2s} - 1); nan outside [0, T]."""
+    if not math.isfinite(s) or s <= 0:
+        return math.nan
+    snr = 1.0 / math.expm1(2.0 * s)
+    if not float(schedule.snr(schedule.T)) <= snr:
+        return math.nan
+    return float(schedule.t_from_snr(snr))
+
+
+def excess_entropy(Y, s, n_draws=4, seed=0):
+    """Biroli et al.'s excess entropy f(s) per dimension of the data Y (N, d) at OU time s, the population's
+    entropy estimated by the leave-one-out mixture (see the module docstring); ``n_draws`` noises per point."""
+    N, d = Y.shape
+    e, delta = math.exp(-s), -math.expm1(-2.0 * s)
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(n_draws):
+        X = e * Y + math.sqrt(delta) * rng.standard_normal(Y.shape)
+        D2 = np.sum(X**2, 1)[:, None] - 2.0 * e * X @ Y.T + e**2 * np.sum(Y**2, 1)[None, :]
+        np.fill_diagonal(D2, np.inf)  # leave the point itself out
+        total += float(np.sum(-logsumexp(-D2 / (2.0 * delta), axis=1) + math.log(N - 1)))
+    return total / (n_draws * N * d) - 0.5
+
+
+def biroli_times(data, schedule: Schedule, *, n_draws: int = 4, seed: int = 0) -> BiroliTimes:
+    """Biroli et al.'s t_S = 1/2 ln Lambda and t_C (excess entropy, Gaussian closed form) of a DeltaMixture.
+
+    Examples:
+        >>> import numpy as np
+        >>> from theory import DeltaMixture, VPLinear
+        >>> b = biroli_times(DeltaMixture(np.eye(4) * 3.0), VPLinear())
+        >>> round(b.speciation_ou, 6) == round(0.5 * np.log(9 * 3 / 16), 6)
+        True
+    """
+    Y, d, N = _points(data)
+    n_draws, seed = check_int("n_draws", n_draws), check_int("seed", seed, lo=0)
+    C = np.cov(Y.T, bias=True).reshape(d, d)
+    Lam, sigma2 = float(np.linalg.eigvalsh(C)[-1]), float(np.trace(C) / d)
+    s_S = 0.5 * math.log(Lam) if Lam > 1.0 else math.nan
+    target = math.log(N) / d
+    s_gauss = 0.5 * math.log1p(sigma2 / math.expm1(2.0 * target)) if sigma2 > 0 else math.nan
+
+    def g(s):
+        return excess_entropy(Y, s, n_draws, seed) - target
+
+    s_ent, lo, hi = math.nan, 1e-6, 1.0
+    while g(hi) > 0 and hi < 50:
+        hi *= 2.0
+    if g(lo) > 0 > g(hi):
+        s_ent = brentq(g, lo, hi, xtol=1e-12)
+    return BiroliTimes(
+        s_S, ou_to_t(schedule, s_S), s_ent, ou_to_t(schedule, s_ent), s_gauss, ou_to_t(schedule, s_gauss), Lam,
+        sigma2, N, d,
+    )  # fmt: skip
+
+
+def _points(data):
+    from theory.data import DeltaMixture
+
+    if not isinstance(data, DeltaMixture):
+        raise TypeError(f"data must be a DeltaMixture (a finite data set); got {type(data).__name__}")
+    Y = np.asarray(data.points, dtype=np.float64)
+    if len(Y) < 2:
+        raise ValueError(f"data must hold at least 2 points; got {len(Y)}")
+    return Y, Y.shape[1], len(Y)
+
+
+class _Own:
+    """The branch of one data point's own attractor, continued up in t."""
+
+    def __init__(self, field, j, x, t):
+        self.f, self.j, self.x, self.t = field, j, x, t
+        self.path = [(t, x)]
+        self.end, self.how = math.nan, ""
+
+    def tied(self, x, t):
+        """j shares the top posterior weight at x exactly (to 1e-9): the attractor of symmetric points."""
+        r = self.f.responsibilities(x, t)[0]
+        return abs(r[self.j] - np.delete(r, self.j).max()) <= 1e-9 and r[self.j] >= r.max() - 1e-9
+
+
+@_one_blas_thread
+def collapse_time(
+    data,
+    schedule: Schedule,
+    eta: float = 1.0,
+    *,
+    t_lo: float | None = None,
+    n_grid: int = 64,
+    tol_t: float = 1e-10,
+    n_draws: int = 4,
+    seed: int = 0,
+) -> CollapseTime:
+    """The largest t at which every data point owns a stable attractor (module docstring), located to ``tol_t``.
+
+    ``t_lo`` (default 1e-4 T): where the branches start (every point must own an attractor there);
+    ``n_grid`` grid times uniform in log-SNR from t_lo to T carry the branches up in lock-step.
+    ``n_draws``, ``seed``: the Monte Carlo of Biroli et al.'s excess entropy (``biroli_times``).
+
+    Examples:
+        >>> from theory import DeltaMixture, VPLinear
+        >>> from theory.systems import TwoDeltas
+        >>> ct = collapse_time(DeltaMixture([[-1.0], [1.0]]), VPLinear(), n_grid=16)
+        >>> abs(ct.t - TwoDeltas(1.0).t_c(VPLinear())) < 1e-8
+        True
+    """
+    from theory._checks import check_eta
+
+    Y, d, N = _points(data)
+    f = _field(data, schedule, check_eta(eta))
+    T = float(schedule.T)
+    t_lo = 1e-4 * T if t_lo is None else float(t_lo)
+    check_in_range("t_lo", t_lo, 0.0, T, open_lo=True, open_hi=True)
+    n_grid, tol_t = check_int("n_grid", n_grid, 3), check_tolerance("tol_t", tol_t)
+    _, dup = np.unique(Y, axis=0, return_counts=True)
+    if dup.max() > 1:
+        raise ValueError("data holds repeated points: they share one attractor at every t (no collapse time)")
+    branches = _start(f, Y, t_lo)
+    ts = log_snr_grid(schedule, t_lo, T, n_grid)[::-1]  # increasing
+    lipschitz = 1e3 * (1.0 + f.scale) / T
+    live = list(branches)
+    for i in range(1, len(ts)):
+        for b in live:
+            _carry(f, b, live, ts[i - 1], ts[i], tol_t, lipschitz)
+        for b in live:  # once more, knowing where the others ended in this cell (a dead one is no obstacle)
+            if b.how == "halved":
+                b.end, b.how = math.nan, ""
+                _carry(f, b, live, ts[i - 1], ts[i], tol_t, lipschitz)
+                if b.how == "halved":
+                    b.end, b.how = _refine(f, b, ts[i], tol_t)
+        live = [b for b in live if not b.how]
+        if not live:
+            break
+    for b in live:  # own attractors at T: the branch never ended
+        b.end, b.how = T, "T"
+    t_own = np.array([b.end for b in branches])
+    t = float(t_own.min())
+    return CollapseTime(
+        t=t,
+        theta=float(schedule.theta(t)),
+        snr=float(schedule.snr(t)),
+        ou_time=float(schedule.ou_time(t)),
+        t_own=t_own,
+        how=tuple(b.how for b in branches),
+        biroli=biroli_times(data, schedule, n_draws=n_draws, seed=seed),
+    )
+
+
+def _start(f, Y, t_lo):
+    """Each point's own attractor at t_lo: Newton from kappa y_j; every point must own one there."""
+    X, ok = f.newton(f.kappa(t_lo) * Y, t_lo, n_iter=30)
+    out = []
+    for j, (x, o) in enumerate(zip(X, ok, strict=True)):
+        b = _Own(f, j, x, t_lo)
+        r = f.responsibilities(x, t_lo)[0] if o else None
+        if not (o and f.stable(x, t_lo) and int(np.argmax(r)) == j and not b.tied(x, t_lo)):
+            raise ValueError(
+                f"data point {j} owns no attractor at t_lo={t_lo:.3g} (points closer than the noise there); "
+                f"use a smaller t_lo"
+            )
+        out.append(b)
+    return out
+
+
+def _carry(f, b, live, t0, t1, tol_t, lipschitz):
+    """Carry b's attractor from t0 to t1, or end it where it ceases to exist (b.end, b.how)."""
+    others = [o for o in live if o is not b]
+    end = continue_branch(f, b.x, t0, t1, tol_t, lipschitz=lipschitz, path=b.path, reject=_reject(f, b, others))
+    if end.reached:
+        b.x, b.t = end.x, t1
+    else:
+        b.end, b.how = float(end.t), end.how
+
+
+def _reject(f, b, others):
+    """Newton landed on another point's attractor (a live branch at t), or on one that symmetric points share
+    (a tie of the posterior): not b's own attractor."""
+
+    def reject(x, t):
+        if b.tied(x, t):
+            return True
+        for o in others:
+            if not (o.end > t or math.isnan(o.end)):  # o ceased to exist below t
+                continue
+            if np.linalg.norm(o.x - x) <= 0.25 * (1.0 + f.scale):
+                y, ok = f.newton(o.x[None], t, n_iter=30)
+                if ok[0] and np.linalg.norm(y[0] - x) <= 1e-6 * (1.0 + f.scale):
+                    return True
+        return False
+
+    return reject
+
+
+def _refine(f, b, t_hi, tol_t):
+    """A branch that ended by halved steps (Newton slows where the posterior ties, at a pitchfork of symmetric
+    points): the shared attractor just above, continued down, loses stability at the end; Brent's method
+    locates it. Returns (t, how)."""
+    t_up = b.end + 1e-3 * (t_hi - b.end)
+    X, _ = f.descend(b.path[-1][1][None], t_up, max_iter=20000)
+    X, ok = f.newton(X, t_up, n_iter=30)
+    if not (ok[0] and f.stable(X[0], t_up)):
+        return b.end, b.how
+    end = continue_branch(f, X[0], t_up, b.end - 1e-3 * (t_hi - b.end), tol_t)
+    if end.how == "crossing" and abs(end.t - b.end) <= 1e-3 * (t_hi - b.end):
+        return float(end.t), "crossing"
+    return b.end, b.how
