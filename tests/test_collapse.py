@@ -105,3 +105,28 @@ def test_bad_inputs():
         collapse_time(DeltaMixture([[0.0], [1.0]]), VPLinear(), t_lo=2.0)
     with pytest.raises(ValueError, match="n_grid"):
         collapse_time(DeltaMixture([[0.0], [1.0]]), VPLinear(), n_grid=2)
+
+
+def test_biroli_cloning_at_speciation():
+    from scipy.integrate import quad
+
+    from theory.cloning_curve import biroli_cloning_probability
+
+    for d in (4, 64, 1000):  # sigma = m~ = 1: mu = 1 at t_S = 1/2 ln d for every d
+        assert abs(biroli_cloning_probability(0.5 * math.log(d), d) - 0.775) < 5e-4  # the paper's value
+    exact = 0.5 + 0.5 * quad(lambda z: np.tanh(1 + z) ** 2 * np.exp(-z * z / 2) / math.sqrt(2 * math.pi), -40, 40)[0]
+    assert abs(biroli_cloning_probability(0.5 * math.log(8), 8) - exact) < 1e-12
+
+
+def test_cloning_curve_two_gaussians_against_biroli():
+    from theory import GaussianMixture
+    from theory.cloning_curve import biroli_cloning_probability, cloning_curve
+
+    d, s = 4, VPLinear()
+    m = np.ones(d)
+    data = GaussianMixture(np.stack([m, -m]), np.ones((2, d)))  # N(+-m, I), m~ = sigma = 1
+    s_ou = np.array([0.5 * math.log(d), 0.5 * math.log(d) + 0.5])
+    curve = cloning_curve(data, s, [ou_to_t(s, v) for v in s_ou], n=600, n_steps=100, seed=3)
+    phi = biroli_cloning_probability(s_ou, d)
+    assert np.all(np.abs(curve.p - phi) < 4 * curve.se)  # the simulator, independent of the closed form
+    assert np.all(np.abs(curve.posterior - phi) < 0.03)  # the posterior on the same draws
