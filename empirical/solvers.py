@@ -18,7 +18,13 @@ import torch
 from empirical.denoiser import Denoiser, schedule_coeffs
 from empirical.grids import _real
 
-__all__ = ["ddim", "ddpm", "pndm", "ipndm", "AB_COEFFS"]
+__all__ = ["ddim", "ddpm", "pndm", "ipndm", "AB_COEFFS", "FINALS"]
+
+# The step from the last grid point to t = 0: "ddim" uses the eps there alone (x0_hat, Tweedie's estimate, exact
+# for the denoiser at any step size), "multistep" the Adams-Bashforth combination, whose equal-step weights are
+# right only when that step is as long as the others (diffusers' grids that end at sigma = 0 after an ordinary
+# step); after a short last step (t_end = 1e-3) it is off by O(sigma(t_end) h), so "ddim" is the default.
+FINALS = ("ddim", "multistep")
 
 # Adams-Bashforth weights on equal steps, newest eps first (orders 1-4): PLMS, and iPNDM's lower-order warm start.
 AB_COEFFS = {
@@ -50,6 +56,11 @@ def eps_at(denoiser: Denoiser, x: torch.Tensor, t, dtype: torch.dtype) -> torch.
 def _phi(x, e, th_t, s_t, th_s, s_s):
     """DDIM's transfer from (th_t, s_t) to (th_s, s_s)."""
     return th_s * (x - s_t * e) / th_t + s_s * e
+
+
+def _check_final(final) -> None:
+    if final not in FINALS:
+        raise ValueError(f"final must be one of {FINALS}; got {final!r}")
 
 
 def _adams_bashforth(history: list) -> torch.Tensor:
@@ -111,16 +122,14 @@ def pndm(denoiser: Denoiser, x: torch.Tensor, ts, t_mid=None, final: str = "ddim
     "sigma" grid and 2 on others. ts (M,), x (n, d); t_mid (M - 1,) the PRK midpoints (default the
     midpoints in t; ``sample`` halves each step in the grid's own variable).
 
-    ``final``: "ddim" (the default, as the committed tables ran it) jumps from ts[-1] to t = 0 with the eps
-    at ts[-1] alone (x0_hat); "plms" makes that last step a PLMS step too, as the PNDM code and diffusers'
-    ``PNDMScheduler`` do (needs M >= 4). The two differ by O(sigma(ts[-1])). Both cost
-    NFE = 4 min(3, M - 1) + max(M - 4, 0) + 1.
+    ``final``: "ddim" (the default) jumps from ts[-1] to t = 0 with the eps at ts[-1] alone (x0_hat);
+    "multistep" makes that last step a PLMS step too, as the PNDM code and diffusers' ``PNDMScheduler`` do
+    (needs M >= 4; see ``FINALS``). Both cost NFE = 4 min(3, M - 1) + max(M - 4, 0) + 1.
     """
-    if final not in ("ddim", "plms"):
-        raise ValueError(f"final must be 'ddim' or 'plms'; got {final!r}")
+    _check_final(final)
     x, ts, theta, sigma, dtype = prepare(denoiser, x, ts)
-    if final == "plms" and len(ts) < 4:
-        raise ValueError(f"final='plms' needs a grid of >= 4 points (3 PRK steps first); got {len(ts)}")
+    if final == "multistep" and len(ts) < 4:
+        raise ValueError(f"final='multistep' needs a grid of >= 4 points (3 PRK steps first); got {len(ts)}")
     mids = 0.5 * (ts[:-1] + ts[1:]) if t_mid is None else torch.as_tensor(t_mid, dtype=torch.float64).reshape(-1)
     if mids.shape != (len(ts) - 1,) or not bool(torch.all((mids < ts[:-1]) & (mids > ts[1:]))):
         raise ValueError(f"t_mid must hold one time inside each of the {len(ts) - 1} steps of ts")
@@ -141,25 +150,27 @@ def pndm(denoiser: Denoiser, x: torch.Tensor, ts, t_mid=None, final: str = "ddim
             e = _adams_bashforth(history)  # PLMS: the last four grid evaluations
         x = _phi(x, e, *now, *nxt)
     e = eps_at(denoiser, x, ts[-1], dtype)
-    if final == "plms":
+    if final == "multistep":
         e = _adams_bashforth((history + [e])[-4:])
     return (x - sigma[-1] * e) / theta[-1]
 
 
 @torch.no_grad()
-def ipndm(denoiser: Denoiser, x: torch.Tensor, ts) -> torch.Tensor:
+def ipndm(denoiser: Denoiser, x: torch.Tensor, ts, final: str = "ddim") -> torch.Tensor:
     r"""iPNDM (Zhang & Chen 2023, DEIS, sec. 4; the fixed-coefficient variant of Zhou et al. 2024's tables):
     PLMS without PNDM's Runge-Kutta warm-up. At every grid point one evaluation, then DDIM's transfer with the
     Adams-Bashforth combination of the eps so far, of order min(i + 1, 4): e, (3 e_0 - e_1) / 2,
-    (23 e_0 - 16 e_1 + 5 e_2) / 12, then PLMS's 4th order. The last step, to t = 0, is such a step too
-    (x0 = (x - sigma e') / theta), as in diffusers' ``IPNDMScheduler``. ts (M,), x (n, d); NFE = M.
+    (23 e_0 - 16 e_1 + 5 e_2) / 12, then PLMS's 4th order. ``final`` as in ``pndm``: "multistep" makes the last
+    step, to t = 0, such a step too, as diffusers' ``IPNDMScheduler`` does. ts (M,), x (n, d); NFE = M.
     """
+    _check_final(final)
     x, ts, theta, sigma, dtype = prepare(denoiser, x, ts)
     history = []
     for i in range(len(ts)):
         history = (history + [eps_at(denoiser, x, ts[i], dtype)])[-4:]
         e = _adams_bashforth(history)
         if i == len(ts) - 1:
+            e = e if final == "multistep" else history[-1]
             return (x - sigma[i] * e) / theta[i]
         x = _phi(x, e, theta[i], sigma[i], theta[i + 1], sigma[i + 1])
     raise AssertionError("unreachable")

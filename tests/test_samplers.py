@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from empirical.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
-from empirical.samplers import GaussianInit, generate, nfe, sample, time_grid
+from empirical.samplers import SAMPLERS, GaussianInit, generate, nfe, sample, time_grid
 from theory import GaussianMixture, VPCosine, VPLinear
 from theory.systems import TwoDeltas, TwoGaussians
 
@@ -56,12 +56,25 @@ def fitted_order(den, sampler, ns, t_start, grid):
         # on that grid, 2nd order on a grid uniform in lambda.
         ("pndm", "sigma", 0.3, [64, 128, 256], 3.5, 4.5),
         ("pndm", "logsnr", 1.0, [20, 40, 80, 160], 1.8, 2.4),
+        # The multistep rules start at first order (iPNDM's AB1, DPM-Solver's and UniPC's first step): that local
+        # O(h^2) error caps iPNDM at 2; DPM-Solver++(3M) passes from 3 towards 2 over this range, and UniPC-3's
+        # corrector lifts its first steps (errors 7.0e-4, 1.2e-4, 1.2e-5 at 20, 40, 80).
+        ("ipndm", "logsnr", 1.0, [10, 20, 40, 80], 1.8, 2.4),
+        ("ipndm", "edm", 1.0, [10, 20, 40, 80], 1.8, 2.4),
+        ("dpm++3m", "logsnr", 1.0, [20, 40, 80], 2.1, 3.0),
+        ("unipc", "logsnr", 1.0, [20, 40, 80], 2.6, 3.4),
     ],
 )
 def test_convergence_order_to_the_exact_ode(den, sampler, grid, t_start, ns, lo, hi):
     order, errs = fitted_order(den, sampler, ns, t_start, grid)
     assert lo < order < hi, (order, errs)
-    assert errs[-1] < 1e-3 * (50.0 if sampler == "ddim" else 1.0)
+    assert errs[-1] < 1e-3 * (50.0 if sampler == "ddim" else 2.0 if sampler == "ipndm" else 1.0)
+
+
+def test_higher_order_rules_beat_dpm_solver_2m(den):
+    # The same 20 evaluations on the log-SNR grid from T: 3M and UniPC-3 closer to the exact endpoint than 2M.
+    err = {s: fitted_order(den, s, [20, 21, 22], 1.0, "logsnr")[1][0] for s in ("dpm++2m", "dpm++3m", "unipc")}
+    assert err["unipc"] < err["dpm++3m"] < err["dpm++2m"], err
 
 
 def test_uniform_grid_converges(den):
@@ -163,7 +176,7 @@ class CountingDenoiser(ExactDenoiser):
         return super().forward(x, t)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "pndm", "dpm++2m"])
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_nfe_counts_the_denoiser_calls(sampler):
     den = CountingDenoiser(GaussianMixture(MU[None], SIGMA[None]))
     for m in (1, 2, 3, 4, 5, 10):
@@ -183,6 +196,16 @@ def test_grids():
     np.testing.assert_allclose(np.diff(np.asarray(sch.edm_sigma(ts))), np.diff(np.asarray(sch.edm_sigma(ts)))[0])
     assert ts[0] == 0.9 and ts[-1] == 0.01
     np.testing.assert_array_equal(time_grid(sch, 1, 0.9).numpy(), [0.9])
+    # EDM: sigma^(1/7) equally spaced; quadratic: sqrt(t - t_end) equally spaced (finer near the data).
+    ts = time_grid(sch, 6, 1.0, 0.002, "edm").numpy()
+    root = np.asarray(sch.edm_sigma(ts)) ** (1 / 7)
+    np.testing.assert_allclose(np.diff(root), (root[-1] - root[0]) / 5, rtol=1e-9)
+    ts = time_grid(sch, 5, 0.8, 0.01, "quadratic").numpy()
+    np.testing.assert_allclose(np.sqrt(ts - 0.01), np.linspace(np.sqrt(0.79), 0, 5), atol=1e-12)
+    # leading: the DDIM / PNDM codes' range(0, 1000, 100) on 10 steps, t = (k + 1) / 1000.
+    np.testing.assert_allclose(time_grid(sch, 10, 1.0, 0.001, "leading").numpy(), np.arange(900, -1, -100) / 1e3 + 1e-3)
+    with pytest.raises(ValueError, match="grid='leading' needs t_end < t_start / n_steps"):
+        time_grid(sch, 10, 0.5, 0.06, "leading")
 
 
 def test_generate_is_seeded_and_starts_where_asked(den):
@@ -235,7 +258,7 @@ def test_errors(den):
 
 
 # --- the reference systems ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "pndm"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "pndm", "ipndm", "dpm++3m", "unipc"])
 @pytest.mark.parametrize("schedule", [VPLinear(), VPCosine()], ids=["linear", "cosine"])
 def test_ode_samplers_carry_the_sign_to_the_nearest_delta(sampler, schedule):
     """Deltas at +-a: the probability-flow ODE is odd and x = 0 is a trajectory, so no path crosses it; every

@@ -98,12 +98,12 @@ def _run_eta(sch, den, x, noise):
 @pytest.mark.parametrize("n", [5, 10])
 def test_pndm_matches_diffusers(den, x_T, n):
     # PNDMScheduler with its PRK warm-up ("leading" spacing; 1000 // n even, so the PRK midpoints are integers):
-    # our pndm with the PRK midpoints at k + step_ratio / 2 and the PLMS last step (final="plms"). NFE = n + 9.
+    # our pndm with the PRK midpoints at k + step_ratio / 2 and the PLMS last step (final="multistep"). NFE = n + 9.
     sch = _make(diffusers.PNDMScheduler, n, skip_prk_steps=False, set_alpha_to_one=True)
     assert len(sch.timesteps) == n + 9
     ks = discrete_timesteps(n, "leading")
     mids = _ts(ks[1:] + (1000 // n) // 2)
-    ours = pndm(den, x_T, _ts(ks), t_mid=mids, final="plms")
+    ours = pndm(den, x_T, _ts(ks), t_mid=mids, final="multistep")
     torch.testing.assert_close(_run(sch, den, x_T.clone()), ours, atol=TOL, rtol=0)
 
 
@@ -174,4 +174,4 @@ def test_ipndm_matches_diffusers(den, x_T, n):
     for j, k in enumerate(sch.timesteps):
         a, s = sch.alphas[j].double(), sch.betas[j].double()
         x = sch.step((den(x, float(ts[j])) - s * x) / a, k, x).prev_sample
-    torch.testing.assert_close(x, ipndm(den, x_T, ts), atol=TOL, rtol=0)
+    torch.testing.assert_close(x, ipndm(den, x_T, ts, final="multistep"), atol=TOL, rtol=0)
