@@ -279,7 +279,7 @@ def _reject(f, b, others):
         for o in others:
             if not (o.end > t or math.isnan(o.end)):  # o ceased to exist below t
                 continue
-            if np.linalg.norm(o.x - x) <= 0.25 * (1.0 + f.scale):
+            if np.linalg.norm(o.x - x) <= 0.1 * (1.0 + f.scale):  # o moved less than a Newton jump (0.05)
                 y, ok = f.newton(o.x[None], t, n_iter=30)
                 if ok[0] and np.linalg.norm(y[0] - x) <= 1e-6 * (1.0 + f.scale):
                     return True

@@ -179,7 +179,7 @@ class _Scan:
                 if k == skip or not n.alive_at(t):
                     continue
                 p = min(n.path, key=lambda q: abs(q[0] - t))
-                if np.linalg.norm(p[1] - x) > 0.25 * (1.0 + self.f.scale):
+                if np.linalg.norm(p[1] - x) > 0.1 * (1.0 + self.f.scale):  # farther than a Newton jump (0.05)
                     continue
                 y = self.at(k, t)
                 if y is not None and np.linalg.norm(y - x) <= self.sep:
