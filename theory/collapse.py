@@ -125,9 +125,9 @@ def biroli_times(data, schedule: Schedule, *, n_draws: int = 4, seed: int = 0) -
     Examples:
         >>> import numpy as np
         >>> from theory import DeltaMixture, VPLinear
-        >>> b = biroli_times(DeltaMixture(np.eye(4) * 3.0), VPLinear())
-        >>> round(b.speciation_ou, 6) == round(0.5 * np.log(9 * 3 / 16), 6)
-        True
+        >>> b = biroli_times(DeltaMixture(np.eye(4) * 3.0), VPLinear())  # covariance 9 (I/4 - 11^T/16)
+        >>> round(b.Lambda, 12), round(b.speciation_ou, 6), round(float(np.log(1.5)), 6)
+        (2.25, 0.405465, 0.405465)
     """
     Y, d, N = _points(data)
     n_draws, seed = check_int("n_draws", n_draws), check_int("seed", seed, lo=0)
