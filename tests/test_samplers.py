@@ -60,7 +60,7 @@ def fitted_order(den, sampler, ns, t_start, grid):
         # O(h^2) error caps iPNDM at 2; DPM-Solver++(3M) passes from 3 towards 2 over this range, and UniPC-3's
         # corrector lifts its first steps (errors 7.0e-4, 1.2e-4, 1.2e-5 at 20, 40, 80).
         ("ipndm", "logsnr", 1.0, [10, 20, 40, 80], 1.8, 2.4),
-        ("ipndm", "edm", 1.0, [10, 20, 40, 80], 1.8, 2.4),
+        pytest.param("ipndm", "edm", 1.0, [10, 20, 40, 80], 1.8, 2.4, marks=pytest.mark.slow),
         ("dpm++3m", "logsnr", 1.0, [20, 40, 80], 2.1, 3.0),
         ("unipc", "logsnr", 1.0, [20, 40, 80], 2.6, 3.4),
     ],

@@ -68,7 +68,18 @@ def _ts(timesteps) -> torch.Tensor:
     return torch.tensor(t_of_timestep(np.asarray(timesteps, dtype=np.int64)))
 
 
-@pytest.mark.parametrize("spacing, n", [("leading", 3), ("leading", 10), ("trailing", 5), ("trailing", 10)])
+SLOW = pytest.mark.slow  # the same rule at more step counts: `pytest -m slow`
+
+
+@pytest.mark.parametrize(
+    "spacing, n",
+    [
+        ("leading", 10),
+        ("trailing", 5),
+        pytest.param("leading", 3, marks=SLOW),
+        pytest.param("trailing", 10, marks=SLOW),
+    ],
+)
 def test_ddim_matches_diffusers(den, x_T, spacing, n):
     # DDIMScheduler, eta = 0, set_alpha_to_one (the last step goes to alpha = 1: our x0_hat), no clipping.
     # It steps from k to k - 1000 // n whatever its next timestep is: with "linspace" (and "trailing" when n does
@@ -95,7 +106,7 @@ def _run_eta(sch, den, x, noise):
     return x
 
 
-@pytest.mark.parametrize("n", [5, 10])
+@pytest.mark.parametrize("n", [10, pytest.param(5, marks=SLOW)])
 def test_pndm_matches_diffusers(den, x_T, n):
     # PNDMScheduler with its PRK warm-up ("leading" spacing; 1000 // n even, so the PRK midpoints are integers):
     # our pndm with the PRK midpoints at k + step_ratio / 2 and the PLMS last step (final="multistep"). NFE = n + 9.
@@ -108,7 +119,7 @@ def test_pndm_matches_diffusers(den, x_T, n):
 
 
 @pytest.mark.parametrize("order", [2, 3])
-@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize("n", [5, pytest.param(3, marks=SLOW), pytest.param(10, marks=SLOW)])
 def test_dpm_solver_pp_matches_diffusers(den, x_T, order, n):
     # DPMSolverMultistepScheduler, dpmsolver++, its default "linspace" spacing, final sigma 0, lower order final.
     sch = _make(
@@ -124,7 +135,7 @@ def test_dpm_solver_pp_matches_diffusers(den, x_T, order, n):
 
 
 @pytest.mark.parametrize("order, variant", [(2, "bh2"), (3, "bh2"), (3, "bh1")])
-@pytest.mark.parametrize("n", [3, 6, 10])
+@pytest.mark.parametrize("n", [6, pytest.param(3, marks=SLOW), pytest.param(10, marks=SLOW)])
 def test_unipc_matches_diffusers(den, x_T, order, variant, n):
     # diffusers' "linspace" spacing, final sigma 0, lower order final, the corrector at every step.
     sch = _make(diffusers.UniPCMultistepScheduler, n, solver_order=order, solver_type=variant, final_sigmas_type="zero")
@@ -158,7 +169,7 @@ def test_edm_and_logsnr_grids_are_diffusers_karras_and_lu(den, x_T, option, grid
     torch.testing.assert_close(_run(sch, den, x_T.clone(), t_of=lambda k: t_at[int(k)]), ours, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("n", [2, 4, 7])
+@pytest.mark.parametrize("n", [7, pytest.param(2, marks=SLOW), pytest.param(4, marks=SLOW)])
 def test_ipndm_matches_diffusers(den, x_T, n):
     # IPNDMScheduler runs on angles (alpha = cos, sigma = sin); trained_betas hands it our grid's sigma (and 0 at
     # the end), so its alphas are our theta. It wants the v-prediction: v = (eps - sigma x) / theta. Our EDM grid.
