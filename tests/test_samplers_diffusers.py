@@ -186,3 +186,32 @@ def test_ipndm_matches_diffusers(den, x_T, n):
         a, s = sch.alphas[j].double(), sch.betas[j].double()
         x = sch.step((den(x, float(ts[j])) - s * x) / a, k, x).prev_sample
     torch.testing.assert_close(x, ipndm(den, x_T, ts, final="multistep"), atol=TOL, rtol=0)
+
+
+# --- the bridge: diffusers driven by any Denoiser on its own (continuous) schedule ---------------------------
+@pytest.mark.parametrize("sampler, n", [("ddim", 5), ("pndm", 10), ("dpm++2m", 5), ("dpm++3m", 10), ("unipc", 5)])
+def test_bridge_agrees_with_ours_on_a_network(sampler, n):
+    # A float32 MLP (random weights) on VPLinear: diffusers sees theta(t_k)^2 at t_k = (k + 1) / 1000, the network
+    # eps in float32; ours runs the same timesteps. Same samples to float32 round-off.
+    from empirical.denoiser import Denoiser
+    from empirical.diffusers_bridge import sample_diffusers, sample_ours
+    from empirical.nets import MLP
+    from theory import VPLinear
+
+    torch.manual_seed(0)
+    net_den = Denoiser(MLP(3, width=32, depth=2, emb=16), VPLinear()).eval()
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    theirs, ours = sample_diffusers(net_den, sampler, n, x), sample_ours(net_den, sampler, n, x)
+    torch.testing.assert_close(theirs, ours, atol=TOL, rtol=0)
+
+
+def test_bridge_errors():
+    from empirical.diffusers_bridge import make_scheduler
+    from theory import VPLinear
+
+    with pytest.raises(ValueError, match="unknown sampler 'ipndm'"):
+        make_scheduler("ipndm", 5, VPLinear())
+    with pytest.raises(ValueError, match="pndm needs n_steps >= 4 with n_train // n_steps even; got n_steps=3"):
+        make_scheduler("pndm", 3, VPLinear())
+    with pytest.raises(ValueError, match="n_steps must be <= n_train=1000"):
+        make_scheduler("ddim", 2000, VPLinear())
