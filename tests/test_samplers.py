@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from empirical.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
-from empirical.samplers import SAMPLERS, GaussianInit, generate, nfe, sample, time_grid
+from empirical.samplers import SAMPLERS, GaussianInit, ddim, generate, nfe, sample, time_grid
 from theory import GaussianMixture, VPCosine, VPLinear
 from theory.systems import TwoDeltas, TwoGaussians
 
@@ -220,6 +220,16 @@ def test_generate_is_seeded_and_starts_where_asked(den):
     np.testing.assert_allclose(v.numpy(), post, atol=1e-12)
 
 
+def test_leading_grid_draws_the_late_start_at_its_first_point(den):
+    # "leading" starts below t_start (10 steps from 0.8: at 0.721): gls is fitted there, not at t_start.
+    x_train, sch = _exact_moments_set(), VPLinear()
+    ts = time_grid(sch, 10, 0.8, grid="leading")
+    assert ts[0] == pytest.approx(0.721)
+    x = generate(den, "ddim", 10, 7, init="gls-analytic", t_start=0.8, x_train=x_train, seed=2, grid="leading")
+    start = GaussianInit.analytic(x_train, sch, float(ts[0])).sample(7, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(x, ddim(den, start, ts), atol=1e-12, rtol=0)
+
+
 def test_errors(den):
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
@@ -251,8 +261,6 @@ def test_errors(den):
         generate(den, "ddim", 10, 4)
     with pytest.raises(ValueError, match=r"rank must be None or an integer in \[1, d=3\]"):
         GaussianInit.analytic(np.ones((5, 3)), VPLinear(), 0.5, rank=4)
-    from empirical.samplers import ddim
-
     with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
         ddim(den, x, torch.tensor([0.5, 0.1]), eta=1.5)
 
