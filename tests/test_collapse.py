@@ -88,10 +88,10 @@ def test_biroli_gaussian_closed_form_and_conversion():
 
 def test_excess_entropy_of_gaussian_data_at_high_noise():
     # Leave-one-out cross-entropy of many Gaussian points: the population's excess entropy where noise dominates.
-    Y = np.random.default_rng(7).normal(size=(3000, 2))  # not the stream of the noise draws (seed 0)
+    Y = np.random.default_rng(7).normal(size=(2000, 2))  # not the stream of the noise draws (seed 0)
     s = 0.5
     exact = 0.5 * math.log(1 + math.exp(-2 * s) / -math.expm1(-2 * s))
-    assert abs(excess_entropy(Y, s, n_draws=2) - exact) < 0.01
+    assert abs(excess_entropy(Y, s, n_draws=1) - exact) < 0.01
 
 
 def test_bad_inputs():
@@ -118,6 +118,7 @@ def test_biroli_cloning_at_speciation():
     assert abs(biroli_cloning_probability(0.5 * math.log(8), 8) - exact) < 1e-12
 
 
+@pytest.mark.slow
 def test_cloning_curve_two_gaussians_against_biroli():
     from theory import GaussianMixture
     from theory.cloning_curve import biroli_cloning_probability, cloning_curve

@@ -78,7 +78,7 @@ def test_small_set_counts_and_collapse():
 def test_truncation_and_bad_inputs():
     s = VPLinear()
     Y = np.random.default_rng(1).normal(size=(6, 3))
-    tree = bifurcation_tree(DeltaMixture(Y), s, n_grid=32, t_min=0.01, max_nodes=2)
+    tree = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, max_nodes=2)
     assert "max_nodes" in tree.truncated and len(tree.nodes) <= 2 + 6
     with pytest.raises(ValueError, match="labels"):
         bifurcation_tree(DeltaMixture(Y), s, labels=[0, 1])
