@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["dataclass_parser", "config_from_args", "pipeline_config", "is_int", "is_real"]
+__all__ = ["dataclass_parser", "config_from_args", "pipeline_config", "parse_bool", "is_int", "is_real"]
 
 
 def is_int(value) -> bool:
@@ -32,6 +32,19 @@ def _arg_type(hint) -> tuple[type, bool]:
     if typing.get_origin(hint) is tuple:
         return typing.get_args(hint)[0], True
     return hint, False
+
+
+def parse_bool(text: str) -> bool:
+    """A command-line truth value: true/false, yes/no, on/off, 1/0 (any case); argparse's ``type=bool`` would
+    read "False" as True.
+
+    >>> parse_bool("False"), parse_bool("on")
+    (False, True)
+    """
+    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if text.lower() not in value:
+        raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+    return value[text.lower()]
 
 
 def dataclass_parser(cls, prog: str, description: str, parser: argparse.ArgumentParser | None = None):
@@ -54,6 +67,8 @@ def dataclass_parser(cls, prog: str, description: str, parser: argparse.Argument
     for f in dataclasses.fields(cls):
         kind, is_tuple = _arg_type(hints[f.name])
         extra = {"nargs": "+"} if is_tuple else {}
+        if kind is bool:
+            kind, extra["metavar"] = parse_bool, "{true,false}"
         if "choices" in f.metadata:
             extra["choices"] = f.metadata["choices"]
         parser.add_argument(

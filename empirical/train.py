@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -39,7 +38,6 @@ import tempfile
 import warnings
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +50,10 @@ from tqdm import tqdm
 from empirical.checkpoints import CHECKPOINT, atomic_write, load_checkpoint, non_finite, resume_from, save_checkpoint
 from empirical.cli import config_from_args as _config_from_args
 from empirical.cli import dataclass_parser
-from empirical.cli import is_int as _is_int
-from empirical.cli import is_real as _is_real
-from empirical.datasets import DATASETS, load_dataset
+from empirical.config import TrainConfig, net_kwargs
+from empirical.datasets import load_dataset
 from empirical.denoiser import Denoiser
-from empirical.nets import NETS, build_net
+from empirical.nets import build_net
 from theory.schedules import VPLinear
 
 __all__ = [
@@ -73,119 +70,13 @@ __all__ = [
 CONFIG = "config.json"
 # Fields that may change when a run resumes: none of them changes the arithmetic of a step.
 _RESUMABLE = ("steps", "ckpt_every", "out")
-DEVICES = ("auto", "cpu", "cuda")
-BF16 = ("auto", "on", "off")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; the defaults train the 8x8 digits on two CPU cores in minutes.
-
-    Every field is checked on construction:
-
-    >>> TrainConfig(steps=0)
-    Traceback (most recent call last):
-    ...
-    ValueError: steps must be an int >= 1; got 0
-    >>> TrainConfig(net="unet", ch=4).net_kwargs()
-    {'ch': 4, 'mult': (1, 2, 2), 'blocks': 2}
-    """
-
-    dataset: str = field(default="digits", metadata={"help": "data set", "choices": DATASETS})
-    n_train: int | None = field(default=None, metadata={"help": "number of training images (omit for all)"})
-    classes: tuple[int, ...] | None = field(default=None, metadata={"help": "keep only these labels (omit for all)"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the n_train subset"})
-    net: str = field(default="mlp", metadata={"help": "backbone", "choices": NETS})
-    width: int = field(default=256, metadata={"help": "mlp: hidden width"})
-    depth: int = field(default=4, metadata={"help": "mlp: residual blocks"})
-    ch: int = field(default=32, metadata={"help": "unet: base channels"})
-    mult: tuple[int, ...] = field(default=(1, 2, 2), metadata={"help": "unet: channel multiplier per level"})
-    blocks: int = field(default=2, metadata={"help": "unet: residual blocks per level"})
-    steps: int = field(default=20000, metadata={"help": "optimizer steps in total"})
-    batch_size: int = field(default=128, metadata={"help": "global batch size (split over ranks)"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate after warm-up"})
-    warmup: int = field(default=500, metadata={"help": "steps of linear learning-rate warm-up"})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights, in [0, 1)"})
-    grad_clip: float = field(default=1.0, metadata={"help": "maximal gradient norm"})
-    seed: int = field(default=0, metadata={"help": "seed of the initial weights and of every step's draws"})
-    ckpt_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
-    out: str | None = field(default=None, metadata={"help": "output directory (omit for runs/<dataset>-<net>)"})
-    device: str = field(default="auto", metadata={"help": "auto: cuda if available", "choices": DEVICES})
-    bf16: str = field(default="auto", metadata={"help": "bf16 autocast (auto: on cuda)", "choices": BF16})
-
-    def __post_init__(self):
-        for name in ("classes", "mult"):  # JSON and argparse give lists
-            if isinstance(getattr(self, name), list):
-                setattr(self, name, tuple(getattr(self, name)))
-        if isinstance(self.out, os.PathLike):
-            self.out = os.fspath(self.out)
-        for f in dataclasses.fields(self):
-            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
-                raise ValueError(f"{f.name} must be one of {f.metadata['choices']}; got {getattr(self, f.name)!r}")
-        _check_int("n_train", self.n_train, 1, none_ok=True)
-        if self.classes is not None:
-            if not (isinstance(self.classes, tuple) and self.classes and all(_is_int(c) for c in self.classes)):
-                raise ValueError(f"classes must be None or a non-empty tuple of ints; got {self.classes!r}")
-        for name in ("data_seed", "seed", "warmup"):
-            _check_int(name, getattr(self, name), 0)
-        for name in ("width", "depth", "ch", "blocks", "steps", "batch_size", "ckpt_every"):
-            _check_int(name, getattr(self, name), 1)
-        if not (isinstance(self.mult, tuple) and self.mult and all(_is_int(m) and m >= 1 for m in self.mult)):
-            raise ValueError(f"mult must be a non-empty tuple of ints >= 1; got {self.mult!r}")
-        if self.net == "unet":  # GroupNorm(min(8, ch)) at every level, 4 attention heads at the lowest
-            groups = min(8, self.ch)
-            if any(self.ch * m % groups for m in self.mult) or self.ch * self.mult[-1] % 4:
-                raise ValueError(
-                    f"unet channels ch * mult = {[self.ch * m for m in self.mult]} must be multiples of "
-                    f"min(8, ch) = {groups}, and the last one a multiple of 4; got ch={self.ch}, mult={self.mult}"
-                )
-        for name in ("lr", "grad_clip"):
-            value = getattr(self, name)
-            if not (_is_real(value) and 0 < value < math.inf):
-                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-        if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
-            raise ValueError(f"ema_decay must be a number in [0, 1); got {self.ema_decay!r}")
-        if self.out is not None and not (isinstance(self.out, str) and self.out):
-            raise ValueError(f"out must be None or a non-empty path; got {self.out!r}")
-
-    def net_kwargs(self) -> dict:
-        """The arguments of ``build_net`` for this config's backbone."""
-        return _net_kwargs(dataclasses.asdict(self))
-
-    def resolved(self) -> TrainConfig:
-        """A copy with ``device``, ``bf16`` and ``out`` made explicit (auto -> what this machine has)."""
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but torch.cuda.is_available() is False; use device='cpu' or 'auto'")
-        bf16 = self.bf16 if self.bf16 != "auto" else ("on" if device == "cuda" else "off")
-        out = self.out if self.out is not None else f"runs/{self.dataset}-{self.net}"
-        return dataclasses.replace(self, device=device, bf16=bf16, out=out)
-
-    def to_dict(self) -> dict:
-        """JSON-ready fields (tuples as lists), the form stored in checkpoints and config.json."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def _check_int(name: str, value, lo: int, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if not (_is_int(value) and value >= lo):
-        raise ValueError(f"{name} must be {'None or ' if none_ok else ''}an int >= {lo}; got {value!r}")
-
-
-def _net_kwargs(config: Mapping) -> dict:
-    if config["net"] == "mlp":
-        return {"width": config["width"], "depth": config["depth"]}
-    return {"ch": config["ch"], "mult": tuple(config["mult"]), "blocks": config["blocks"]}
 
 
 def _make_net(config: Mapping, image_shape, seed: int) -> nn.Module:
     """The backbone with initial weights drawn from ``seed``, leaving the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_net(config["net"], tuple(image_shape), **_net_kwargs(config))
+        return build_net(config["net"], tuple(image_shape), **net_kwargs(config))
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -245,7 +136,9 @@ def check_out_dir(path: str | os.PathLike, name: str = "out") -> Path:
 
 def _check_resumable(stored: Mapping, cfg: TrainConfig, path: Path) -> None:
     new = cfg.to_dict()
-    differ = [k for k in new if k not in _RESUMABLE and stored.get(k) != new[k]]
+    # A field missing from an older checkpoint had its default then (attn: the UNet always had attention).
+    default = TrainConfig().to_dict()
+    differ = [k for k in new if k not in _RESUMABLE and stored.get(k, default[k]) != new[k]]
     if differ:
         diffs = ", ".join(f"{k}={stored.get(k)!r} there but {new[k]!r} now" for k in differ)
         raise ValueError(

@@ -1,0 +1,131 @@
+r"""The stages of ``empirical.breaking_time`` after the shared ones (``empirical.stages``): the measurement in the
+network (fixed points by bisection on t, the centre branch, learned and exact), cloning, the potential along
+arcs, and the table row, curves and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import theory
+from empirical.cloning import cloning, potential_along_path, simulate
+from empirical.denoiser import T_MIN, ExactDenoiser
+from empirical.measure import centre_branch, map_coeffs, measure_critical_time
+from empirical.results import finite, upsert_row, write_json_atomic
+
+__all__ = ["measure", "centre_branches", "clone", "arcs", "table_row", "curves", "write"]
+
+
+def measure(den, x_train: np.ndarray, cfg):
+    """``measure_critical_time``: the largest t with two or more stable fixed points of the learned drift."""
+    return measure_critical_time(den, x_train, eta=cfg.eta, n_starts=cfg.n_starts, tol_t=cfg.tol_t, t_min=cfg.t_min)
+
+
+def centre_branches(den, x_train: np.ndarray, cfg):
+    """The centre branch of the learned drift, and the same code on the exact score of the training images."""
+    cb = centre_branch(den, x_train, eta=cfg.eta, t_min=cfg.t_min)
+    cb_exact = centre_branch(ExactDenoiser(theory.DeltaMixture(x_train), den.schedule), x_train, eta=cfg.eta)
+    return cb, cb_exact
+
+
+def clone(den, clf, cfg):
+    """Cloning (``empirical.cloning``) on t = 0.9 .. 0.05, the classes from the classifier; run in float32."""
+    t_branch = np.linspace(0.9, 0.05, 18)
+    try:
+        return cloning(
+            den.float(), lambda x: clf.predict(x.float()), t_branch, n_parents=cfg.n_parents, n_clones=cfg.n_clones,
+            eta=cfg.eta, seed=cfg.seed,
+        )  # fmt: skip
+    finally:
+        den.double()
+
+
+def arcs(den, clf, x_train: np.ndarray, t_c: float, cfg) -> list[dict]:
+    """The potential along the line through two generated samples of different classes, scaled to time t
+    (kappa(t) x0, where their attractors sit once they exist), learned and exact, at t = 0.8 and around t_c."""
+    ts = np.linspace(den.schedule.T, T_MIN, 201)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64).to(next(den.parameters()).device)
+    ends = den.x0(simulate(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])
+    labels = clf.predict(ends.float())
+    a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if np.any(labels != labels[0]) else 1
+    exact = ExactDenoiser(theory.DeltaMixture(x_train), den.schedule)
+    out = []
+    for t in [0.8] + [f * t_c for f in (1.25, 1.0, 0.8, 0.6)]:
+        kappa, _ = map_coeffs(den, t, cfg.eta)
+        s, u = potential_along_path(den, kappa * ends[a], kappa * ends[b], t, eta=cfg.eta)
+        _, u_exact = potential_along_path(exact, kappa * ends[a], kappa * ends[b], t, eta=cfg.eta)
+        out.append(
+            {"t": float(t), "s": s, "u_learned": u, "u_exact": u_exact, "classes": [int(labels[a]), int(labels[b])]}
+        )
+    return out
+
+
+def _softest(prefix, cb, cb_exact, t_c) -> dict:
+    """Where each centre branch is softest (its top eigenvalue of grad R largest) within 0.75 t_c .. 1.25 t_c."""
+    out = {}
+    for name, b in (("measured", cb), ("exact", cb_exact)):
+        window = (b.t > 0.75 * t_c) & (b.t < 1.25 * t_c)
+        i = int(np.argmax(np.where(window, b.lam, -np.inf)))
+        out[f"{prefix}_t_{name}"], out[f"{prefix}_lam_{name}"] = float(b.t[i]), float(b.lam[i])
+    return out
+
+
+def table_row(cfg, x_train, pred: dict, m, cb, cb_exact, cloned, accuracy: float, model, model_file) -> dict:
+    """The row of breaking_time.json: predictions, the measurement and its errors against each prediction, the
+    centre branches, cloning, and the model (training steps and loss; None for a diffusers model)."""
+    measured = float(m.t)
+    return {
+        "dataset": cfg.dataset,
+        "n_train": int(len(x_train)),
+        "dim": int(x_train.shape[1]),
+        "classes": list(cfg.classes) if cfg.classes else None,
+        "eta": cfg.eta,
+        **{k: finite(v) for k, v in pred.items()},
+        "t_c_measured": finite(measured),
+        "t_c_measured_bracket": [finite(m.t_lo), finite(m.t_hi)],
+        "n_stable_below": len(m.points),
+        "relative_error": finite(abs(measured - pred["t_c_predicted"]) / pred["t_c_predicted"]),
+        "relative_error_equal_norm": finite(abs(measured - pred["t_c_equal_norm"]) / pred["t_c_equal_norm"]),
+        "relative_error_biroli": finite(abs(measured - pred["t_c_biroli"]) / pred["t_c_biroli"]),
+        "centre_t_measured": finite(cb.crossing_t),  # a continuous loss of stability of the learned branch
+        "centre_t_exact_branch": finite(cb_exact.crossing_t),  # the same code on the exact score
+        "centre_fold_t_measured": finite(cb.fold_t),  # where the stable branch ends (a fold), if it does
+        "centre_fold_t_exact": finite(cb_exact.fold_t),
+        **_softest("centre_softest", cb, cb_exact, pred["t_c_predicted"]),
+        "centre_asymmetry_median": float(np.median(cb.asymmetry)),
+        "cloning_midpoint": finite(cloned.midpoint),
+        "cloning_chance": cloned.chance,
+        "classifier_accuracy": accuracy,
+        "train_steps": model.train_steps,
+        "model": str(model_file),
+        "final_loss": model.final_loss,
+    }
+
+
+def curves(row: dict, m, cb, cb_exact, cloned, arc_list: list[dict]) -> dict:
+    """The curves file's content: the row, the fixed-point scan, both centre branches, cloning and the arcs."""
+    return {
+        "row": row,
+        "scan": {"t": m.grid_t, "count": m.grid_count, "evaluations": m.evaluations},
+        "centre": {"t": cb.t, "lam": cb.lam, "mu_imag": np.imag(cb.mu), "asymmetry": cb.asymmetry},
+        "centre_exact": {"t": cb_exact.t, "lam": cb_exact.lam},
+        "cloning": {
+            "t": cloned.t,
+            "p_agree": cloned.p_agree,
+            "chance": cloned.chance,
+            "midpoint": finite(cloned.midpoint),
+        },
+        "arcs": arc_list,
+    }
+
+
+def write(results: Path, dataset: str, content: dict) -> None:
+    """breaking_<dataset>.json, the row in breaking_time.json (one per dataset and device), and the figures."""
+    from empirical.plots import plot_breaking
+
+    write_json_atomic(results / f"breaking_{dataset}.json", content)
+    upsert_row(results / "breaking_time.json", content["row"], ("dataset", "device"))
+    plot_breaking(content, results / "figures", dataset)
