@@ -23,6 +23,16 @@ def test_two_deltas_one_pitchfork():
     assert tree.n_attractors(0.5) == 1 and tree.n_attractors(0.1) == 2
 
 
+@pytest.mark.slow
+def test_two_gaussians_pitchfork():
+    from theory.systems import TwoGaussians
+
+    system = TwoGaussians(1.0, 0.1)
+    tree = bifurcation_tree(system.data, VPLinear(), n_grid=16)
+    assert [(n.kind, n.parent) for n in tree.nodes] == [("root", None), ("pitchfork", 0), ("pitchfork", 0)]
+    assert abs(tree.nodes[1].t_birth - system.t_c(VPLinear())) < 1e-8
+
+
 def test_three_deltas_saddle_nodes_match_critical_time():
     s = VPLinear()
     tree = bifurcation_tree(ThreeDeltas(1.0).data, s, n_grid=16)

@@ -242,10 +242,8 @@ class _Scan:
                 self.truncated = self.truncated or f"attractors holding < min_mass={self.min_mass} of the data left out"
             new = [x for x, m in zip(new, share, strict=True) if m >= self.min_mass]
         births = sorted((self.trace_birth(x, i) for x in new), key=lambda b: -b[0])
-        made = []
-        for tb, xb, how, path, j in births:
-            made.append(self.make_node(tb, xb, how, path, j))
-        return made
+        made = [self.make_node(tb, xb, how, path, j) for tb, xb, how, path, j in births]
+        return [k for k in made if self.nodes[k].members is None]
 
     def trace_birth(self, x, i):
         """(t, x, how, path up, cell j) of the birth of the branch through the attractor x at ts[i]."""
@@ -264,6 +262,16 @@ class _Scan:
 
     def make_node(self, tb, xb, how, path, j):
         """A node born at (tb, xb) in cell (ts[j], ts[j-1]): its kind and parent, then live."""
+        for k, n in enumerate(self.nodes):  # where a node's continuation failed: the same attractor, not a new one
+            if (
+                n.end == "halved"
+                and abs(n.t_end - tb) <= 1e-6 * self.f.T
+                and np.linalg.norm(n.path[-1][1] - xb) <= self.near
+            ):
+                n.path += [p for p in reversed(path) if p[0] < n.t_end]
+                n.t_end, n.end = math.nan, ""
+                self.live.append(k)
+                return k
         kind, parent = ("root", None) if how == "root" else ("saddle-node", None)
         if how != "root":
             lo, hi = self.ts[j] - self.tol_t, self.ts[j - 1] + self.tol_t
