@@ -90,6 +90,12 @@ def test_truncation_and_bad_inputs():
     Y = np.random.default_rng(1).normal(size=(6, 3))
     tree = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, max_nodes=2)
     assert "max_nodes" in tree.truncated and len(tree.nodes) <= 2 + 6
+    exact = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01)
+    heavy = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, min_mass=0.3)
+    assert "min_mass" in heavy.truncated and 1 < len(heavy.nodes) < len(exact.nodes)
+    assert all(n.share >= 0.3 for n in heavy.nodes)
+    # The heavy nodes are nodes of the exact tree: the same births, to 1e-8.
+    assert all(np.min(np.abs(exact.births() - tb)) < 1e-8 for tb in heavy.births())
     with pytest.raises(ValueError, match="labels"):
         bifurcation_tree(DeltaMixture(Y), s, labels=[0, 1])
     with pytest.raises(ValueError, match="min_mass"):
