@@ -140,7 +140,7 @@ def _theta_knots() -> np.ndarray:
 
 def test_late_start_on_a_diffusers_folder(diffusers_folder, tmp_path):
     """`--diffusers PATH`: no training; the theory's t_start is the critical time on the scheduler's schedule.
-    (100 images: theory.critical_time on a discrete schedule is slower than on VPLinear.)"""
+    (100 images keep the prediction, theory.critical_time of the training set, short.)"""
     cfg = late_start.Config(diffusers=str(diffusers_folder), n_train=100, results=str(tmp_path / "results"),
                             run_dir=str(tmp_path / "run"), **TINY_LS)  # fmt: skip
     curves = late_start.run(cfg, "pytest")
