@@ -93,8 +93,9 @@ def time_grid(schedule: Schedule, n_steps: int, t_start: float, t_end: float = T
     if m == 1:
         return torch.tensor([t_start], dtype=torch.float64)
     u = np.linspace(1.0, 0.0, m)  # 1 at t_start, 0 at t_end
+    # (uniform, logsnr and sigma keep the committed tables' np.linspace arithmetic, bit for bit)
     if grid == "uniform":
-        ts = t_end + (t_start - t_end) * u
+        ts = np.linspace(t_start, t_end, m)
     elif grid == "quadratic":
         ts = t_end + (t_start - t_end) * u**2
     elif grid == "leading":
@@ -105,9 +106,9 @@ def time_grid(schedule: Schedule, n_steps: int, t_start: float, t_end: float = T
         log_snr = np.array(schedule.log_snr(np.array([t_start, t_end], dtype=np.float64)))
         noise = np.exp(-0.5 * log_snr)  # sigma / theta at the two ends
         if grid == "logsnr":
-            ts = _on_grid(schedule.t_from_snr, np.exp(log_snr[1] + (log_snr[0] - log_snr[1]) * u))
+            ts = _on_grid(schedule.t_from_snr, np.exp(np.linspace(log_snr[0], log_snr[1], m)))
         elif grid == "sigma":
-            ts = _from_noise_levels(schedule, noise[1] + (noise[0] - noise[1]) * u)
+            ts = _on_grid(schedule.t_from_snr, np.linspace(noise[0], noise[1], m) ** -2.0)
         else:  # edm: equal steps in sigma^(1/rho)
             lo, hi = noise[1] ** (1.0 / EDM_RHO), noise[0] ** (1.0 / EDM_RHO)
             ts = _from_noise_levels(schedule, (lo + (hi - lo) * u) ** EDM_RHO)

@@ -30,6 +30,15 @@ classifier's penultimate features against the whole training set (the reference,
 the floor of the FID from finite samples is the FID between two random halves of the training set. The
 entropy of the predicted class composition (bits) is compared with the training set's (true labels).
 
+Samplers and grids: the default table is DDPM, DDIM, PNDM and DPM-Solver++(2M) on the uniform grid in t;
+``--samplers`` also takes ipndm, "dpm-solver++(3m)" and unipc, ``--grids`` any ``empirical.grids`` names or
+"authors" (each sampler on its authors' grids, ``samplers.AUTHOR_GRIDS``), each grid a loop of its own (sweep
+and table; every row carries its ``grid``), and ``--teleport true`` adds the analytic teleportation of the vanilla
+noise to t_c (Wang & Vastola; ``empirical.teleport``) as a table cell:
+
+    python -m empirical.late_start --dataset digits --samplers ddpm ddim pndm dpm-solver++ ipndm \
+        "dpm-solver++(3m)" unipc --grids uniform authors --teleport true
+
 ``--diffusers PATH`` samples a diffusers ``UNet2DModel`` folder instead of training (``empirical.diffusers_adapter``).
 The stages are in ``empirical.stages`` (shared with ``empirical.breaking_time``) and ``empirical.stages_late_start``.
 """
@@ -52,12 +61,12 @@ from empirical import stages_late_start as stage
 from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
 from empirical.config import PipelineConfig
 from empirical.metrics import class_entropy_bits
-from empirical.stages_late_start import SAMPLERS, best_and_knee
+from empirical.stages_late_start import ALL_SAMPLERS, GRID_CHOICES, SAMPLERS, best_and_knee, grids_of
 from empirical.stopwatch import Stopwatch
 
 __all__ = ["Config", "SAMPLERS", "INITS", "RULES", "best_and_knee", "gls_ratios", "run", "main"]
 
-INITS = ("vanilla", "late", "gls")
+INITS = ("vanilla", "late", "gls", "teleport")
 RULES = ("none", "theory", "sweep-best", "sweep-knee")  # how a row's t_start was chosen
 # The paper's (Raya & Ambrogioni 2023, MNIST, DDIM) FID ratios vanilla / gls at n = 3, 5, 10 steps.
 PAPER_DDIM_RATIOS = {3: 3.58, 5: 1.91, 10: 1.83}
@@ -71,6 +80,8 @@ class Config(PipelineConfig):
     ``breaking_time``) and the samplers', sweep's and metrics'."""
 
     samplers: tuple[str, ...] = tuple(SAMPLERS)
+    grids: tuple[str, ...] = ("uniform",)  # empirical.grids names, or "authors": each sampler's AUTHOR_GRIDS
+    teleport: bool = False  # add the analytic teleportation to t_c as a table cell
     n_steps: tuple[int, ...] = (3, 5, 10)
     n_samples: int = 2000
     sweep_samples: int = 1000
@@ -86,12 +97,16 @@ class Config(PipelineConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("samplers", "n_steps", "sweep_t", "inception_steps"):
+        for name in ("samplers", "grids", "n_steps", "sweep_t", "inception_steps"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
-        bad = [s for s in self.samplers if s not in SAMPLERS]
+        bad = [s for s in self.samplers if s not in ALL_SAMPLERS]
         if not self.samplers or bad:
-            raise ValueError(f"samplers must be a non-empty subset of {tuple(SAMPLERS)}; got {self.samplers!r}")
+            raise ValueError(f"samplers must be a non-empty subset of {tuple(ALL_SAMPLERS)}; got {self.samplers!r}")
+        if not self.grids or any(g not in GRID_CHOICES for g in self.grids):
+            raise ValueError(f"grids must be a non-empty subset of {GRID_CHOICES}; got {self.grids!r}")
+        if not isinstance(self.teleport, bool):
+            raise ValueError(f"teleport must be true or false; got {self.teleport!r}")
         if not self.n_steps or not all(is_int(n) and n >= 2 for n in self.n_steps):
             raise ValueError(f"n_steps must be a non-empty tuple of ints >= 2; got {self.n_steps!r}")
         if not all(is_real(v) for v in self.sweep_t):
@@ -119,9 +134,11 @@ class Config(PipelineConfig):
             raise ValueError(f"threads must be an int >= 0 (0: torch's default); got {self.threads!r}")
 
 
-def gls_ratios(rows, dataset: str, rule: str = "theory", metric: str = "fid") -> dict:
-    """{(sampler, n_steps): metric(vanilla) / metric(gls with t_start_rule=rule)} from table rows."""
-    by = {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in rows if r["dataset"] == dataset}
+def gls_ratios(rows, dataset: str, rule: str = "theory", metric: str = "fid", grid: str = "uniform") -> dict:
+    """{(sampler, n_steps): metric(vanilla) / metric(gls with t_start_rule=rule)} from table rows on one grid
+    (rows without a grid field ran on the uniform grid)."""
+    by = {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in rows
+          if r["dataset"] == dataset and r.get("grid", "uniform") == grid}  # fmt: skip
     out = {}
     for (s, n, init, _), r in by.items():
         gls = by.get((s, n, "gls", rule))
@@ -147,8 +164,9 @@ def run(cfg: Config, command: str) -> dict:
     with clock("predict"):  # the theory's start time: the critical time of the training set's empirical distribution
         pred = stages.predict(x_train, cfg.eta, den.schedule)
     t_theory = float(pred["t_c_predicted"])
-    n_sweep = (len(cfg.samplers) * len(cfg.n_steps) * 2 + (1 if cfg.converged_steps else 0)) * len(cfg.sweep_t)
-    n_table = len(cfg.samplers) * len(cfg.n_steps) * 5 + (3 if cfg.converged_steps else 0)
+    n_curves = sum(len(grids_of(cfg, s)) for s in cfg.samplers) * len(cfg.n_steps)
+    n_sweep = (n_curves * 2 + (1 if cfg.converged_steps else 0)) * len(cfg.sweep_t)
+    n_table = n_curves * (6 if cfg.teleport else 5) + (3 if cfg.converged_steps else 0)
     bar = tqdm(total=n_sweep + n_table, desc=f"late start {cfg.dataset}", dynamic_ncols=True)
     draw = stage.Drawer(den, x_train, bar)
     context = {"n_ref": len(x_train), "entropy_bits_train": class_entropy_bits(ds.labels, int(ds.labels.max()) + 1),

@@ -26,12 +26,13 @@ __all__ = ["ddim", "ddpm", "pndm", "ipndm", "AB_COEFFS", "FINALS"]
 # step); after a short last step (t_end = 1e-3) it is off by O(sigma(t_end) h), so "ddim" is the default.
 FINALS = ("ddim", "multistep")
 
-# Adams-Bashforth weights on equal steps, newest eps first (orders 1-4): PLMS, and iPNDM's lower-order warm start.
+# Adams-Bashforth weights on equal steps as (numerators, newest eps first; denominator), orders 1-4: PLMS, and
+# iPNDM's lower-order warm start. Integer numerators over one division: PLMS's arithmetic, bit for bit.
 AB_COEFFS = {
-    1: (1.0,),
-    2: (3.0 / 2.0, -1.0 / 2.0),
-    3: (23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0),
-    4: (55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0),
+    1: ((1.0,), 1.0),
+    2: ((3.0, -1.0), 2.0),
+    3: ((23.0, -16.0, 5.0), 12.0),
+    4: ((55.0, -59.0, 37.0, -9.0), 24.0),
 }
 
 
@@ -65,8 +66,8 @@ def _check_final(final) -> None:
 
 def _adams_bashforth(history: list) -> torch.Tensor:
     """The AB combination of order len(history) <= 4 (history oldest first)."""
-    coeffs = AB_COEFFS[len(history)]
-    return sum(c * e for c, e in zip(coeffs, reversed(history), strict=True))
+    coeffs, den = AB_COEFFS[len(history)]
+    return sum(c * e for c, e in zip(coeffs, reversed(history), strict=True)) / den
 
 
 @torch.no_grad()

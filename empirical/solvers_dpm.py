@@ -52,17 +52,18 @@ def dpm_solver_pp(denoiser: Denoiser, x: torch.Tensor, ts, order: int = 2, lower
             k = min(k, 2)
         h = lam[i + 1] - lam[i]
         em1 = torch.expm1(-h)
-        x = (sigma[i + 1] / sigma[i]) * x - theta[i + 1] * em1 * m[-1]
-        if k >= 2:
-            d1_0 = (m[-1] - m[-2]) * h / (lam[i] - lam[i - 1])
-        if k == 2:
-            x = x - 0.5 * theta[i + 1] * em1 * d1_0
-        elif k == 3:
+        if k == 1:
+            d = m[-1]
+        elif k == 2:  # (the committed 2M tables' arithmetic: D = (1 + 1/(2r)) m_0 - 1/(2r) m_1, r = h_{i-1} / h)
+            r = (lam[i] - lam[i - 1]) / h
+            d = (1.0 + 0.5 / r) * m[-1] - (0.5 / r) * m[-2]
+        else:
             r1, r2 = (lam[i] - lam[i - 1]) / h, (lam[i - 1] - lam[i - 2]) / h
-            d1_1 = (m[-2] - m[-3]) / r2
+            d1_0, d1_1 = (m[-1] - m[-2]) / r1, (m[-2] - m[-3]) / r2
             d1 = d1_0 + r1 / (r1 + r2) * (d1_0 - d1_1)
             d2 = (d1_0 - d1_1) / (r1 + r2)
-            x = x + theta[i + 1] * (em1 / h + 1.0) * d1 - theta[i + 1] * ((em1 + h) / h**2 - 0.5) * d2
+            d = m[-1] - (em1 / h + 1.0) / em1 * d1 + ((em1 + h) / h**2 - 0.5) / em1 * d2
+        x = (sigma[i + 1] / sigma[i]) * x - theta[i + 1] * em1 * d
     raise AssertionError("unreachable")
 
 

@@ -9,6 +9,7 @@ once, in ``table_row``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +18,28 @@ from tqdm import tqdm
 
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features, kid
 from empirical.results import finite, upsert_row, write_json_atomic
-from empirical.samplers import generate, nfe
+from empirical.samplers import AUTHOR_GRIDS, GRIDS, generate, nfe
 
 __all__ = [
-    "SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep", "converged_sweep",
-    "table_cells", "table", "converged", "inception", "summary", "write",
+    "SAMPLERS", "ALL_SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep",
+    "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "summary", "write",
 ]  # fmt: skip
 
-# Table names of the samplers -> empirical.samplers' names.
+# Table names of the samplers -> empirical.samplers' names: the default table's four, and all that may be asked for.
 SAMPLERS = {"ddpm": "ddpm", "ddim": "ddim", "pndm": "pndm", "dpm-solver++": "dpm++2m"}
-ROW_KEYS = ("dataset", "sampler", "n_steps", "init", "t_start_rule", "device")
+ALL_SAMPLERS = SAMPLERS | {"ipndm": "ipndm", "dpm-solver++(3m)": "dpm++3m", "unipc": "unipc"}
+ROW_KEYS = ("dataset", "sampler", "grid", "n_steps", "init", "t_start_rule", "device")
+GRID_CHOICES = (*GRIDS, "authors")  # "authors": each sampler on its authors' grids (samplers.AUTHOR_GRIDS)
+
+
+def grids_of(cfg, sampler: str) -> tuple[str, ...]:
+    """The grids one sampler runs on: cfg.grids, with "authors" expanded to the sampler's own grids."""
+    out = []
+    for g in cfg.grids:
+        for name in AUTHOR_GRIDS[ALL_SAMPLERS[sampler]] if g == "authors" else (g,):
+            if name not in out:
+                out.append(name)
+    return tuple(out)
 
 
 def best_and_knee(t, fid_values) -> dict:
@@ -113,10 +126,10 @@ class Drawer:
     x_train: np.ndarray
     bar: tqdm
 
-    def __call__(self, sampler, n_steps, init, t_start, n, seed) -> np.ndarray:
+    def __call__(self, sampler, n_steps, init, t_start, n, seed, grid: str = "uniform") -> np.ndarray:
         x = generate(
-            self.den, SAMPLERS[sampler], n_steps, n, init=init, t_start=None if init == "vanilla" else float(t_start),
-            x_train=self.x_train, seed=seed,
+            self.den, ALL_SAMPLERS[sampler], n_steps, n, init=init,
+            t_start=None if init == "vanilla" else float(t_start), x_train=self.x_train, seed=seed, grid=grid,
         )  # fmt: skip
         return x.numpy()
 
@@ -126,16 +139,17 @@ def sweep(draw: Drawer, scorer: Scorer, cfg) -> list[dict]:
     ("gls"), with the best t_start and the knee of each curve."""
     out = []
     for sampler in cfg.samplers:
-        for n_steps in cfg.n_steps:
-            for init in ("late", "gls"):
-                curve = []
-                for t in cfg.sweep_t:
-                    curve.append(scorer.fid(draw(sampler, n_steps, init, t, cfg.sweep_samples, cfg.seed)))
-                    draw.bar.update(1)
-                out.append(
-                    {"sampler": sampler, "n_steps": n_steps, "init": init, "t": list(cfg.sweep_t), "fid": curve,
-                     "n_samples": cfg.sweep_samples, **best_and_knee(cfg.sweep_t, curve)}
-                )  # fmt: skip
+        for grid in grids_of(cfg, sampler):
+            for n_steps in cfg.n_steps:
+                for init in ("late", "gls"):
+                    curve = []
+                    for t in cfg.sweep_t:
+                        curve.append(scorer.fid(draw(sampler, n_steps, init, t, cfg.sweep_samples, cfg.seed, grid)))
+                        draw.bar.update(1)
+                    out.append(
+                        {"sampler": sampler, "grid": grid, "n_steps": n_steps, "init": init, "t": list(cfg.sweep_t),
+                         "fid": curve, "n_samples": cfg.sweep_samples, **best_and_knee(cfg.sweep_t, curve)}
+                    )  # fmt: skip
     return out
 
 
@@ -151,26 +165,28 @@ def converged_sweep(draw: Drawer, scorer: Scorer, cfg) -> dict | None:
             "n_samples": cfg.sweep_samples}  # fmt: skip
 
 
-def table_cells(picks: dict, sampler: str, n_steps: int, t_theory: float) -> list[tuple[str, str, float]]:
-    """(init, t_start rule, t_start) of each table row of one sampler and n: the vanilla start, gls at the
-    theory's t_start, gls at its sweep's best and knee, the late start at its sweep's best."""
-    g, late = picks[sampler, n_steps, "gls"], picks[sampler, n_steps, "late"]
+def table_cells(picks: dict, sampler: str, n_steps: int, t_theory: float, grid: str = "uniform", teleport=False):
+    """(init, t_start rule, t_start) of each table row of one sampler, grid and n: the vanilla start, gls at the
+    theory's t_start, gls at its sweep's best and knee, the late start at its sweep's best; with ``teleport``,
+    the analytic teleportation of the vanilla noise to the theory's t_start (Wang & Vastola; same NFE as gls)."""
+    g, late = picks[sampler, grid, n_steps, "gls"], picks[sampler, grid, n_steps, "late"]
     return [
         ("vanilla", "none", 1.0),
         ("gls", "theory", t_theory),
         ("gls", "sweep-best", g["best_t"]),
         ("gls", "sweep-knee", g["knee_t"]),
         ("late", "sweep-best", late["best_t"]),
-    ]
+    ] + ([("teleport", "theory", t_theory)] if teleport else [])
 
 
-def table_row(cfg, sampler, n_steps, init, rule, t_start, scores: dict, context: dict) -> dict:
+def table_row(cfg, sampler, n_steps, init, rule, t_start, scores: dict, context: dict, grid="uniform") -> dict:
     """One row of late_start.json; ``context`` holds the columns every row shares (n_ref, device, command...)."""
     return {
         "dataset": cfg.dataset,
         "sampler": sampler,
+        "grid": grid,
         "n_steps": n_steps,
-        "nfe": nfe(SAMPLERS[sampler], n_steps),
+        "nfe": nfe(ALL_SAMPLERS[sampler], n_steps),
         "init": init,
         "t_start": float(t_start),
         "t_start_rule": rule,
@@ -194,24 +210,24 @@ def table(draw: Drawer, scorer: Scorer, sweep_curves: list[dict], t_theory: floa
     later keep their samples in "_x"."""
     import time
 
-    picks = {(c["sampler"], c["n_steps"], c["init"]): c for c in sweep_curves}
+    picks = {(c["sampler"], c["grid"], c["n_steps"], c["init"]): c for c in sweep_curves}
     rows, samples = [], []
     for sampler in cfg.samplers:
-        for n_steps in cfg.n_steps:
-            for init, rule, t_start in table_cells(picks, sampler, n_steps, t_theory):
-                c0 = time.perf_counter()
-                x = draw(sampler, n_steps, init, t_start, cfg.n_samples, cfg.seed + 1)
-                gen_s = round(time.perf_counter() - c0, 3)
-                row = table_row(
-                    cfg, sampler, n_steps, init, rule, t_start, scorer.full(x), context | {"generate_s": gen_s}
-                )
-                rows.append(row)
-                if rule in ("none", "theory"):
-                    samples.append({"sampler": sampler, "n_steps": n_steps, "init": init, "t_start_rule": rule,
-                                    "hex": hex_images(x[: cfg.n_grid])})  # fmt: skip
-                if init == "gls" and rule == "theory" or init == "vanilla":
-                    row["_x"] = x  # kept for the Inception cells, dropped before writing
-                draw.bar.update(1)
+        for k, grid in enumerate(grids_of(cfg, sampler)):
+            for n_steps in cfg.n_steps:
+                for init, rule, t_start in table_cells(picks, sampler, n_steps, t_theory, grid, cfg.teleport):
+                    c0 = time.perf_counter()
+                    x = draw(sampler, n_steps, init, t_start, cfg.n_samples, cfg.seed + 1, grid)
+                    gen_s = round(time.perf_counter() - c0, 3)
+                    row = table_row(cfg, sampler, n_steps, init, rule, t_start, scorer.full(x),
+                                    context | {"generate_s": gen_s}, grid)  # fmt: skip
+                    rows.append(row)
+                    if rule in ("none", "theory"):
+                        samples.append({"sampler": sampler, "grid": grid, "n_steps": n_steps, "init": init,
+                                        "t_start_rule": rule, "hex": hex_images(x[: cfg.n_grid])})  # fmt: skip
+                    if k == 0 and (init == "gls" and rule == "theory" or init == "vanilla"):
+                        row["_x"] = x  # kept for the Inception cells (first grid), dropped before writing
+                    draw.bar.update(1)
     return rows, samples
 
 
@@ -287,6 +303,10 @@ def write(results: Path, run_dir: str, dataset: str, curves: dict) -> None:
         Path(run_dir) / "late_start_config.json", {"late_start": curves["config"], "train": curves["train_config"]}
     )
     write_json_atomic(results / f"late_start_{dataset}.json", curves)
+    table_path = results / "late_start.json"
+    old = json.loads(table_path.read_text()) if table_path.exists() else []
+    if any("grid" not in r for r in old):  # rows from before the grid field all ran on the uniform grid
+        write_json_atomic(table_path, [r if "grid" in r else {**r, "grid": "uniform"} for r in old])
     for row in curves["rows"]:
-        upsert_row(results / "late_start.json", row, ROW_KEYS)
+        upsert_row(table_path, row, ROW_KEYS)
     plot_late_start(curves, results / "figures", dataset)
