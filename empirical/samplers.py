@@ -2,8 +2,9 @@ r"""Few-step samplers for any ``Denoiser``, and the initial distributions they s
 
 Every sampler walks a decreasing grid of forward times t_0 = t_start > t_1 > ... > t_{M-1} = t_end (M =
 ``n_steps``; ``empirical.grids``), carries its state in float64 (the network sees its own dtype) and evaluates
-the denoiser at every grid point; the step from t_{M-1} to t = 0 is DDIM's last step to alpha_0 = 1 (x0_hat)
-for all but the Adams-Bashforth rules, whose last step is a multistep step too. So M grid points cost
+the denoiser at every grid point; the step from t_{M-1} to t = 0 is DDIM's last step to alpha_0 = 1 (x0_hat;
+``pndm`` and ``ipndm`` also offer their reference code's multistep last step, ``final="multistep"``). So M grid
+points cost
 
 =========  ==================================================  ============================================
 sampler    algorithm (module)                                  denoiser evaluations (NFE) for M points
@@ -23,8 +24,9 @@ unipc      UniPC-3, B(h) = e^-h - 1 ("bh2") (solvers_dpm)      M
 
 Orders measured against the exact ODE of Gaussian data (tests/test_samplers.py): DDIM 1 on every grid;
 DPM-Solver++(2M) 2 ("logsnr", "sigma"), ~1.8 ("uniform"); PNDM 4 ("sigma"), 2 ("logsnr"), and on "uniform"
-falling from 3 towards 1 as the steps shrink, since sigma ~ sqrt(t) is not smooth in t at t = 0; DPM-Solver++(3M)
-and UniPC-3 3 ("logsnr").
+falling from 3 towards 1 as the steps shrink, since sigma ~ sqrt(t) is not smooth in t at t = 0; iPNDM 2
+(its Euler first step), DPM-Solver++(3M) 2.1-3.0 and UniPC-3 2.6-3.4 ("logsnr", 20-80 steps: their
+first-order first step).
 
 Initial distributions: ``init_vanilla`` N(0, I) at T; the late start N(0, I) at t_start < T; the Gaussian late
 start ``GaussianInit`` N(mu_t, Sigma_t) at t_start; ``empirical.teleport.Teleport``, the vanilla x_T carried to
