@@ -4,6 +4,7 @@ tiny size, on a trained MLP and on a diffusers UNet2DModel folder (--diffusers).
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,14 @@ def test_pipeline_config_checks_its_fields():
     with pytest.raises(ValueError, match="unet channels"):
         breaking_time.Config(net="unet", ch=12)
     assert PipelineConfig(dataset="mnist").run_dir == "runs/breaking-mnist"
+
+
+def test_without_diffusers_the_adapter_says_what_to_install(monkeypatch, tmp_path):
+    from empirical.diffusers_adapter import load_diffusers
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[diffusers\]'"):
+        load_diffusers(tmp_path)
 
 
 # --- both pipelines end to end at tiny size ----------------------------------------------------------------
