@@ -133,7 +133,7 @@ def run(n_train: int, steps: int, out: str, *, n_samples: int = 256, seed: int =
         dataset="digits", n_train=n_train, data_seed=seed, net="mlp", width=256, depth=3, steps=steps,
         batch_size=256, out=out, device="cpu", ckpt_every=2000, seed=seed,
     )  # fmt: skip
-    den = load_denoiser(train(cfg))
+    den = load_denoiser(train(cfg)).double()  # measurements in float64, as empirical.breaking_time
     x = load_dataset("digits", n=n_train, seed=seed).x
     ct = collapse_time(DeltaMixture(x), VPLinear(), n_grid=24)
     ts = np.round(np.linspace(0.05, 0.45, 17), 6)
