@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq, minimize_scalar
 
-from theory import VPLinear, critical_time
+from theory import DeltaMixture, VPLinear, critical_time
 from theory.systems import ThreeDeltas, TwoDeltas
 
 
@@ -122,3 +122,41 @@ def test_sharded_over_two_devices_equals_one_device():
         assert ka == kb
         assert abs(a - b) < 1e-10
         assert (math.isnan(ca) and math.isnan(cb)) or abs(ca - cb) < 1e-10
+
+
+@pytest.fixture
+def matrix_free(monkeypatch):
+    """Every field built in the test works with products H v (theory._krylov), whatever its dimension."""
+    import theory._krylov
+
+    monkeypatch.setattr(theory._krylov, "MATRIX_FREE_D", 1)
+
+
+def test_matrix_free_fold_of_three_deltas_in_eight_dimensions(matrix_free):
+    """Lanczos, MINRES and the bordered GMRES give the fold of the independent axial solution; the three
+    deltas are embedded in d = 8 (the extra coordinates are 0 for every point: the fold is unchanged)."""
+    Y = np.zeros((3, 8))
+    Y[:, :2] = np.asarray(ThreeDeltas().data.means)
+    ct = critical_time(DeltaMixture(Y), VPLinear(), n_mass=0)
+    assert ct.kind == "saddle-node"
+    assert abs(ct.theta - _three_delta_fold_theta()) < 1e-9
+
+
+@pytest.mark.slow  # about 25 s: the default run keeps the closed-form check above
+def test_matrix_free_equals_dense(monkeypatch):
+    """The same search with dense Hessians and with products only: the same kind, t and centre_t to 1e-9."""
+    import theory._krylov
+    from theory.systems import EqualNormSet
+
+    rng = np.random.default_rng(3)
+    clusters = rng.normal(size=(3, 12))
+    mixed = np.concatenate([c + 0.3 * rng.normal(size=(8, 12)) for c in clusters]) / 3.0
+    for data in (EqualNormSet.random(10, 10, 1.5, seed=0).data, DeltaMixture(mixed)):
+        out = []
+        for d_min in (10**9, 1):
+            monkeypatch.setattr(theory._krylov, "MATRIX_FREE_D", d_min)
+            out.append(critical_time(data, VPLinear(), n_mass=0))
+        dense, free = out
+        assert dense.kind == free.kind
+        assert abs(dense.t - free.t) < 1e-9
+        assert (math.isnan(dense.centre_t) and math.isnan(free.centre_t)) or abs(dense.centre_t - free.centre_t) < 1e-9

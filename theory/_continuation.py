@@ -10,6 +10,7 @@ mixture, ``empirical.measure.LearnedField`` a trained denoiser):
                                 (< 0 iff stable; largest real part) and its vector
     margin(x, t)             -> a continuous function of t along a branch, > 0 iff stable
     fold_system(x, t)        optional: (R, H, dR/dt, lam, v, dlam/dx, dlam/dt) for the extended system
+                             (H a dense matrix or a symmetric operator: ``theory._krylov``)
 
 A branch is carried by Newton steps with an adaptive step in t. Where it ends, the end is located:
 * a continuous loss of stability (the margin crosses 0 while the branch goes on, e.g. the centre at a
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
+
+from theory._krylov import solve, solve_bordered
 
 
 def log_snr_grid(schedule, t_min: float, t_max: float, n: int, snr_floor: float = 1e-8) -> np.ndarray:
@@ -104,6 +107,7 @@ def continue_branch(
     Returns a BranchEnd.
     """
     x, t, h = np.asarray(x0, dtype=np.float64), float(t0), float(t1) - float(t0)
+    polish_fold = fold_tries > 0 and hasattr(field, "fold_system")
     if h0 is not None:  # a first step smaller than the whole way saves failed Newton solves
         h = math.copysign(min(abs(h), h0), h)
     jump = 0.05 * (1.0 + field.scale)
@@ -142,7 +146,7 @@ def continue_branch(
             if fold is not None:
                 return BranchEnd(fold[0], fold[1], False, "fold")
         h *= 0.5
-    if fold_tries >= 0 and hasattr(field, "fold_system") and t != t0:
+    if polish_fold and t != t0:
         # The steps failed within tol_t of here, where Newton slows next to the fold: polish it there.
         reach = math.copysign(min(abs(float(t1) - t), 1e-6 * field.T), float(t1) - t)
         fold = locate_fold(field, x, t, t + reach, tol_t)
@@ -191,10 +195,8 @@ def locate_fold(field, x, t_in, t_out, tol_t, max_iter=12):
     for _ in range(max_iter):
         R, H, R_t, lam, _, lam_x, lam_t = field.fold_system(x, t)
         d = len(x)
-        J = np.zeros((d + 1, d + 1))
-        J[:d, :d], J[:d, d], J[d, :d], J[d, d] = H, R_t, lam_x, lam_t
         try:
-            step = np.linalg.solve(J, -np.concatenate([R, [lam]]))
+            step = solve_bordered(H, R_t, lam_x, lam_t, -np.concatenate([R, [lam]]))
         except np.linalg.LinAlgError:
             return None
         dx, dt = step[:d], float(step[d])
@@ -226,7 +228,10 @@ def _approach_fold(field, x, t, t_out, max_steps=12, small=0.05):
             return None  # not on the stable side of a fold
         if lam > small * lam0:
             return x, t
-        dxdt = -np.linalg.solve(H, R_t)
+        try:
+            dxdt = -solve(H, R_t)
+        except np.linalg.LinAlgError:
+            return x, t
         dlam = lam_t + lam_x @ dxdt
         t_est = t - lam / (2.0 * dlam) if dlam * (far - t) > 0 else far
         if (t_est - t) * (far - t) <= 0 or abs(t_est - t) > abs(far - t):

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from theory._continuation import continue_branch, dedup, locate_fold, log_snr_grid, log_snr_shift
+from theory._krylov import solve
 from theory._search import basin_masses, polish, stable_points
 
 
@@ -145,7 +146,10 @@ class _Run:
         if not hasattr(self.f, "fold_system"):
             return math.inf
         _, H, R_t, lam, _, lam_x, lam_t = self.f.fold_system(x, t)
-        dlam = lam_t - lam_x @ np.linalg.solve(H, R_t)  # along the branch: dx/dt = -H^-1 dR/dt
+        try:
+            dlam = lam_t - lam_x @ solve(H, R_t)
+        except np.linalg.LinAlgError:
+            return math.inf  # along the branch: dx/dt = -H^-1 dR/dt
         return t - lam / dlam if dlam > 0 else math.inf
 
     def exact_birth(self, j, x):

@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from theory import _krylov
+from theory._placement import PAD_LOGW, _pad_rows, _place, farthest_points
 from theory.family import EtaFamily
 
 LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from point-local sums
 LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
-PAD_LOGW = -1e300  # log-weight of padding rows: zero posterior weight, and finite (no inf - inf)
 
 
 @cache
@@ -65,8 +66,12 @@ def _kernels(score, hess, hvp, resp):
         X, res, _ = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf, X.dtype), 0))
         return X, res
 
+    def HV(p, x, V, th, s2, c):  # H V for the columns of V: the posterior at x is computed once
+        return jax.vmap(lambda v: hvp(*p, x, v, th, s2) - c * v, 1, 1)(V)
+
     return {
         "R": jax.jit(jax.vmap(R1, (None, 0, None, None, None))),
+        "HV": jax.jit(HV),
         "H": jax.jit(H1),
         "quad_grad": jax.jit(jax.grad(quad, argnums=1)),
         "resp": jax.jit(jax.vmap(lambda p, x, th, s2: resp(*p, x, th, s2), (None, 0, None, None))),
@@ -124,8 +129,10 @@ class MixtureField:
         self.coeffs_of_t, self._coeff_fn, self._R_t, self._quad_t = _time_kernels(
             self.k["R1"], self.k["quad"], schedule, self.eta
         )
-        self._cache, self._hcache = {}, {}
+        self._cache, self._hcache, self._ecache = {}, {}, {}
         self._lam_data = self._mu_data = None
+        self.matrix_free = self.d >= _krylov.MATRIX_FREE_D  # products H v instead of H (theory._krylov)
+        self._v_top = None  # the last top eigenvector: Lanczos starts there
 
     # --- coefficients -------------------------------------------------------------------------
     def coeffs(self, t):
@@ -212,14 +219,14 @@ class MixtureField:
         for i, x in enumerate(X):
             if self.contraction_bound(x, t) < 0.5:  # the fixed-point map contracts: no Hessian needed
                 x = self._iterate_map(x, t, 4 * n_iter, tol)
-            elif prev is not None:
+            elif prev is not None and not self.matrix_free:
                 x = self._chord(x, t, self.hessian(prev[1], prev[0]), 3 * n_iter, tol)
             for _ in range(n_iter):
                 r = self.residual(x, t)[0]
                 if not np.all(np.isfinite(r)) or np.linalg.norm(r) <= tol:
                     break
                 try:
-                    x = x - np.linalg.solve(self.hessian(x, t), r)
+                    x = x - _krylov.solve(self.jacobian(x, t), r)
                 except np.linalg.LinAlgError:
                     break
             X[i] = x
@@ -273,8 +280,11 @@ class MixtureField:
 
     def minimise(self, X, t, n_iter=100):
         """Saddle-free Newton on u (Dauphin et al. 2014) from each row of X: the Newton step with the
-        |eigenvalues| of H, so it is Newton near a minimum but walks away from saddles. Returns (X, ok)."""
+        |eigenvalues| of H, so it is Newton near a minimum but walks away from saddles. Returns (X, ok).
+        With ``matrix_free`` (no eigendecomposition): ``_escape``."""
         X = np.array(np.atleast_2d(X), dtype=np.float64)
+        if self.matrix_free:
+            return self._escape(X, t)
         tol, s2 = 1e-3 * self.tol_res(t), self.coeffs(t)[1]
         max_step = 0.1 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
         for i, x in enumerate(X):
@@ -288,8 +298,38 @@ class MixtureField:
             X[i] = x
         return X, self.converged(X, t)
 
+    def _escape(self, X, t, rounds=4):
+        """From a saddle, a step along the top eigenvector each way, descent of the potential, and Newton;
+        the first stable end is kept (the matrix-free stand-in of saddle-free Newton)."""
+        step = 1e-3 * (1.0 + self.scale) * max(1.0, abs(self.kappa(t)))
+        for i, x in enumerate(X):
+            for _ in range(rounds):
+                lam, v = self.top_eig(x, t)
+                if lam < 0.0:
+                    break
+                Xc, _ = self.descend(np.stack([x + step * v, x - step * v]), t, max_iter=3000)
+                Xc, ok = self.newton(Xc, t, n_iter=30)
+                good = [j for j in range(2) if ok[j] and self.stable(Xc[j], t)]
+                x = Xc[good[0] if good else 0]
+                if good:
+                    break
+            X[i] = x
+        return X, self.converged(X, t)
+
+    def jacobian(self, x, t):
+        """H at (x, t): the dense matrix, or with ``matrix_free`` an operator (theory._krylov)."""
+        return _krylov.HessianOperator(self, x, t) if self.matrix_free else self.hessian(x, t)
+
     def top_eig(self, x, t):
         """(largest eigenvalue of H, its unit eigenvector) at x: < 0 iff x is stable."""
+        if self.matrix_free:  # memoised like ``hessian``: margin and the fold system ask at the same point
+            key = (float(t), np.asarray(x, dtype=np.float64).tobytes())
+            if key not in self._ecache:
+                if len(self._ecache) >= 8:
+                    self._ecache.pop(next(iter(self._ecache)))
+                self._ecache[key] = _krylov.top_eigpair(self.jacobian(x, t), self._v_top)
+                self._v_top = self._ecache[key][1]
+            return self._ecache[key]
         w, V = np.linalg.eigh(self.hessian(x, t))
         return float(w[-1]), V[:, -1]
 
@@ -314,17 +354,17 @@ class MixtureField:
         """At (x, t): R, H, dR/dt, the top eigenpair (lam, v) of H, d lam/dx and d lam/dt.
 
         d lam = v^T dH v for a simple eigenvalue (Hellmann-Feynman), by autodiff of v^T H v with v fixed.
+        H is the dense matrix, or with ``matrix_free`` an operator (``theory._krylov.solve`` takes both).
         """
         p = self.local_params(x, t)
         xj, tj = jnp.asarray(x), jnp.asarray(float(t))
-        H = np.asarray(self.k["H"](p, xj, *self.coeffs(t)))
-        w, V = np.linalg.eigh(H)
-        v = jnp.asarray(V[:, -1])
-        lam_x = np.asarray(self.k["quad_grad"](p, xj, v, *self.coeffs(t)))
-        lam_t = float(self._quad_t(p, xj, v, tj))
+        H = self.jacobian(x, t)
+        lam, v = self.top_eig(x, t)
+        lam_x = np.asarray(self.k["quad_grad"](p, xj, jnp.asarray(v), *self.coeffs(t)))
+        lam_t = float(self._quad_t(p, xj, jnp.asarray(v), tj))
         R = self.residual(x, t)[0]
         R_t = np.asarray(self._R_t(self.p, xj, tj))
-        return R, H, R_t, float(w[-1]), V[:, -1], lam_x, lam_t
+        return R, H, R_t, lam, v, lam_x, lam_t
 
     # --- descent and posteriors -----------------------------------------------------------------
     def descend(self, X, t, max_iter=5000, tol=None, float32=False):
@@ -368,52 +408,3 @@ class MixtureField:
     def sample(self, t, n, seed):
         """n draws of x_t from p_t (float64), (n, d)."""
         return np.asarray(self.data.sample(jax.random.PRNGKey(seed), float(t), self.schedule, int(n)))
-
-
-def _pad_rows(X):
-    """X (n, d) padded to a power-of-two number of rows (copies of its first row): few compiled shapes."""
-    X = np.asarray(X)
-    m = 1 << max(0, int(len(X) - 1).bit_length())
-    return X if m == len(X) else np.concatenate([X, np.repeat(X[:1], m - len(X), axis=0)])
-
-
-def farthest_points(P, n, seed):
-    """Deterministic farthest-point subset of the rows of P (the first one chosen by ``seed``)."""
-    rng = np.random.default_rng(seed)
-    idx = [int(rng.integers(len(P)))]
-    dist = np.linalg.norm(P - P[idx[0]], axis=1)
-    for _ in range(n - 1):
-        idx.append(int(np.argmax(dist)))
-        dist = np.minimum(dist, np.linalg.norm(P - P[idx[-1]], axis=1))
-    return np.array(idx)
-
-
-def _place(params, devices):
-    """The data arrays on the device(s): sharded along the points when several devices are used.
-
-    Padding rows (to a multiple of the device count) get log-weight PAD_LOGW: zero posterior weight.
-    """
-    devices = jax.local_devices() if devices is None else list(devices)
-    if len(devices) <= 1:
-        return tuple(jnp.asarray(a) for a in params)
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    n = len(params[0])
-    m = -(-n // len(devices)) * len(devices)
-    mesh = Mesh(np.array(devices), ("data",))
-    out = []
-    for i, a in enumerate(params):
-        if m > n:
-            fill = np.full((m - n,) + a.shape[1:], PAD_LOGW if _is_logw(i, params) else 0.0)
-            if a.ndim == 3:  # the eigenbases of a Gaussian mixture: identity keeps them orthogonal
-                fill = np.broadcast_to(np.eye(a.shape[1]), fill.shape).copy()
-            elif a.ndim == 2 and len(params) == 4 and i == 2:  # Gaussian mixture eigenvalues: 1
-                fill = np.ones_like(fill)
-            a = np.concatenate([a, fill])
-        out.append(jax.device_put(a, NamedSharding(mesh, PartitionSpec("data"))))
-    return tuple(out)
-
-
-def _is_logw(i, params):
-    """The log-weights are the second array of a DeltaMixture's params and the last of a Gaussian mixture's."""
-    return i == (1 if len(params) == 3 else len(params) - 1)
