@@ -222,14 +222,14 @@ def _approach_fold(field, x, t, t_out, max_steps=12, small=0.05):
     H is below ``small`` of its value at the start; returns the last point (x, t), or None."""
     lam0, far = None, t_out
     for _ in range(max_steps):
-        _, H, R_t, lam, _, lam_x, lam_t = field.fold_system(x, t)
+        _, H, R_t, lam, v, lam_x, lam_t = field.fold_system(x, t)
         lam0 = lam if lam0 is None else lam0
         if lam >= 0:
             return None  # not on the stable side of a fold
         if lam > small * lam0:
             return x, t
         try:
-            dxdt = -solve(H, R_t)
+            dxdt = -solve(H, R_t, eig=(lam, v))
         except np.linalg.LinAlgError:
             return x, t
         dlam = lam_t + lam_x @ dxdt

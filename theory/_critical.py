@@ -145,9 +145,9 @@ class _Run:
     def fold_bound(self, x, t):
         if not hasattr(self.f, "fold_system"):
             return math.inf
-        _, H, R_t, lam, _, lam_x, lam_t = self.f.fold_system(x, t)
+        _, H, R_t, lam, v, lam_x, lam_t = self.f.fold_system(x, t)
         try:
-            dlam = lam_t - lam_x @ solve(H, R_t)
+            dlam = lam_t - lam_x @ solve(H, R_t, eig=(lam, v))
         except np.linalg.LinAlgError:
             return math.inf  # along the branch: dx/dt = -H^-1 dR/dt
         return t - lam / dlam if dlam > 0 else math.inf

@@ -43,14 +43,31 @@ def top_eigpair(H, v0=None):
     return float(w[0]), V[:, 0]
 
 
-def solve(H, b, rtol=1e-12):
-    """H^-1 b for a dense matrix (LU) or a symmetric operator (MINRES to ``rtol``)."""
+def solve(H, b, rtol=1e-12, eig=None, maxiter=1000):
+    """H^-1 b for a dense matrix (LU) or a symmetric operator (MINRES to ``rtol`` or ``maxiter`` steps).
+
+    Near a fold H is nearly singular along its top eigenvector: ``eig`` = (lam, v), when known, takes that
+    direction out exactly (b's component along v divided by lam) and MINRES solves the rest, where H is
+    well conditioned. Without it an ill-conditioned solve stops at ``maxiter``: every caller uses the
+    result as a Newton step or a predictor, checked afterwards on the exact residual.
+    """
     if isinstance(H, np.ndarray):
         return np.linalg.solve(H, b)
-    x, info = minres(H, b, rtol=rtol, maxiter=20 * H.shape[0])
+    if eig is None:
+        x, info = minres(H, b, rtol=rtol, maxiter=maxiter)
+    else:
+        lam, v = eig
+        along = float(v @ b)
+        P = LinearOperator(H.shape, matvec=lambda y: _perp(H @ _perp(np.ravel(y), v), v), dtype=np.float64)
+        y, info = minres(P, b - along * v, rtol=rtol, maxiter=maxiter)
+        x = _perp(y, v) + (along / lam) * v
     if info < 0 or not np.all(np.isfinite(x)):
         raise np.linalg.LinAlgError(f"MINRES failed (info={info})")
     return x
+
+
+def _perp(y, v):
+    return y - (v @ y) * v
 
 
 def solve_bordered(H, col, row, corner, rhs, rtol=1e-12):
@@ -66,7 +83,7 @@ def solve_bordered(H, col, row, corner, rhs, rtol=1e-12):
         return np.concatenate([H @ z[:d] + col * z[d], [row @ z[:d] + corner * z[d]]])
 
     J = LinearOperator((d + 1, d + 1), matvec=mv, dtype=np.float64)
-    z, info = gmres(J, rhs, rtol=rtol, atol=0.0, restart=min(d + 1, 200), maxiter=20)
-    if info != 0 or not np.all(np.isfinite(z)):
+    z, info = gmres(J, rhs, rtol=rtol, atol=0.0, restart=min(d + 1, 200), maxiter=5)
+    if info < 0 or not np.all(np.isfinite(z)):  # not converged to rtol: still a Newton step, checked on R
         raise np.linalg.LinAlgError(f"GMRES on the bordered system failed (info={info})")
     return z
