@@ -223,9 +223,10 @@ def main():
     p.add_argument("--n-grid", type=int, default=32)
     p.add_argument("--synthetic-n", type=int, default=50000)
     p.add_argument("--scaling-n", default="1000,2000,5000,10000", help="the N of the scaling study at d = 784")
+    p.add_argument("--centre", default="search", choices=("search", "full"), help="critical_time's centre option")
     p.add_argument("--out", help="merge the results into this JSON file (one key per benchmark)")
     args = p.parse_args()
-    opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid}
+    opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid, "centre": args.centre}
     global SCALING_N
     SCALING_N = tuple(int(v) for v in args.scaling_n.split(","))
     jobs = {

@@ -45,10 +45,11 @@ class _Run:
         self.sep = 1e-6 * (1.0 + field.scale)
 
     # --- the centre branch ------------------------------------------------------------------------
-    def centre_branch(self, x_start):
+    def centre_branch(self, x_start, last=None):
+        """The centre from ts[0] down to ts[last] (default: the grid's end) while it stays stable."""
         self.path.append((self.ts[0], x_start))
         lipschitz = 1e3 * (1.0 + self.f.scale) / self.T
-        for i in range(1, len(self.ts)):
+        for i in range(1, len(self.ts) if last is None else last + 1):
             end = continue_branch(
                 self.f, self.path[-1][1], self.ts[i - 1], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
             )
@@ -223,15 +224,18 @@ def _close(a, b, rel):
     return np.linalg.norm(a - b) <= rel * (1.0 + np.linalg.norm(b))
 
 
-def first_bifurcations(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, n_mass, extra_cells=2, seed=0):
-    """The search of ``theory.critical_time``; returns a dict of what it found (see that function)."""
+def first_bifurcations(
+    field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, n_mass, extra_cells=2, seed=0, centre="full"
+):
+    """The search of ``theory.critical_time``; returns a dict of what it found (see that function).
+
+    ``centre="search"`` carries the centre branch only down to the lowest grid time the search visits (its
+    loss of stability below that cannot be the first bifurcation); ``"full"``: down to t_min."""
     run = _Run(field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed)
     ts = run.ts
     start = stable_points(field, ts[0], n_seeds)
     if len(start) >= 2:
         return {"none": _why_none_at_start(field, ts[0], len(start)), "run": run}
-    if len(start) == 1:
-        run.centre_branch(start[0])
     prev = start
     for i in range(1, len(ts)):
         cur = stable_points(field, ts[i], n_seeds, extra=prev)
@@ -239,7 +243,11 @@ def first_bifurcations(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_ma
             break
         prev = cur
     else:
+        if len(start) == 1:
+            run.centre_branch(start[0])
         return {"none": f"at most one stable fixed point on the whole grid down to t_min = {ts[-1]}", "run": run}
+    if len(start) == 1:
+        run.centre_branch(start[0], None if centre == "full" else min(i + extra_cells, len(ts) - 1))
     found = [(i, x) for x in cur]
     for j in range(i + 1, min(i + 1 + extra_cells, len(ts))):
         cur = stable_points(field, ts[j], n_seeds, extra=cur)

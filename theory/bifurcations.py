@@ -172,6 +172,7 @@ def critical_time(
     n_mass: int = 256,
     seed: int = 0,
     devices=None,
+    centre: str = "full",
 ) -> CriticalTime:
     """The first bifurcation of the fixed-point set in the generative direction (DESIGN.md).
 
@@ -184,7 +185,10 @@ def critical_time(
     With ``n_mass`` > 0, the share of p_t that flows to the new attractor one grid cell below its
     birth is sampled (``n_mass`` draws, seeded by ``seed``), and ``macroscopic`` reports the first
     bifurcation whose new attractor holds at least ``min_mass``. ``devices``: jax devices to shard
-    the data over (default: all local devices).
+    the data over (default: all local devices). ``centre="search"`` carries the centre branch only as far
+    down as the search for the first bifurcation goes (``centre_t`` is then nan where the centre is still
+    stable there, and ``message`` says so); ``"full"`` (the default) down to ``t_min``. On large data
+    sets the centre below the first bifurcation is most of the cost.
 
     Examples:
         >>> import numpy as np
@@ -201,6 +205,8 @@ def critical_time(
     n_grid, n_seeds = check_int("n_grid", n_grid, 3), check_int("n_seeds", n_seeds, 1)
     tol_t, n_mass = check_tolerance("tol_t", tol_t), check_int("n_mass", n_mass, 0)
     check_in_range("min_mass", min_mass, 0.0, 1.0)
+    if centre not in ("full", "search"):
+        raise ValueError(f"centre must be 'full' or 'search'; got {centre!r}")
     res = first_bifurcations(
         f,
         schedule,
@@ -211,6 +217,7 @@ def critical_time(
         min_mass=min_mass,
         n_mass=n_mass,
         seed=seed,
+        centre=centre,
     )
     run, nan = res["run"], math.nan
     if "none" in res:
@@ -219,8 +226,10 @@ def critical_time(
     first, m = res["first"], res.get("macroscopic")
     macro = None if m is None else bifurcation(schedule, m["kind"], m["t"], m["x"], m["mass"])
     direction = f.top_eig(first["x"], first["t"])[1]
+    cut = centre == "search" and not run.centre_how and run.path
+    note = f"centre branch not continued below t = {run.path[-1][0]:.6g} (centre='search')" if cut else ""
     return critical_result(
-        schedule, eta, first["kind"], first["t"], first["x"], direction, run.centre_t, mass=first["mass"], macro=macro
+        schedule, eta, first["kind"], first["t"], first["x"], direction, run.centre_t, note, first["mass"], macro
     )
 
 
