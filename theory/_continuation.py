@@ -140,7 +140,7 @@ def continue_branch(
             end = locate_crossing(field, x, t, t_try, tol_t)
             if end is not None:
                 return BranchEnd(end[0], end[1], False, "crossing")
-        if fold_tries > 0 and hasattr(field, "fold_system"):  # gone, or jumped to another branch: a fold?
+        if fold_tries > 0 and hasattr(field, "fold_system") and _may_fold(field, x, t, t_try):
             fold_tries -= 1
             fold = locate_fold(field, x, t, t_try, tol_t)
             if fold is not None:
@@ -153,6 +153,27 @@ def continue_branch(
         if fold is not None:
             return BranchEnd(fold[0], fold[1], False, "fold")
     return BranchEnd(x, t, False, "halved")
+
+
+def fold_extrapolation(field, x, t):
+    """t - lam / (d lam/dt along the branch through the stable point x): where the linear extrapolation of
+    the top eigenvalue reaches 0 (inf where lam moves away from 0 as t grows). Under the square-root law
+    of a fold, lam ~ -sqrt|t_f - t|, it lies at twice the distance to the fold; where lam is linear
+    (a pitchfork) at the crossing itself."""
+    _, H, R_t, lam, v, lam_x, lam_t = field.fold_system(x, t)
+    try:
+        dlam = lam_t - lam_x @ solve(H, R_t, eig=(lam, v))  # along the branch: dx/dt = -H^-1 dR/dt
+    except np.linalg.LinAlgError:
+        return math.nan
+    return t - lam / dlam if dlam != 0 else math.inf
+
+
+def _may_fold(field, x, t, t_try):
+    """Can the branch through x at t fold within the failed step to t_try? Not if the extrapolated zero
+    of lam lies behind the step or beyond 4 steps (twice the square-root law's factor): the step was
+    only too long, and halving it is cheaper than the fold system's Newton."""
+    ratio = (fold_extrapolation(field, x, t) - t) / (t_try - t)
+    return True if math.isnan(ratio) else 0.0 < ratio <= 4.0
 
 
 def locate_crossing(field, x, t_in, t_out, tol_t):

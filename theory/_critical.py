@@ -26,8 +26,14 @@ import math
 
 import numpy as np
 
-from theory._continuation import continue_branch, dedup, locate_fold, log_snr_grid, log_snr_shift
-from theory._krylov import solve
+from theory._continuation import (
+    continue_branch,
+    dedup,
+    fold_extrapolation,
+    locate_fold,
+    log_snr_grid,
+    log_snr_shift,
+)
 from theory._search import basin_masses, polish, stable_points
 
 
@@ -146,12 +152,8 @@ class _Run:
     def fold_bound(self, x, t):
         if not hasattr(self.f, "fold_system"):
             return math.inf
-        _, H, R_t, lam, v, lam_x, lam_t = self.f.fold_system(x, t)
-        try:
-            dlam = lam_t - lam_x @ solve(H, R_t, eig=(lam, v))
-        except np.linalg.LinAlgError:
-            return math.inf  # along the branch: dx/dt = -H^-1 dR/dt
-        return t - lam / dlam if dlam > 0 else math.inf
+        t_u = fold_extrapolation(self.f, x, t)  # the branches here are carried up: a bound only above t
+        return t_u if t_u > t else math.inf
 
     def exact_birth(self, j, x):
         """(t, x, how) of the fold of the branch through x at ts[j], within the cell above it."""
