@@ -164,13 +164,12 @@ def test_matrix_free_equals_dense(monkeypatch):
 
 def test_centre_search_gives_the_same_first_bifurcation():
     """centre='search' stops the centre branch where the search stops: the same first bifurcation."""
-    for data in (ThreeDeltas().data, TwoDeltas(1.0, [0.3, 0.7]).data, TwoDeltas(1.0).data):
-        full = critical_time(data, VPLinear(), n_mass=0)
-        cut = critical_time(data, VPLinear(), n_mass=0, centre="search")
-        assert cut.kind == full.kind and abs(cut.t - full.t) < 1e-12
-    assert full.kind == "pitchfork" and abs(cut.centre_t - full.centre_t) < 1e-12  # the pitchfork is the centre's
-    three = critical_time(ThreeDeltas().data, VPLinear(), n_mass=0)
-    three_cut = critical_time(ThreeDeltas().data, VPLinear(), n_mass=0, centre="search")
+    out = {}
+    for name, data in (("three", ThreeDeltas().data), ("weighted", TwoDeltas(1.0, [0.3, 0.7]).data)):
+        out[name] = [critical_time(data, VPLinear(), n_mass=0, centre=c) for c in ("full", "search")]
+    for full, cut in out.values():
+        assert cut.kind == full.kind == "saddle-node" and abs(cut.t - full.t) < 1e-12
+    three, three_cut = out["three"]
     assert three.centre_t < three.t  # the centre loses stability after the saddle-nodes, within the searched cells
     assert abs(three_cut.centre_t - three.centre_t) < 1e-12 and not three_cut.message
     with pytest.raises(ValueError, match="centre must be"):
