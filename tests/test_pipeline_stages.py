@@ -147,6 +147,7 @@ def _theta_knots() -> np.ndarray:
     return np.sqrt(np.concatenate([[1.0], np.cumprod(1 - np.linspace(1e-4**0.5, 0.02**0.5, 1000) ** 2)]))
 
 
+@pytest.mark.slow  # 36-44 s; the adapter's own tests (test_diffusers_adapter.py) run by default
 def test_late_start_on_a_diffusers_folder(diffusers_folder, tmp_path):
     """`--diffusers PATH`: no training; the theory's t_start is the critical time on the scheduler's schedule.
     (100 images keep the prediction, theory.critical_time of the training set, short.)"""
