@@ -34,7 +34,7 @@ from theory._continuation import (
     log_snr_grid,
     log_snr_shift,
 )
-from theory._search import basin_masses, polish, stable_points
+from theory._search import basin_masses, descend_samples, heavy_attractors, polish, stable_points
 
 
 class _Run:
@@ -48,6 +48,7 @@ class _Run:
         self.n_seeds, self.tol_t, self.n_mass, self.seed = n_seeds, tol_t, n_mass, seed
         self.path = []  # (t, x) of the centre branch, t decreasing
         self.centre_t, self.centre_how = math.nan, ""
+        self._centre = {}  # t -> the centre branch at t (centre_at)
         self.sep = 1e-6 * (1.0 + field.scale)
 
     # --- the centre branch ------------------------------------------------------------------------
@@ -69,9 +70,12 @@ class _Run:
         """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""
         if not self.path:
             return None
-        x0 = min(self.path, key=lambda p: abs(p[0] - t))[1]
-        x, ok = self.f.newton(x0[None], t, n_iter=30)
-        return x[0] if ok[0] else None
+        t = float(t)
+        if t not in self._centre:  # memoised: the branches carried in lock-step ask at the same times
+            x0 = min(self.path, key=lambda p: abs(p[0] - t))[1]
+            x, ok = self.f.newton(x0[None], t, n_iter=30)
+            self._centre[t] = x[0] if ok[0] else None
+        return self._centre[t]
 
     def on_centre(self, x, t):
         """Is x the centre branch at t? (Newton from its recorded point nearest in t; where Newton is slow,
@@ -97,7 +101,7 @@ class _Run:
         by_cell = {}
         for j, x in found:
             by_cell.setdefault(j, []).append(x)
-        alive, dead = [], []  # alive: points at the current grid time; dead: (cell j, x at ts[j])
+        alive, dead = [], []  # alive: points at the current grid time; dead: (cell j, last point x, its t)
         for j in range(max(by_cell), 0, -1):
             for x in by_cell.get(j, []):
                 if not any(_close(x, y, 1e-6) for y in alive) and not self.on_centre(x, self.ts[j]):
@@ -115,19 +119,20 @@ class _Run:
                     reject=self.on_centre,
                     fold_tries=0,
                 )
-                (nxt if end.reached else dead).append(end.x if end.reached else (j, x))
+                (nxt if end.reached else dead).append(end.x if end.reached else (j, end.x, end.t))
             alive = list(dedup(np.array(nxt), 1e-6 * (1.0 + self.f.scale))) if nxt else []
             if not len(alive) and j <= min(by_cell):
                 break
         if not dead:
             return []
-        top = min(j for j, _ in dead)
-        out = self.exact_births(top, [x for j, x in dead if j == top])
-        out += [(float(self.ts[j - 1]), x, "cell") for j, x in dead if j != top]
+        top = min(d[0] for d in dead)
+        out = self.exact_births(top, [(x, t) for j, x, t in dead if j == top])
+        out += [(float(self.ts[j - 1]), x, "cell") for j, x, _ in dead if j != top]
         return sorted(out, key=lambda b: (b[2] in ("cell", "bound"), -b[0]))  # located births first
 
-    def exact_births(self, j, xs):
-        """Folds of the branches through the points xs at ts[j], all of which end in the cell above.
+    def exact_births(self, j, pts):
+        """Folds of the branches through the points pts [(x, t)] (their last points carried up from ts[j]),
+        all of which end in the cell above ts[j].
 
         Candidates are ranked by an upper bound of their end, the linear extrapolation of the top
         eigenvalue to 0 along the branch, t_u = t - lam / (d lam/dt): at a fold lam ~ -sqrt(t_f - t) and
@@ -135,15 +140,15 @@ class _Run:
         that order; one whose bound lies below the best fold found cannot be first and is kept with its
         bound (``how`` = "bound")."""
         t0 = float(self.ts[j])
-        bounds = [self.fold_bound(x, t0) for x in xs]
+        bounds = [self.fold_bound(x, t) for x, t in pts]
         out, best = [], -math.inf
         if self.centre_how == "crossing" and t0 < self.centre_t <= self.ts[j - 1]:
             best = self.centre_t  # the centre's loss in this cell: children of the pitchfork are born there
         for k in np.argsort(bounds)[::-1]:
             if bounds[k] < best:
-                out.append((bounds[k], xs[k], "bound"))
+                out.append((bounds[k], pts[k][0], "bound"))
                 continue
-            b = self.exact_birth(j, xs[k])
+            b = self.exact_birth(j, *pts[k])
             if b is not None:  # None: the branch goes on after all (a coarse step had failed)
                 out.append(b)
                 best = max(best, b[0])
@@ -155,16 +160,14 @@ class _Run:
         t_u = fold_extrapolation(self.f, x, t)  # the branches here are carried up: a bound only above t
         return t_u if t_u > t else math.inf
 
-    def exact_birth(self, j, x):
-        """(t, x, how) of the fold of the branch through x at ts[j], within the cell above it."""
+    def exact_birth(self, j, x, t):
+        """(t, x, how) of the fold of the branch through x at t (carried up from ts[j]), below ts[j - 1]."""
         fold = None
         if hasattr(self.f, "fold_system"):
-            fold = locate_fold(self.f, x, self.ts[j], self.ts[j - 1], self.tol_t)
+            fold = locate_fold(self.f, x, t, self.ts[j - 1], self.tol_t)
         if fold is not None:
             return fold[1], fold[0], "fold"
-        end = continue_branch(
-            self.f, x, self.ts[j], self.ts[j - 1], self.tol_t, track_crossing=False, reject=self.on_centre
-        )
+        end = continue_branch(self.f, x, t, self.ts[j - 1], self.tol_t, track_crossing=False, reject=self.on_centre)
         return None if end.reached else (end.t, end.x, end.how)
 
     def classify(self, births, t_lo):
@@ -197,11 +200,9 @@ class _Run:
             new, _ = polish(self.f, np.stack([x + v, x - v]), tb)
         else:
             new, _ = polish(self.f, x[None], tb)
-        others = stable_points(self.f, tb, self.n_seeds, extra=new, samples=self.n_mass, seed=self.seed)
-        A = dedup(np.concatenate([new, others]), 1e-7 * (1.0 + self.f.scale))
-        m = basin_masses(self.f, tb, A, self.n_mass, self.seed)
-        idx = [int(np.argmin(np.linalg.norm(A - y, axis=1))) for y in new]
-        i = max(idx, key=lambda j: m.mass[j])
+        # Only the draws that end at the new attractor count: the others' attractors need no polish.
+        m = basin_masses(self.f, tb, new, limits=descend_samples(self.f, tb, self.n_mass, self.seed))
+        i = int(np.argmax(m.mass))
         return float(m.mass[i]), float(m.se[i])
 
 
@@ -275,14 +276,12 @@ def _macroscopic(run, first, births, min_mass, j0):
             mass = run.mass_below("saddle-node", tb, xb)
             if mass[0] >= min_mass:
                 return {"kind": "saddle-node", "t": tb, "x": xb, "mass": mass}
-    prev = None
     for j in range(min(j0 + 1, len(run.ts) - 1), len(run.ts)):  # further down the grid, by sampling p_t
         t = run.ts[j]
-        pts = stable_points(run.f, t, run.n_seeds, extra=prev, samples=run.n_mass, seed=run.seed)
-        prev = pts
-        m = basin_masses(run.f, t, pts, run.n_mass, run.seed)
-        heavy = [(j, x) for x, w in zip(pts, m.mass, strict=True) if w >= min_mass]
-        new = [b for b in run.births_from(heavy) if b[2] not in ("cell", "bound")]
+        heavy = heavy_attractors(run.f, t, descend_samples(run.f, t, run.n_mass, run.seed), min_mass)
+        if not len(heavy):
+            continue
+        new = [b for b in run.births_from([(j, x) for x in heavy]) if b[2] not in ("cell", "bound")]
         new = [b for b in new if not any(abs(b[0] - s[0]) <= 1e-9 * run.T for s in seen)]
         seen += new
         for tb, xb, _ in new:

@@ -83,6 +83,16 @@ def _kernels(score, hess, hvp, resp):
 
 
 @cache
+def _posterior_kernels(posterior, cov_matmat):
+    """Finite data sets: the posterior (r, m) at x, and H V from it (two passes over the data a block)."""
+
+    def HVr(p, r, m, V, th, s2, c):
+        return -(1.0 / s2 + c) * V + th**2 / s2**2 * cov_matmat(p[0], r, m, V)
+
+    return jax.jit(lambda p, x, th, s2: posterior(*p, x, th, s2)), jax.jit(HVr)
+
+
+@cache
 def _time_kernels(R1, quad, schedule, eta):
     """(theta, sigma^2, c) as functions of t, and the jitted t-derivatives of R and of v^T H v: compiled once
     per (data family, schedule, eta), not once per call of the public functions."""
@@ -117,6 +127,8 @@ class MixtureField:
         self.eta = None if eta is None else self.family.eta
         self.T = float(schedule.T)
         self.k = _kernels(data._k["score"], data._k["hessian"], data._k["hvp"], data._k["resp"])
+        post = data._k.get("posterior"), data._k.get("cov_matmat")
+        self.k_post = _posterior_kernels(*post) if None not in post else None  # products at a fixed posterior
         self.d = int(data.dim)
         self.finite = data.min_component_variance() == 0.0  # a DeltaMixture: posterior truncation applies
         means = np.asarray(data.means)
@@ -212,7 +224,8 @@ class MixtureField:
 
         ``prev`` = (t0, x0), a solved point nearby (the last point of a continued branch): its Hessian,
         already computed for its stability, serves as the chord Jacobian first (one Hessian costs N d^2;
-        a chord step a residual, N d). Stops once |R| is 1e3 below the acceptance tolerance.
+        a chord step a residual, N d). Stops once |R| is 1e3 below the acceptance tolerance, and with ``prev``
+        where |R| grows (the step of a continuation has gone past a fold: no fixed point to converge to).
         """
         X = np.array(np.atleast_2d(X), dtype=np.float64)
         tol = 1e-3 * self.tol_res(t)
@@ -221,12 +234,16 @@ class MixtureField:
                 x = self._iterate_map(x, t, 4 * n_iter, tol)
             elif prev is not None and not self.matrix_free:
                 x = self._chord(x, t, self.hessian(prev[1], prev[0]), 3 * n_iter, tol)
+            last = math.inf
             for _ in range(n_iter):
                 r = self.residual(x, t)[0]
-                if not np.all(np.isfinite(r)) or np.linalg.norm(r) <= tol:
-                    break
-                try:
-                    x = x - _krylov.solve(self.jacobian(x, t), r)
+                norm = np.linalg.norm(r)
+                if not np.isfinite(norm) or norm <= tol or (prev is not None and norm > last):
+                    break  # continuing a branch (prev): a growing residual means no fixed point near the guess
+                last = norm
+                try:  # inexact Newton: the next residual is about rtol |R|, so no more accuracy than tol needs
+                    rtol = min(1e-2, max(1e-12, 0.1 * tol / norm))
+                    x = x - _krylov.solve(self.jacobian(x, t), r, rtol=rtol)
                 except np.linalg.LinAlgError:
                     break
             X[i] = x

@@ -20,12 +20,17 @@ class HessianOperator(LinearOperator):
     """H(x) at frozen t as a symmetric linear operator (products through the field's jitted kernel)."""
 
     def __init__(self, field, x, t):
-        self.kernel = field.k["HV"]
-        self.args = (field.local_params(x, t), jnp.asarray(x), *field.coeffs(t))
+        p, (th, s2, c), xj = field.local_params(x, t), field.coeffs(t), jnp.asarray(x)
+        if field.k_post is not None:  # a finite data set: the posterior at x once, not once a product
+            post, hvr = field.k_post
+            r, m = post(p, xj, th, s2)
+            self._mm = lambda V: hvr(p, r, m, V, th, s2, c)
+        else:
+            self._mm = lambda V: field.k["HV"](p, xj, V, th, s2, c)
         super().__init__(np.float64, (field.d, field.d))
 
     def _matmat(self, V):
-        return np.asarray(self.kernel(self.args[0], self.args[1], jnp.asarray(V, dtype=jnp.float64), *self.args[2:]))
+        return np.asarray(self._mm(jnp.asarray(V, dtype=jnp.float64)))
 
     def _matvec(self, v):
         return self._matmat(np.reshape(v, (-1, 1)))[:, 0]
@@ -39,7 +44,8 @@ def top_eigpair(H, v0=None):
     d = H.shape[0]
     if v0 is not None and not np.all(np.isfinite(v0)):
         v0 = None
-    w, V = eigsh(H, k=1, which="LA", v0=v0, tol=0.0, ncv=min(d, 24), maxiter=50 * d)
+    # ncv = 12: a warm start converges within the first Lanczos basis, and ARPACK fills the whole basis
+    w, V = eigsh(H, k=1, which="LA", v0=v0, tol=0.0, ncv=min(d, 12), maxiter=50 * d)
     return float(w[0]), V[:, 0]
 
 

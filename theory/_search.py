@@ -59,16 +59,45 @@ class BasinMasses:
     unassigned: float
 
 
-def basin_masses(field, t, attractors, n_samples=256, seed=0, max_iter=3000) -> BasinMasses:
+def descend_samples(field, t, n_samples, seed=0, max_iter=3000):
+    """Where ``n_samples`` draws of p_t (seeded) end under descent of the potential, (n, d)."""
+    X, _ = field.descend(field.sample(t, n_samples, seed), t, max_iter=max_iter, float32=use_float32(field))
+    return X
+
+
+def basin_masses(field, t, attractors, n_samples=256, seed=0, max_iter=3000, limits=None) -> BasinMasses:
     """Sample p_t, descend each draw to its attractor, count the draws that end at each of ``attractors``.
 
     A draw ends at an attractor when its descent limit is within 1e-3 (1 + scale) of it; the standard
-    error of a share p is sqrt(p (1 - p) / n).
+    error of a share p is sqrt(p (1 - p) / n). ``limits``: the draws' limits, if already descended.
     """
     A = np.atleast_2d(attractors)
-    X, _ = field.descend(field.sample(t, n_samples, seed), t, max_iter=max_iter, float32=use_float32(field))
+    X = descend_samples(field, t, n_samples, seed, max_iter) if limits is None else limits
+    n = len(X)
     dist = np.linalg.norm(X[:, None, :] - A[None, :, :], axis=2)
     near = dist.min(axis=1) <= 1e-3 * (1.0 + field.scale)
     counts = np.bincount(dist.argmin(axis=1)[near], minlength=len(A))
-    mass = counts / n_samples
-    return BasinMasses(float(t), mass, np.sqrt(mass * (1.0 - mass) / n_samples), n_samples, float(1.0 - near.mean()))
+    mass = counts / n
+    return BasinMasses(float(t), mass, np.sqrt(mass * (1.0 - mass) / n), n, float(1.0 - near.mean()))
+
+
+def heavy_attractors(field, t, limits, min_mass):
+    """The attractors at t that hold at least ``min_mass`` of the draws whose descent ``limits`` are given:
+    the limits are grouped (within 1e-3 (1 + scale)) and only the heavy groups are polished and tested,
+    so the many light attractors of a large data set cost no Newton solve or eigenvalue."""
+    tol = 1e-3 * (1.0 + field.scale)
+    reps, counts = [], []
+    for x in limits[np.all(np.isfinite(limits), axis=1)]:
+        for k, y in enumerate(reps):
+            if np.linalg.norm(x - y) <= tol:
+                counts[k] += 1
+                break
+        else:
+            reps.append(x)
+            counts.append(1)
+    keep = np.array([x for x, c in zip(reps, counts, strict=True) if c >= min_mass * len(limits)])
+    if not len(keep):
+        return np.zeros((0, field.d))
+    Xp, ok = polish(field, keep.reshape(-1, field.d), t)
+    X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))
+    return np.array([x for x in X if field.stable(x, t)]).reshape(-1, field.d)
