@@ -8,7 +8,7 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 
 from theory import DeltaMixture, VPLinear, collapse_time
-from theory.collapse import biroli_times, excess_entropy, ou_to_t
+from theory.collapse import biroli_times, excess_entropy
 from theory.systems import ThreeDeltas, TwoDeltas
 
 SMALL = np.random.default_rng(1).normal(size=(8, 4))  # 8 generic points in d = 4
@@ -81,7 +81,7 @@ def test_biroli_gaussian_closed_form_and_conversion():
     assert abs(0.5 * math.log(1 + sig2 * math.exp(-2 * s) / -math.expm1(-2 * s)) - math.log(50) / 3) < 1e-12
     # VP: the same SNR means theta(t) = e^{-s}.
     assert abs(float(VPLinear().theta(b.collapse_gaussian_t)) - math.exp(-s)) < 1e-12
-    assert abs(float(VPLinear().theta(ou_to_t(VPLinear(), 0.3))) - math.exp(-0.3)) < 1e-12
+    assert abs(float(VPLinear().theta(VPLinear().t_from_ou_time(0.3))) - math.exp(-0.3)) < 1e-12
     lam = np.linalg.eigvalsh(np.cov(Y.T, bias=True))[-1]
     assert abs(b.speciation_ou - 0.5 * math.log(lam)) < 1e-12
 
@@ -127,7 +127,7 @@ def test_cloning_curve_two_gaussians_against_biroli():
     m = np.ones(d)
     data = GaussianMixture(np.stack([m, -m]), np.ones((2, d)))  # N(+-m, I), m~ = sigma = 1
     s_ou = np.array([0.5 * math.log(d), 0.5 * math.log(d) + 0.5])
-    curve = cloning_curve(data, s, [ou_to_t(s, v) for v in s_ou], n=600, n_steps=100, seed=3)
+    curve = cloning_curve(data, s, [s.t_from_ou_time(v) for v in s_ou], n=600, n_steps=100, seed=3)
     phi = biroli_cloning_probability(s_ou, d)
     assert np.all(np.abs(curve.p - phi) < 4 * curve.se)  # the simulator, independent of the closed form
     assert np.all(np.abs(curve.posterior - phi) < 0.03)  # the posterior on the same draws

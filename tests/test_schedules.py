@@ -1,6 +1,8 @@
 """Noise schedules held against closed forms written here, jax autodiff, finite differences,
 numpy recomputations of the DDPM products, mpmath, and the paper's published numbers."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import mpmath
@@ -250,6 +252,15 @@ def test_ou_time_is_minus_log_theta_for_vp(name):
     # VPCosine only to 1e-8: its log_theta cancels near t = 0 (test_vpcosine_sigma2_near_zero_accurate).
     rtol = 1e-8 if name == "VPCosine" else 1e-10
     np.testing.assert_allclose(np.asarray(s.ou_time(t)), -log_theta_ref(name, t), rtol=rtol)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_t_from_ou_time_inverts_ou_time(name):
+    s = MAKE[name]()
+    for t in (0.05 * s.T, 0.4 * s.T, 0.9 * s.T):
+        assert abs(s.t_from_ou_time(float(s.ou_time(t))) - t) < 1e-9 * s.T
+    assert math.isnan(s.t_from_ou_time(0.0)) and math.isnan(s.t_from_ou_time(-1.0))
+    assert math.isnan(s.t_from_ou_time(2.0 * float(s.ou_time(s.T)) + 1.0))  # more noise than at T
 
 
 def test_ou_time_ve():

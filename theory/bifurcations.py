@@ -259,11 +259,8 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
             x = end.x
     Lam = float(np.linalg.eigvalsh(np.asarray(data.covariance()))[-1])
     s_biroli = 0.5 * math.log(Lam) if Lam > 0 else nan
-    biroli_t = nan
-    if np.isfinite(s_biroli) and s_biroli > 0:
-        snr_b = 1.0 / math.expm1(2.0 * s_biroli)  # OU: theta = e^{-s}, sigma^2 = 1 - e^{-2s}
-        if float(schedule.snr(T)) <= snr_b <= float(schedule.snr(t_min)):
-            biroli_t = float(schedule.t_from_snr(snr_b))
+    biroli_t = schedule.t_from_ou_time(s_biroli)  # OU: theta = e^{-s}, sigma^2 = 1 - e^{-2s}
+    biroli_t = biroli_t if biroli_t >= t_min else nan
     ok = np.isfinite(t)
     return SpeciationTime(
         t=t,

@@ -37,7 +37,7 @@ from theory._continuation import continue_branch, log_snr_grid
 from theory.bifurcations import _field, _one_blas_thread
 from theory.schedules import Schedule
 
-__all__ = ["CollapseTime", "BiroliTimes", "collapse_time", "biroli_times", "ou_to_t"]
+__all__ = ["CollapseTime", "BiroliTimes", "collapse_time", "biroli_times"]
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,6 @@ class BiroliTimes:
         )
 
 
-def ou_to_t(schedule: Schedule, s: float) -> float:
-    """The forward time of ``schedule`` with the SNR of OU time s, 1 / (e^{2s} - 1); nan outside [0, T]."""
-    if not math.isfinite(s) or s <= 0:
-        return math.nan
-    snr = 1.0 / math.expm1(2.0 * s)
-    if not float(schedule.snr(schedule.T)) <= snr:
-        return math.nan
-    return float(schedule.t_from_snr(snr))
-
-
 def excess_entropy(Y, s, n_draws=4, seed=0):
     """Biroli et al.'s excess entropy f(s) per dimension of the data Y (N, d) at OU time s, the population's
     entropy estimated by the leave-one-out mixture (see the module docstring); ``n_draws`` noises per point."""
@@ -146,7 +136,8 @@ def biroli_times(data, schedule: Schedule, *, n_draws: int = 4, seed: int = 0) -
     if g(lo) > 0 > g(hi):
         s_ent = brentq(g, lo, hi, xtol=1e-12)
     return BiroliTimes(
-        s_S, ou_to_t(schedule, s_S), s_ent, ou_to_t(schedule, s_ent), s_gauss, ou_to_t(schedule, s_gauss), Lam,
+        s_S, schedule.t_from_ou_time(s_S), s_ent, schedule.t_from_ou_time(s_ent), s_gauss,
+        schedule.t_from_ou_time(s_gauss), Lam,
         sigma2, N, d,
     )  # fmt: skip
 

@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 
 import jax.numpy as jnp
@@ -76,6 +77,15 @@ class Schedule(ABC):
     def ou_time(self, t):
         """Ornstein-Uhlenbeck time s with the same SNR: theta_OU = e^{-s}, i.e. s = 1/2 ln(1 + 1/snr)."""
         return 0.5 * jnp.log1p(jnp.exp(-self.log_snr(t)))
+
+    def t_from_ou_time(self, s: float) -> float:
+        """Inverse of ``ou_time`` (a scalar): the t whose SNR is that of OU time s, 1 / (e^{2s} - 1); nan where
+        no t in [0, T] has it (s <= 0, or less noise at T than at s)."""
+        s = float(s)
+        if not math.isfinite(s) or s <= 0:
+            return math.nan
+        snr = 1.0 / math.expm1(2.0 * s)
+        return float(self.t_from_snr(snr)) if float(self.snr(self.T)) <= snr else math.nan
 
     def edm_sigma(self, t):
         """EDM noise level sigma / theta (the noise of x_t / theta)."""
