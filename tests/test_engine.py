@@ -180,10 +180,10 @@ def test_hessian_products_equal_the_dense_hessian():
     """H V of the matrix-free operator (posterior computed once, two passes a block) and of the generic kernel
     (posterior inside each product) equal the dense Hessian times V, for one column and for a block."""
     from theory import _krylov
-    from theory.bifurcations import _field
+    from theory._engine import exact_field
 
     rng = np.random.default_rng(5)
-    f = _field(DeltaMixture(rng.normal(size=(40, 6))), VPLinear(), 1.0)
+    f = exact_field(DeltaMixture(rng.normal(size=(40, 6))), VPLinear(), 1.0)
     x, t = rng.normal(size=6), 0.4
     V = rng.normal(size=(6, 3))
     H = f.hessian(x, t)

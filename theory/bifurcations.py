@@ -20,16 +20,14 @@ every fixed point is found by bracketing the sign changes of R on a grid (``theo
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from theory._checks import check_data, check_eta, check_in_range, check_int, check_tolerance
+from theory._checks import check_eta, check_in_range, check_int, check_tolerance
 from theory._continuation import continue_branch, log_snr_grid
 from theory._critical import first_bifurcations
-from theory._field import MixtureField
+from theory._engine import exact_field, grid_search_setup, one_blas_thread
 from theory._results import (
     Bifurcation,
     BifurcationDiagram,
@@ -42,19 +40,6 @@ from theory._results import (
 from theory._roots1d import roots_1d
 from theory._search import stable_points
 from theory.schedules import Schedule
-
-
-def _one_blas_thread(fn):
-    """Run ``fn`` with one BLAS thread: the engine's dense algebra is many small eigh/solve calls, which a
-    multi-threaded BLAS slows ~20x on a busy machine (measured: 64 x 64 eigh 30 ms against 1.5 ms)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
 
 __all__ = [
     "FixedPoint",
@@ -73,28 +58,12 @@ __all__ = [
 ]
 
 
-def _field(data, schedule, eta, t=None, name="t", devices=None) -> MixtureField:
-    """The exact field, after checking the arguments (t, if given, must lie in (0, T])."""
-    check_data(data)
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a theory Schedule; got {type(schedule).__name__}")
-    if t is not None:
-        check_in_range(
-            f"{name} (0 is the data itself, where the score of a finite set is singular)",
-            t,
-            0.0,
-            schedule.T,
-            open_lo=True,
-        )
-    return MixtureField(data, schedule, eta, devices=devices)
-
-
 def _scaled(field, t, w):
     """Eigenvalues of H -> eigenvalues of the drift Jacobian (k H)."""
     return np.asarray(w) * field.jacobian_scale(t)
 
 
-@_one_blas_thread
+@one_blas_thread
 def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seeds: int = 256) -> list[FixedPoint]:
     """All fixed points of the eta-family drift at forward time t, with eigenvalues and stability.
 
@@ -109,7 +78,7 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
         >>> [(round(float(p.x[0]), 4) + 0.0, p.stable) for p in pts]
         [(-0.9985, True), (0.0, False), (0.9985, True)]
     """
-    f = _field(data, schedule, check_eta(eta), t)
+    f = exact_field(data, schedule, check_eta(eta), t)
     n_seeds = check_int("n_seeds", n_seeds, 1)
     t = float(t)
     stable = stable_points(f, t, n_seeds)
@@ -131,7 +100,7 @@ def fixed_points(data, schedule: Schedule, t: float, eta: float = 1.0, *, n_seed
     return sorted(out, key=lambda p: float(p.x[0]))
 
 
-@_one_blas_thread
+@one_blas_thread
 def bifurcation_diagram(
     data, schedule: Schedule, ts, eta: float = 1.0, *, n_seeds: int = 256, n_grid: int = 1001
 ) -> BifurcationDiagram:
@@ -143,7 +112,7 @@ def bifurcation_diagram(
     dimension, one ``fixed_points`` call per time.
     """
     ts = np.asarray(ts, dtype=np.float64)
-    f = _field(data, schedule, check_eta(eta), ts, "ts")
+    f = exact_field(data, schedule, check_eta(eta), ts, "ts")
     n_grid = check_int("n_grid", n_grid, 3)
     if f.d > 1:
         return BifurcationDiagram(t=ts, points=[fixed_points(data, schedule, t, eta, n_seeds=n_seeds) for t in ts])
@@ -158,7 +127,7 @@ def bifurcation_diagram(
     return BifurcationDiagram(t=ts, points=points)
 
 
-@_one_blas_thread
+@one_blas_thread
 def critical_time(
     data,
     schedule: Schedule,
@@ -197,13 +166,8 @@ def critical_time(
         >>> ct.kind, round(ct.theta, 10), round(ct.t, 10)
         ('pitchfork', 0.6435942529, 0.2926416543)
     """
-    eta = check_eta(eta)
-    f = _field(data, schedule, eta, devices=devices)
-    T = float(schedule.T)
-    t_min = 1e-4 * T if t_min is None else float(t_min)
-    check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
-    n_grid, n_seeds = check_int("n_grid", n_grid, 3), check_int("n_seeds", n_seeds, 1)
-    tol_t, n_mass = check_tolerance("tol_t", tol_t), check_int("n_mass", n_mass, 0)
+    f, eta, t_min, n_grid, tol_t = grid_search_setup(data, schedule, eta, t_min, 1e-4, n_grid, tol_t, devices=devices)
+    n_seeds, n_mass = check_int("n_seeds", n_seeds, 1), check_int("n_mass", n_mass, 0)
     check_in_range("min_mass", min_mass, 0.0, 1.0)
     if centre not in ("full", "search"):
         raise ValueError(f"centre must be 'full' or 'search'; got {centre!r}")
@@ -233,7 +197,7 @@ def critical_time(
     )
 
 
-@_one_blas_thread
+@one_blas_thread
 def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol_t: float = 1e-13) -> SpeciationTime:
     """Where -log p_t loses convexity at the centre, and the Biroli et al. estimate.
 
@@ -241,7 +205,7 @@ def speciation_time(data, schedule: Schedule, *, t_min: float | None = None, tol
     loss of convexity is where Hess log p_t first gets a zero eigenvalue there. For centred
     equal-norm data: theta^2 lambda_max = sigma^2. Biroli et al.: t_S = 1/2 ln Lambda in OU time.
     """
-    f = _field(data, schedule, None)
+    f = exact_field(data, schedule, None)
     T = float(schedule.T)
     t_min = 1e-4 * T if t_min is None else float(t_min)
     check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
@@ -283,25 +247,25 @@ def fixed_point_map(data, schedule: Schedule, x, t, eta: float = 1.0):
 
     if not isinstance(data, DeltaMixture):
         raise TypeError("fixed_point_map needs a DeltaMixture (x = kappa E[y|x] holds for finite data sets only)")
-    f = _field(data, schedule, check_eta(eta), t)
+    f = exact_field(data, schedule, check_eta(eta), t)
     return f.kappa(float(t)) * data.responsibilities(x, t, schedule) @ data.points
 
 
-@_one_blas_thread
+@one_blas_thread
 def descend(data, schedule: Schedule, X, t, eta: float = 1.0, max_iter: int = 20000):
     """Carry each row of X (n, d) to its attractor by the frozen-time gradient flow of u_eta at t."""
-    f = _field(data, schedule, check_eta(eta), t)
+    f = exact_field(data, schedule, check_eta(eta), t)
     return f.descend(np.atleast_2d(X), float(t), max_iter=check_int("max_iter", max_iter, 1))[0]
 
 
-@_one_blas_thread
+@one_blas_thread
 def attractor_posterior(data, schedule: Schedule, X, t, eta: float = 1.0):
     """Posterior weights over the points/components at the attractor each row of X flows to at t.
 
     The attractor is reached by the frozen-time gradient flow of u_eta (``descend``); returns (n, N).
     A shared attractor (the centre before the critical time) spreads its weight over the points.
     """
-    f = _field(data, schedule, check_eta(eta), t)
+    f = exact_field(data, schedule, check_eta(eta), t)
     A, _ = f.descend(np.atleast_2d(X), float(t))
     return f.responsibilities(A, float(t))
 

@@ -32,9 +32,9 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from theory._checks import check_in_range, check_int, check_tolerance
+from theory._checks import check_int
 from theory._continuation import continue_branch, log_snr_grid
-from theory.bifurcations import _field, _one_blas_thread
+from theory._engine import grid_search_setup, one_blas_thread
 from theory.schedules import Schedule
 
 __all__ = ["CollapseTime", "BiroliTimes", "collapse_time", "biroli_times"]
@@ -167,7 +167,7 @@ class _Own:
         return abs(r[self.j] - np.delete(r, self.j).max()) <= 1e-9 and r[self.j] >= r.max() - 1e-9
 
 
-@_one_blas_thread
+@one_blas_thread
 def collapse_time(
     data,
     schedule: Schedule,
@@ -192,14 +192,9 @@ def collapse_time(
         >>> abs(ct.t - TwoDeltas(1.0).t_c(VPLinear())) < 1e-8
         True
     """
-    from theory._checks import check_eta
-
     Y, d, N = _points(data)
-    f = _field(data, schedule, check_eta(eta))
-    T = float(schedule.T)
-    t_lo = 1e-4 * T if t_lo is None else float(t_lo)
-    check_in_range("t_lo", t_lo, 0.0, T, open_lo=True, open_hi=True)
-    n_grid, tol_t = check_int("n_grid", n_grid, 3), check_tolerance("tol_t", tol_t)
+    f, eta, t_lo, n_grid, tol_t = grid_search_setup(data, schedule, eta, t_lo, 1e-4, n_grid, tol_t, "t_lo")
+    T = f.T
     _, dup = np.unique(Y, axis=0, return_counts=True)
     if dup.max() > 1:
         raise ValueError("data holds repeated points: they share one attractor at every t (no collapse time)")

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory._checks import check_eta, check_in_range, check_int, check_tolerance
+from theory._checks import check_in_range, check_int
 from theory._continuation import continue_branch, log_snr_grid
+from theory._engine import grid_search_setup, one_blas_thread
 from theory._search import polish, stable_points
-from theory.bifurcations import _field, _one_blas_thread
 from theory.schedules import Schedule
 
 __all__ = ["TreeNode", "BifurcationTree", "bifurcation_tree"]
@@ -356,7 +356,7 @@ def scan_tree(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, max_n
     return BifurcationTree(tuple(out), scan.ts, float(scan.ts[-1]), field.T, eta, scan.truncated)
 
 
-@_one_blas_thread
+@one_blas_thread
 def bifurcation_tree(
     data,
     schedule: Schedule,
@@ -383,17 +383,12 @@ def bifurcation_tree(
         >>> [(n.kind, n.parent) for n in tree.nodes], round(tree.nodes[1].t_birth, 10)
         ([('root', None), ('pitchfork', 0), ('pitchfork', 0)], 0.2926416543)
     """
-    f = _field(data, schedule, check_eta(eta))
-    T = float(schedule.T)
-    t_min = 1e-3 * T if t_min is None else float(t_min)
-    check_in_range("t_min", t_min, 0.0, T, open_lo=True, open_hi=True)
-    n_grid = check_int("n_grid", n_grid, 3)
+    f, eta, t_min, n_grid, tol_t = grid_search_setup(data, schedule, eta, t_min, 1e-3, n_grid, tol_t)
     N = f.n_components
     n_seeds = N if n_seeds is None else check_int("n_seeds", n_seeds, 1)
     if max_nodes is not None:
         max_nodes = check_int("max_nodes", max_nodes, 1)
     check_in_range("min_mass", min_mass, 0.0, 1.0)
-    tol_t = check_tolerance("tol_t", tol_t)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (N,):
