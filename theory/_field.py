@@ -34,6 +34,7 @@ from theory.family import EtaFamily
 
 LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from point-local sums
 LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
+DESCENT_CHUNK = 64  # descent iterations between two removals of the converged rows from the batch
 
 
 @cache
@@ -399,9 +400,15 @@ class MixtureField:
         p, dt = (self.params32(), jnp.float32) if float32 else (self.p, jnp.float64)
         if float32:  # float32 resolves |x| to ~1e-7 relative
             tol = max(tol, 1e-6 * (1.0 + self.scale))
-        n = len(X)
-        X, res = self.k["descend"](p, jnp.asarray(_pad_rows(X), dtype=dt), th, s2, c, L, tol, max_iter, r_max)
-        return np.asarray(X, dtype=np.float64)[:n], np.asarray(res, dtype=np.float64)[:n]
+        X, res = np.array(X, dtype=np.float64), np.full(len(X), np.inf)
+        active, done = np.arange(len(X)), 0
+        while len(active) and done < max_iter:  # in chunks: the rows that have converged leave the batch
+            k = min(DESCENT_CHUNK, max_iter - done)
+            Xa, ra = self.k["descend"](p, jnp.asarray(_pad_rows(X[active]), dtype=dt), th, s2, c, L, tol, k, r_max)
+            X[active] = np.asarray(Xa, dtype=np.float64)[: len(active)]
+            res[active] = np.asarray(ra, dtype=np.float64)[: len(active)]
+            active, done = active[res[active] > tol], done + k
+        return X, res
 
     def params32(self):
         if self._p32 is None:
