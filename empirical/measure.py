@@ -251,6 +251,7 @@ def measure_critical_time(
     tol_t: float = 1e-3,
     seed: int = 0,
     max_iter: int = 2000,
+    search=None,
 ) -> MeasuredCriticalTime:
     """The largest t at which the learned drift has two or more stable fixed points.
 
@@ -258,7 +259,8 @@ def measure_critical_time(
     every t (the same images and the same noise at every t, so the count is a deterministic function
     of t). The grid runs from t_max (default T) down to t_min, uniform in log-SNR; the first grid time
     with two or more stable points and the one before it bracket the critical time, which bisection
-    narrows to ``tol_t``.
+    narrows to ``tol_t``. ``search(t, starts, eta)`` replaces ``stable_fixed_points`` (``empirical.measure_flow``
+    for 28x28 networks); it also gets the previous time's stable points, scaled by the ratio of kappa, as starts.
     """
     T = denoiser.schedule.T
     t_max = T if t_max is None else float(t_max)
@@ -270,10 +272,16 @@ def measure_critical_time(
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(x_train), generator=gen)[: min(n_starts, len(x_train))]
     x0, eps = x_train[pick], torch.randn(len(pick), x_train.shape[1], generator=gen, dtype=torch.float64)
-    evaluations = []
+    evaluations, last = [], []
 
     def count(t):
-        pts = stable_fixed_points(denoiser, t, _starts(denoiser, x0, t, eps, eta), eta=eta, max_iter=max_iter)
+        starts = _starts(denoiser, x0, t, eps, eta)
+        if search is None:
+            pts = stable_fixed_points(denoiser, t, starts, eta=eta, max_iter=max_iter)
+        else:
+            warm = [map_coeffs(denoiser, t, eta)[0] / map_coeffs(denoiser, s, eta)[0] * p.x for s, p in last]
+            pts = search(t, torch.cat([starts, torch.as_tensor(np.array(warm)).reshape(-1, starts.shape[1])]), eta)
+            last[:] = [(t, p) for p in pts]
         evaluations.append((float(t), len(pts)))
         return pts
 

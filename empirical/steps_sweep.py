@@ -3,6 +3,12 @@ r"""The breaking time measured in a denoiser at several training steps, against 
     python -m empirical.steps_sweep --dataset mnist runs/mnist-recipe/snapshots/step*.pt \
         --prediction benchmarks/results.json:mnist --out docs/results/breaking_vs_steps.json
 
+``--search flow`` finds the stable points with ``empirical.measure_flow`` (the damped flow in float32, Newton and
+ARPACK on Jacobian-vector products: minutes per checkpoint at d = 784 on one core, where the iterated map takes
+hours and does not converge on a U-Net); ``--table FILE`` also writes the last checkpoint's row into the
+breaking-time table (``docs/results/breaking_time.json``) with the cheap predictions (equal-norm, Biroli) next to
+the exact one.
+
 Each checkpoint (a training checkpoint or exported weights) is loaded with its EMA weights and measured by
 ``empirical.measure.measure_critical_time`` on the data set's training images (the count of stable fixed
 points of the learned drift, bisected in t); the row gives the bracket, the network evaluations and the
@@ -26,7 +32,9 @@ import torch
 
 from empirical.datasets import load_dataset
 from empirical.measure import measure_critical_time
-from empirical.results import write_json_atomic
+from empirical.measure_flow import FlowSearch
+from empirical.results import upsert_row, write_json_atomic
+from empirical.stages import device_name
 from empirical.train import load_denoiser
 
 __all__ = ["sweep", "main"]
@@ -42,19 +50,45 @@ def _prediction(spec: str | None) -> dict | None:
     return {"t_c": row["t_c"], "kind": row["kind"], "macroscopic_t": row.get("macroscopic_t"), "source": spec}
 
 
+def cheap_predictions(x) -> dict:
+    """The equal-norm closed form and Biroli et al.'s 1/2 ln Lambda from the top covariance eigenvalue Lambda
+    (VP linear, eta = 1), as ``empirical.stages.predict`` computes them, without the exact critical time."""
+    import numpy as np
+
+    import theory
+    from empirical.stages import _t_from_theta
+    from theory.symbolic import equal_norm_theta_c, lambdify
+    from theory.symbolic import eta as eta_sym
+    from theory.symbolic import lam as lam_sym
+
+    lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
+    schedule = theory.VPLinear()
+    theta_en = float(lambdify(equal_norm_theta_c(), (lam_sym, eta_sym))(lam, 1.0))
+    return {
+        "t_c_equal_norm": _t_from_theta(schedule, theta_en),
+        "t_c_biroli": float(schedule.t_from_ou_time(0.5 * math.log(lam))),
+        "top_covariance_eigenvalue": lam,
+    }
+
+
 def _step(path: Path) -> int:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     return int(ckpt["step"]) if isinstance(ckpt, dict) and "step" in ckpt else -1
 
 
-def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None, out=None):
-    """One row per checkpoint (see the module docstring); returns the rows."""
+def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None, out=None, **kw):
+    """One row per checkpoint (see the module docstring); returns the rows. ``kw``: ``search`` ("iterate" or
+    "flow"), ``t_max`` and ``t_min`` (the scanned range)."""
     x = load_dataset(dataset).x
     rows = []
     for path in map(Path, checkpoints):
         den = load_denoiser(path).double().requires_grad_(False)  # measured in float64, as breaking_time
+        flow = FlowSearch(den) if kw.get("search") == "flow" else None
         t0 = time.perf_counter()
-        m = measure_critical_time(den, x, n_starts=n_starts, n_grid=n_grid, tol_t=tol_t)
+        m = measure_critical_time(
+            den, x, n_starts=n_starts, n_grid=n_grid, tol_t=tol_t, search=flow,
+            t_max=kw.get("t_max"), t_min=kw.get("t_min") or 0.02,
+        )  # fmt: skip
         row = {
             "dataset": dataset,
             "step": _step(path),
@@ -65,9 +99,11 @@ def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float
             "n_attractors_at_t_lo": len(m.points),
             "count_evaluations": len(m.evaluations),
             "seconds": time.perf_counter() - t0,
-            "options": {"n_starts": n_starts, "n_grid": n_grid, "tol_t": tol_t},
+            "options": {"n_starts": n_starts, "n_grid": n_grid, "tol_t": tol_t, **kw},
             "threads": torch.get_num_threads(),
         }
+        if flow is not None:
+            row |= {"network_evaluations": flow.evaluations, "search_log": flow.log}
         if prediction is not None:
             row["t_c_predicted"] = prediction["t_c"]
             row["kind_predicted"] = prediction["kind"]
@@ -78,6 +114,29 @@ def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float
         if out is not None:
             _merge(Path(out), row)
     return rows
+
+
+def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
+    """The breaking-time table's row (``docs/results/breaking_time.json``'s fields) of one measured checkpoint."""
+    pred = prediction or {"t_c": None, "kind": None, "macroscopic_t": None, "source": None}
+    cheap = cheap_predictions(x)
+    t = row["t_c_measured"]
+
+    def rel(p):
+        return None if t is None or p is None or not math.isfinite(p) else abs(t - p) / p
+
+    return {
+        "dataset": row["dataset"], "n_train": int(len(x)), "dim": int(x.shape[1]), "classes": None, "eta": 1.0,
+        "t_c_predicted": pred["t_c"], "kind_predicted": pred["kind"], "macroscopic_t_predicted": pred["macroscopic_t"],
+        "prediction": pred["source"], **cheap,
+        "t_c_measured": t, "t_c_measured_bracket": [row["t_lo"], row["t_hi"]],
+        "n_stable_below": row["n_attractors_at_t_lo"], "relative_error": rel(pred["t_c"]),
+        "relative_error_equal_norm": rel(cheap["t_c_equal_norm"]), "relative_error_biroli": rel(cheap["t_c_biroli"]),
+        "cloning_midpoint": None, "train_steps": row["step"], "model": row["checkpoint"],
+        "search": row["options"].get("search", "iterate"), "network_evaluations": row.get("network_evaluations"),
+        "seconds": {"measure_s": round(row["seconds"], 1)}, "threads": row["threads"],
+        "device": device_name("cpu"), "command": command,
+    }  # fmt: skip
 
 
 def _finite(v):
@@ -103,16 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tol-t", type=float, default=1e-3, help="bisection tolerance on t")
     p.add_argument("--prediction", help="FILE:KEY of a benchmarks/critical_time.py results file")
     p.add_argument("--out", help="merge the rows into this JSON file")
+    p.add_argument("--search", choices=("iterate", "flow"), default="iterate", help="how stable points are found")
+    p.add_argument("--t-max", type=float, help="largest t scanned (omit: T)")
+    p.add_argument("--t-min", type=float, default=0.02, help="smallest t scanned")
+    p.add_argument("--table", help="write the last checkpoint's row into this breaking-time table (JSON list)")
     a = p.parse_args(argv)
-    sweep(
-        a.dataset,
-        a.checkpoints,
-        n_starts=a.n_starts,
-        n_grid=a.n_grid,
-        tol_t=a.tol_t,
-        prediction=_prediction(a.prediction),
-        out=a.out,
-    )
+    prediction = _prediction(a.prediction)
+    rows = sweep(
+        a.dataset, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
+        out=a.out, search=a.search, t_max=a.t_max, t_min=a.t_min,
+    )  # fmt: skip
+    if a.table is not None:
+        command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
+        upsert_row(a.table, table_row(rows[-1], load_dataset(a.dataset).x, prediction, command), ("dataset", "device"))
     return 0
 
 
