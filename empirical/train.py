@@ -203,25 +203,24 @@ def train(cfg: TrainConfig) -> Path:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Path:
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the world size {world}")
-    out = check_out_dir(cfg.out) if rank == 0 else Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
+def _training_data(cfg: TrainConfig):
+    """The training set, checked against the network (a U-Net halves the image size at every level)."""
     data = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=cfg.data_seed)
     if cfg.net == "unet" and any(s % 2 ** (len(cfg.mult) - 1) for s in data.image_shape):
         raise ValueError(
             f"unet with {len(cfg.mult)} levels needs an image size divisible by {2 ** (len(cfg.mult) - 1)}; "
             f"{cfg.dataset} is {data.image_shape} (use fewer mult entries)"
         )
-    x = torch.tensor(data.x, dtype=torch.float32, device=device)
+    return data
 
-    net = _make_net(cfg.to_dict(), data.image_shape, cfg.seed).to(device)
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+
+def _resume(out: Path, cfg: TrainConfig, modules, rank: int, world: int) -> tuple[int, list, bool]:
+    """Load the newest readable checkpoint of ``out`` into (net, ema, optimizer); returns (step, losses,
+    keep_previous): a damaged latest file must never be rotated over the good previous one."""
+    net, ema, opt = modules
     step, losses = 0, []
     resume = resume_from(out)
-    keep_previous = resume is None or resume[2]  # never rotate a damaged latest file over the good previous one
+    keep_previous = resume is None or resume[2]
     if resume is not None:
         # On the CPU: load_state_dict moves the tensors to the parameters' device, and Adam wants its step counts
         # on the CPU.
@@ -237,13 +236,28 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
             warnings.warn(
                 f"resuming a run of world size {ckpt['world_size']} with {world} processes: each step now draws "
                 "other examples, so the result will differ from an uninterrupted run",
-                stacklevel=2,
+                stacklevel=3,
             )
     if world > 1:  # every rank must have read the same checkpoint (a shared file system)
         steps_seen = [None] * world
         dist.all_gather_object(steps_seen, step)
         if len(set(steps_seen)) != 1:
             raise RuntimeError(f"ranks resumed from different steps {steps_seen}: out must be on a shared file system")
+    return step, losses, keep_previous
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Path:
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the world size {world}")
+    out = check_out_dir(cfg.out) if rank == 0 else Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    data = _training_data(cfg)
+    x = torch.tensor(data.x, dtype=torch.float32, device=device)
+
+    net = _make_net(cfg.to_dict(), data.image_shape, cfg.seed).to(device)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    step, losses, keep_previous = _resume(out, cfg, (net, ema, opt), rank, world)
 
     info = {"world_size": world, "torch": str(torch.__version__), "image_shape": list(data.image_shape)}
     if rank == 0:
