@@ -18,7 +18,15 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from empirical.plots import save_figures
 
-__all__ = ["late_start_figures", "plot_late_start", "markdown_table", "entropy_table", "ratio_table"]
+__all__ = [
+    "late_start_figures",
+    "plot_late_start",
+    "markdown_table",
+    "entropy_table",
+    "ratio_table",
+    "first_grid_rows",
+    "best_grid_table",
+]
 
 _INIT_STYLE = {"late": ("C0", "late start, N(0, I)"), "gls": ("C1", "Gaussian late start")}
 
@@ -32,7 +40,7 @@ def _first_grid(curves: dict, key: str) -> list[dict]:
     return [c for c in curves[key] if c.get("grid", "uniform") == first.get(c["sampler"], "uniform")]
 
 
-def _rows(curves: dict) -> dict:
+def first_grid_rows(curves: dict) -> dict:
     """{(sampler, n_steps, init, t_start_rule): row} on each sampler's first grid."""
     return {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in _first_grid(curves, "rows")}
 
@@ -88,7 +96,7 @@ def fid_vs_start_figure(curves: dict):
 
 def diversity_figure(curves: dict):
     """Entropy (bits) of the predicted class composition against n, and the composition at the smallest n."""
-    s, rows = curves["summary"], _rows(curves)
+    s, rows = curves["summary"], first_grid_rows(curves)
     samplers, steps = _order(curves)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
     for k, sampler in enumerate(samplers):
@@ -152,7 +160,7 @@ def samples_figure(curves: dict):
 
 def ratios_figure(curves: dict):
     """FID(vanilla) / FID(gls) per sampler and n (project features), the paper's MNIST DDIM ratios beside."""
-    s, rows = curves["summary"], _rows(curves)
+    s, rows = curves["summary"], first_grid_rows(curves)
     samplers, steps = _order(curves)
     fig, ax = plt.subplots(figsize=(8, 3.8))
     width = 0.84 / (2 * len(samplers) + 1)
@@ -194,7 +202,7 @@ def plot_late_start(curves: dict, folder, dataset: str) -> list[Path]:
 # --- markdown tables (the docs page and the notebook print them) -------------------------------------
 def markdown_table(curves: dict) -> str:
     """The paper's table: per sampler and n, FID (project features) vanilla vs gls, the ratio, and the other starts."""
-    rows = _rows(curves)
+    rows = first_grid_rows(curves)
     samplers, steps = _order(curves)
     n = curves["rows"][0]["n_samples"]
     out = [
@@ -230,7 +238,7 @@ def markdown_table(curves: dict) -> str:
 
 def ratio_table(curves: dict) -> str:
     """FID(vanilla) / FID(gls at t_c) per sampler and n, next to the paper's MNIST DDIM ratios."""
-    rows = _rows(curves)
+    rows = first_grid_rows(curves)
     samplers, steps = _order(curves)
     paper = curves["summary"]["paper_ddim_ratios"]
     head = "| gls at | " + " | ".join(f"n = {n}" for n in steps) + " |"
@@ -245,7 +253,7 @@ def ratio_table(curves: dict) -> str:
 
 def entropy_table(curves: dict) -> str:
     """Entropy (bits) of the predicted class composition per sampler and n, vanilla / gls at t_c."""
-    rows, s = _rows(curves), curves["summary"]
+    rows, s = first_grid_rows(curves), curves["summary"]
     samplers, steps = _order(curves)
     out = [
         "| sampler | " + " | ".join(f"n = {n}: vanilla / gls" for n in steps) + " |",
@@ -259,4 +267,30 @@ def entropy_table(curves: dict) -> str:
         f"| training set | {s['entropy_bits_train']:.3f} (labels), "
         f"{s['entropy_bits_train_predicted']:.3f} (predicted) |" + " |" * (len(steps) - 1)
     )
+    return "\n".join(out)
+
+
+def best_grid_table(curves: dict) -> str:
+    """Each sampler on the grid where its vanilla start scores best, per n: the baseline as its authors would
+    run it, against gls and the teleportation at the theory's t_start on that same grid, and the best gls
+    of any grid. Ratios > 1: the late start helps (rows without a grid field ran on the uniform grid)."""
+    key = ("sampler", "grid", "n_steps", "init", "t_start_rule")
+    by = {tuple(r.get(k, "uniform") for k in key): r for r in curves["rows"]}
+    samplers, steps = _order(curves)
+    out = [
+        "| sampler | n | NFE | best vanilla grid | vanilla | gls at t_c | ratio | teleport at t_c | best gls (grid) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for sampler in samplers:
+        grids = sorted({k[1] for k in by if k[0] == sampler})
+        for n in steps:
+            v = min((by[sampler, g, n, "vanilla", "none"] for g in grids), key=lambda r: r["fid"])
+            g_best = min((by[sampler, g, n, "gls", "theory"] for g in grids), key=lambda r: r["fid"])
+            grid = v.get("grid", "uniform")
+            gls, tel = by[sampler, grid, n, "gls", "theory"], by.get((sampler, grid, n, "teleport", "theory"))
+            tel_fid = "-" if tel is None else f"{tel['fid']:.2f}"
+            out.append(
+                f"| {sampler} | {n} | {v['nfe']} | {grid} | {v['fid']:.2f} | {gls['fid']:.2f} "
+                f"| {v['fid'] / gls['fid']:.2f}x | {tel_fid} | {g_best['fid']:.2f} ({g_best.get('grid', 'uniform')}) |"
+            )
     return "\n".join(out)

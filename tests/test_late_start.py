@@ -228,3 +228,23 @@ def test_committed_table():
         best = cells.get((c["sampler"], c["n_steps"], c["init"], "sweep-best"))
         if best is not None:
             assert best["t_start"] == c["best_t"]
+
+
+def test_best_grid_table_takes_each_samplers_best_vanilla_grid():
+    """The baseline is the vanilla start on the grid where it scores best; gls and teleport on that grid."""
+    from empirical.plots_late_start import best_grid_table
+
+    fids = {  # (grid, init) -> FID for ddim at n = 3
+        ("uniform", "vanilla"): 40.0,
+        ("edm", "vanilla"): 20.0,
+        ("uniform", "gls"): 10.0,
+        ("edm", "gls"): 16.0,
+        ("edm", "teleport"): 17.5,
+    }
+    rule = {"vanilla": "none", "gls": "theory", "teleport": "theory"}
+    rows = [
+        {"sampler": "ddim", "grid": g, "n_steps": 3, "nfe": 3, "init": i, "t_start_rule": rule[i], "fid": f}
+        for (g, i), f in fids.items()
+    ]
+    table = best_grid_table({"rows": rows, "config": {"samplers": ["ddim"], "n_steps": [3]}})
+    assert table.splitlines()[2] == "| ddim | 3 | 3 | edm | 20.00 | 16.00 | 1.25x | 17.50 | 10.00 (uniform) |"
