@@ -49,6 +49,10 @@ class Config(PipelineConfig):
     n_starts: int = field(default=128, metadata={"help": "training images seeding the fixed-point search"})
     tol_t: float = field(default=1e-3, metadata={"help": "bisection tolerance on t"})
     t_min: float = field(default=0.02, metadata={"help": "smallest t scanned"})
+    search: str = field(
+        default="iterate",
+        metadata={"help": "stable points: iterated map, or damped flow (28x28)", "choices": ("iterate", "flow")},
+    )
     n_parents: int = field(default=64, metadata={"help": "cloning: parent trajectories"})
     n_clones: int = field(default=8, metadata={"help": "cloning: clones per parent and time"})
     classifier_steps: int = field(default=1000, metadata={"help": "optimizer steps of the classifier"})
@@ -66,6 +70,8 @@ class Config(PipelineConfig):
             raise ValueError(f"tol_t must lie in (0, 0.1); got {self.tol_t!r}")
         if not (is_real(self.t_min) and 0 < self.t_min < 1):
             raise ValueError(f"t_min must lie in (0, 1); got {self.t_min!r}")
+        if self.search not in ("iterate", "flow"):
+            raise ValueError(f"search must be 'iterate' or 'flow'; got {self.search!r}")
 
 
 def run(cfg: Config, command: str) -> dict:

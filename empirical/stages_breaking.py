@@ -13,14 +13,19 @@ import theory
 from empirical.cloning import cloning, potential_along_path, simulate
 from empirical.denoiser import T_MIN, ExactDenoiser
 from empirical.measure import centre_branch, map_coeffs, measure_critical_time
+from empirical.measure_flow import FlowSearch
 from empirical.results import finite, upsert_row, write_json_atomic
 
 __all__ = ["measure", "centre_branches", "clone", "arcs", "table_row", "curves", "write"]
 
 
 def measure(den, x_train: np.ndarray, cfg):
-    """``measure_critical_time``: the largest t with two or more stable fixed points of the learned drift."""
-    return measure_critical_time(den, x_train, eta=cfg.eta, n_starts=cfg.n_starts, tol_t=cfg.tol_t, t_min=cfg.t_min)
+    """``measure_critical_time``: the largest t with two or more stable fixed points of the learned drift (found by
+    the iterated map, or with ``cfg.search == "flow"`` by ``empirical.measure_flow``'s damped flow)."""
+    search = FlowSearch(den) if getattr(cfg, "search", "iterate") == "flow" else None
+    return measure_critical_time(
+        den, x_train, eta=cfg.eta, n_starts=cfg.n_starts, tol_t=cfg.tol_t, t_min=cfg.t_min, search=search
+    )
 
 
 def centre_branches(den, x_train: np.ndarray, cfg):

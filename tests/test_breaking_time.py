@@ -36,6 +36,8 @@ def test_config_errors_and_dry_run(capsys):
         Config(n_clones=1)
     with pytest.raises(ValueError, match="eta"):
         Config(eta=-0.5)
+    with pytest.raises(ValueError, match="search"):
+        Config(search="newton")
     assert main(["--dataset", "digits", "--steps", "10", "--classes", "0", "1", "--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["breaking_time"]["classes"] == [0, 1] and out["train"]["steps"] == 10
