@@ -24,6 +24,7 @@ __all__ = [
     "markdown_table",
     "entropy_table",
     "ratio_table",
+    "first_grid",
     "first_grid_rows",
     "best_grid_table",
 ]
@@ -31,7 +32,7 @@ __all__ = [
 _INIT_STYLE = {"late": ("C0", "late start, N(0, I)"), "gls": ("C1", "Gaussian late start")}
 
 
-def _first_grid(curves: dict, key: str) -> list[dict]:
+def first_grid(curves: dict, key: str) -> list[dict]:
     """The items of curves[key] (rows, sweep curves, sample grids) on each sampler's first grid, the one the
     figures and tables show (items from before the grid field ran on the uniform grid)."""
     first = {}
@@ -42,7 +43,7 @@ def _first_grid(curves: dict, key: str) -> list[dict]:
 
 def first_grid_rows(curves: dict) -> dict:
     """{(sampler, n_steps, init, t_start_rule): row} on each sampler's first grid."""
-    return {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in _first_grid(curves, "rows")}
+    return {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in first_grid(curves, "rows")}
 
 
 def _order(curves: dict) -> tuple[list, list]:
@@ -59,7 +60,7 @@ def fid_vs_start_figure(curves: dict):
     """FID (project features) against t_start: one panel per (sampler, n), late and gls, with t_c, best, knee."""
     s = curves["summary"]
     samplers, steps = _order(curves)
-    sweep = {(c["sampler"], c["n_steps"], c["init"]): c for c in _first_grid(curves, "sweep")}
+    sweep = {(c["sampler"], c["n_steps"], c["init"]): c for c in first_grid(curves, "sweep")}
     fig, axes = plt.subplots(
         len(samplers), len(steps), figsize=(3.6 * len(steps), 2.8 * len(samplers)), squeeze=False, sharex=True
     )
@@ -138,7 +139,7 @@ def samples_figure(curves: dict):
     s = curves["summary"]
     shape = tuple(s["image_shape"])
     samplers, steps = _order(curves)
-    grids = {(g["sampler"], g["n_steps"], g["init"]): g["hex"] for g in _first_grid(curves, "samples")}
+    grids = {(g["sampler"], g["n_steps"], g["init"]): g["hex"] for g in first_grid(curves, "samples")}
     labels = ["training"] + [f"{sp}, {init}" for sp in samplers for init in ("vanilla", "gls")]
     fig, axes = plt.subplots(len(labels), len(steps), figsize=(3.6 * len(steps), 0.55 * len(labels) + 0.6))
     axes = np.atleast_2d(axes).reshape(len(labels), len(steps))

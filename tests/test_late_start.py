@@ -199,18 +199,21 @@ def test_committed_table():
     assert rows
     for r in rows:
         assert all(f in r for f in ROW_FIELDS), set(ROW_FIELDS) - set(r)
-    cells = {(r["sampler"], r["n_steps"], r["init"], r["t_start_rule"]): r for r in rows}
-    for sampler in SAMPLERS:
+    cells = {(r["sampler"], r.get("grid", "uniform"), r["n_steps"], r["init"], r["t_start_rule"]): r for r in rows}
+    for s in SAMPLERS:
         for n in (3, 5, 10):
-            assert {(sampler, n, "vanilla", "none"), (sampler, n, "gls", "theory")} <= cells.keys()
+            assert {(s, "uniform", n, "vanilla", "none"), (s, "uniform", n, "gls", "theory")} <= cells.keys()
     assert any(r["fid_inception"] is not None for r in rows)
-    # The README's claim, from the committed rows: at n = 3 the Gaussian late start at t_c beats the vanilla start.
-    for sampler in SAMPLERS:
-        assert cells[sampler, 3, "gls", "theory"]["fid"] < cells[sampler, 3, "vanilla", "none"]["fid"], sampler
+    # The README's claim, from the committed rows: at n = 3 on the uniform grid the Gaussian late start at t_c beats
+    # the vanilla start (docs/late_start.md shows where it does not on the samplers' own grids).
+    for s in SAMPLERS:
+        assert cells[s, "uniform", 3, "gls", "theory"]["fid"] < cells[s, "uniform", 3, "vanilla", "none"]["fid"], s
     # Against other sources: the theory's t_start is the critical time that the breaking-time pipeline predicted
-    # (another command, another file), and the training set's class entropy is recomputed from the labels.
+    # (another command, another file, an earlier engine: equal to the 1e-8 the engine guarantees), and the training
+    # set's class entropy is recomputed from the labels.
     (bt,) = [r for r in json.loads((ROOT / "docs/results/breaking_time.json").read_text()) if r["dataset"] == "digits"]
-    assert {cells[s, n, "gls", "theory"]["t_start"] for s in SAMPLERS for n in (3, 5, 10)} == {bt["t_c_predicted"]}
+    starts = {r["t_start"] for r in rows if r["init"] in ("gls", "teleport") and r["t_start_rule"] == "theory"}
+    assert len(starts) == 1 and starts.pop() == pytest.approx(bt["t_c_predicted"], abs=1e-8)
     # ... whose equal-norm estimate is the sympy closed form at the digits' top covariance eigenvalue, both recomputed.
     x = load_dataset("digits").x
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
@@ -225,7 +228,7 @@ def test_committed_table():
         rule = best_and_knee(c["t"], c["fid"])
         assert (rule["best_t"], rule["knee_t"]) == (c["best_t"], c["knee_t"])
         assert c["t"][int(np.nanargmin(np.array(c["fid"], dtype=float)))] == c["best_t"]
-        best = cells.get((c["sampler"], c["n_steps"], c["init"], "sweep-best"))
+        best = cells.get((c["sampler"], c.get("grid", "uniform"), c["n_steps"], c["init"], "sweep-best"))
         if best is not None:
             assert best["t_start"] == c["best_t"]
 
