@@ -5,9 +5,9 @@ r"""The breaking time measured in a denoiser at several training steps, against 
 
 ``--search flow`` finds the stable points with ``empirical.measure_flow`` (the damped flow in float32, Newton and
 ARPACK on Jacobian-vector products: minutes per checkpoint at d = 784 on one core, where the iterated map takes
-hours and does not converge on a U-Net); ``--table FILE`` also writes the last checkpoint's row into the
-breaking-time table (``docs/results/breaking_time.json``) with the cheap predictions (equal-norm, Biroli) next to
-the exact one.
+hours and does not converge on a U-Net); ``--table FILE`` also writes the last checkpoint's row into a
+breaking-time table (``docs/results/breaking_time_28.json`` for the 28x28 rows) with the cheap predictions
+(equal-norm, Biroli) next to the exact one.
 
 Each checkpoint (a training checkpoint or exported weights) is loaded with its EMA weights and measured by
 ``empirical.measure.measure_critical_time`` on the data set's training images (the count of stable fixed
