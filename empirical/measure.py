@@ -144,7 +144,7 @@ def _jvp_operator(denoiser, x, t, kappa, shift):
 
     def mv(v):
         vt = torch.as_tensor(np.real(v).ravel(), dtype=x.dtype, device=x.device)
-        return (kappa * denoiser.x0_jvp(x, t, vt) - shift * vt).detach().cpu().numpy()
+        return (kappa * denoiser.x0_jvp(x, t, vt) - shift * vt).detach().cpu().double().numpy()  # float32 x too
 
     d = x.shape[0]
     return sla.LinearOperator((d, d), matvec=mv, dtype=np.float64)

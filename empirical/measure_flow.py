@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse.linalg as sla
 import torch
 
-from empirical.measure import MeasuredFixedPoint, map_coeffs
+from empirical.measure import MeasuredFixedPoint, _jvp_operator, _phi, map_coeffs
 
 __all__ = ["FlowSearch", "damped_flow", "newton_krylov", "top_eig_krylov", "count_rows"]
 
@@ -40,10 +40,6 @@ def count_rows(denoiser) -> list[int]:
 
     denoiser.net.register_forward_pre_hook(hook)
     return counter
-
-
-def _phi(den, x, t, kappa):
-    return kappa * den.x0(x, t)
 
 
 def damped_flow(den, starts, t, kappa, *, max_iter=400, tol=1e-5, h0=0.15, h_max=0.2, merge_tol=1e-3, escape=4.0):
@@ -95,17 +91,6 @@ def _merge(x, status, merge_tol):
                 status[i] = j if status[j] < 0 else status[j]
 
 
-def _jvp_op(den32, x, t, kappa, shift, counter=None):
-    """LinearOperator v -> (dPhi/dx - shift I) v, Jacobian-vector products of the float32 network at x."""
-    x32 = torch.as_tensor(x, dtype=torch.float32)
-
-    def mv(v):
-        v32 = torch.as_tensor(np.real(v).ravel(), dtype=torch.float32)
-        return (kappa * den32.x0_jvp(x32, t, v32) - shift * v32).double().numpy()
-
-    return sla.LinearOperator((len(x32), len(x32)), matvec=mv, dtype=np.float64)
-
-
 def newton_krylov(den64, den32, x, t, kappa, *, n_iter=8, tol=1e-9, krylov=60):
     """Newton on F(x) = Phi(x) - x in float64 from x (d,) numpy; GMRES (``krylov`` steps, one restart cycle) on the
     float32 network's jvps. Returns (x, |F(x)| / (1 + |x|)), stopping once that is below ``tol``."""
@@ -116,7 +101,7 @@ def newton_krylov(den64, den32, x, t, kappa, *, n_iter=8, tol=1e-9, krylov=60):
         res = float(np.linalg.norm(F) / (1.0 + np.linalg.norm(x)))
         if not math.isfinite(res) or res < tol:
             break
-        op = _jvp_op(den32, x, t, kappa, shift=1.0)
+        op = _jvp_operator(den32, torch.as_tensor(x, dtype=torch.float32), t, kappa, shift=1.0)
         step, _ = sla.gmres(op, -F, rtol=1e-7, restart=krylov, maxiter=1)
         x = x + step
     return x, res
@@ -124,7 +109,7 @@ def newton_krylov(den64, den32, x, t, kappa, *, n_iter=8, tol=1e-9, krylov=60):
 
 def top_eig_krylov(den32, x, t, kappa, tol=1e-4) -> complex:
     """The eigenvalue of dPhi/dx of largest real part at x (ARPACK on the float32 network's jvps)."""
-    op = _jvp_op(den32, x, t, kappa, shift=0.0)
+    op = _jvp_operator(den32, torch.as_tensor(x, dtype=torch.float32), t, kappa, shift=0.0)
     if op.shape[0] <= 16:  # ARPACK needs d > k + 1; a small J is cheaper column by column
         ev = np.linalg.eigvals(np.stack([op.matvec(e) for e in np.eye(op.shape[0])], axis=1))
         return complex(ev[np.argmax(ev.real)])

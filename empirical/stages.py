@@ -7,6 +7,7 @@ list of its stages, each timed by a ``Stopwatch``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,28 +89,31 @@ def classifier(ds: Dataset, steps: int, seed: int):
     return clf, accuracy, n_test
 
 
-def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
-    """The critical time predicted from the training images alone (forward time, VP linear by default).
+def cheap_predictions(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
+    """The predictions that need only the top eigenvalue lam of the images' covariance (VP linear by default):
 
-    - ``t_c_predicted``: ``theory.critical_time`` of the empirical distribution (a DeltaMixture of the images);
-    - ``t_c_equal_norm``: the equal-norm closed form (1 + eta^2)(sigma^2 - theta^2 lam) = sigma^4 with lam
-      the top eigenvalue of the images' covariance;
-    - ``t_c_biroli``: Biroli et al.'s speciation time 1/2 ln Lambda (OU time) mapped to the schedule.
+    - ``t_c_equal_norm``: the equal-norm closed form (1 + eta^2)(sigma^2 - theta^2 lam) = sigma^4;
+    - ``t_c_biroli``: Biroli et al.'s speciation time 1/2 ln lam (OU time) mapped to the schedule.
     """
     schedule = theory.VPLinear() if schedule is None else schedule
-    data = theory.DeltaMixture(x_train)
-    ct = theory.critical_time(data, schedule, eta=eta)
     lam = float(np.linalg.eigvalsh(np.atleast_2d(np.cov(x_train.T, bias=True)))[-1])
     theta_en = float(lambdify(equal_norm_theta_c(), (lam_sym, eta_sym))(lam, eta))
-    sp = theory.speciation_time(data, schedule)
+    biroli = schedule.t_from_ou_time(0.5 * math.log(lam)) if lam > 0 else math.nan
+    return {"t_c_equal_norm": _t_from_theta(schedule, theta_en), "t_c_biroli": biroli, "top_covariance_eigenvalue": lam}
+
+
+def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
+    """The critical time predicted from the training images alone (forward time, VP linear by default):
+    ``t_c_predicted``, the exact ``theory.critical_time`` of the empirical distribution (a DeltaMixture of the
+    images), its theta, kind and ``centre_t``, and the ``cheap_predictions``."""
+    schedule = theory.VPLinear() if schedule is None else schedule
+    ct = theory.critical_time(theory.DeltaMixture(x_train), schedule, eta=eta)
     return {
         "t_c_predicted": float(ct.t),
         "theta_c_predicted": float(ct.theta),
         "kind_predicted": ct.kind,
         "centre_t_predicted": float(ct.centre_t),
-        "t_c_equal_norm": _t_from_theta(schedule, theta_en),
-        "t_c_biroli": float(sp.biroli_t),
-        "top_covariance_eigenvalue": lam,
+        **cheap_predictions(x_train, eta, schedule),
     }
 
 

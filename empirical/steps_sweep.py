@@ -33,8 +33,8 @@ import torch
 from empirical.datasets import load_dataset
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
-from empirical.results import upsert_row, write_json_atomic
-from empirical.stages import device_name
+from empirical.results import finite, upsert_row, write_json_atomic
+from empirical.stages import cheap_predictions, device_name
 from empirical.train import load_denoiser
 
 __all__ = ["sweep", "main"]
@@ -48,27 +48,6 @@ def _prediction(spec: str | None) -> dict | None:
         raise ValueError(f"--prediction must be FILE:KEY; got {spec!r}")
     row = json.loads(Path(path).read_text())[key]
     return {"t_c": row["t_c"], "kind": row["kind"], "macroscopic_t": row.get("macroscopic_t"), "source": spec}
-
-
-def cheap_predictions(x) -> dict:
-    """The equal-norm closed form and Biroli et al.'s 1/2 ln Lambda from the top covariance eigenvalue Lambda
-    (VP linear, eta = 1), as ``empirical.stages.predict`` computes them, without the exact critical time."""
-    import numpy as np
-
-    import theory
-    from empirical.stages import _t_from_theta
-    from theory.symbolic import equal_norm_theta_c, lambdify
-    from theory.symbolic import eta as eta_sym
-    from theory.symbolic import lam as lam_sym
-
-    lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
-    schedule = theory.VPLinear()
-    theta_en = float(lambdify(equal_norm_theta_c(), (lam_sym, eta_sym))(lam, 1.0))
-    return {
-        "t_c_equal_norm": _t_from_theta(schedule, theta_en),
-        "t_c_biroli": float(schedule.t_from_ou_time(0.5 * math.log(lam))),
-        "top_covariance_eigenvalue": lam,
-    }
 
 
 def _step(path: Path) -> int:
@@ -93,9 +72,9 @@ def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float
             "dataset": dataset,
             "step": _step(path),
             "checkpoint": str(path),
-            "t_c_measured": _finite(m.t),
-            "t_lo": _finite(m.t_lo),
-            "t_hi": _finite(m.t_hi),
+            "t_c_measured": finite(float(m.t)),
+            "t_lo": finite(float(m.t_lo)),
+            "t_hi": finite(float(m.t_hi)),
             "n_attractors_at_t_lo": len(m.points),
             "count_evaluations": len(m.evaluations),
             "seconds": time.perf_counter() - t0,
@@ -137,10 +116,6 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
         "seconds": {"measure_s": round(row["seconds"], 1)}, "threads": row["threads"],
         "device": device_name("cpu"), "command": command,
     }  # fmt: skip
-
-
-def _finite(v):
-    return float(v) if math.isfinite(v) else None  # strict JSON: no NaN (no second attractor found)
 
 
 def _merge(out: Path, row: dict) -> None:

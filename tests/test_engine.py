@@ -193,3 +193,24 @@ def test_hessian_products_equal_the_dense_hessian():
     f.k_post = None  # the generic path (Gaussian mixtures take it)
     generic = _krylov.HessianOperator(f, x, t)
     assert np.max(np.abs(generic @ V - H @ V)) < 1e-12 * np.max(np.abs(H))
+
+
+def test_matrix_free_escape_from_a_saddle_reaches_an_attractor(monkeypatch):
+    """Without eigendecompositions, ``minimise`` steps off a saddle along the top eigenvector, descends and polishes:
+    from the centre of the +-1 deltas below their pitchfork (a saddle; embedded in d = 8) it lands on an attractor
+    found independently by the 1D bracketing of ``theory.fixed_points``."""
+    from theory import fixed_points
+    from theory._engine import exact_field
+
+    t = 0.2  # below t_c = 0.2926: the centre is a saddle
+    one_d = [p.x[0] for p in fixed_points(DeltaMixture([[-1.0], [1.0]]), VPLinear(), t) if p.stable]
+    import theory._krylov
+
+    monkeypatch.setattr(theory._krylov, "MATRIX_FREE_D", 1)  # after the 1D reference (dense there)
+    Y = np.zeros((2, 8))
+    Y[:, 0] = [-1.0, 1.0]
+    f = exact_field(DeltaMixture(Y), VPLinear(), 1.0)
+    assert f.matrix_free and f.top_eig(np.zeros(8), t)[0] > 0
+    X, ok = f.minimise(np.zeros((1, 8)), t)
+    assert ok[0] and f.stable(X[0], t)
+    assert min(abs(X[0, 0] - x) for x in one_d) < 1e-9 and np.max(np.abs(X[0, 1:])) < 1e-9

@@ -1,18 +1,29 @@
-"""``empirical.steps_sweep``'s cheap predictions against the pipeline's ``predict`` (which takes Biroli's estimate
-from ``theory.speciation_time`` and the covariance from the data model), and its table row's arithmetic."""
+"""The cheap predictions (``empirical.stages.cheap_predictions``) against independent computations, and
+``empirical.steps_sweep``'s table row arithmetic."""
+
+import math
 
 import numpy as np
 import pytest
 
-from empirical.stages import predict
-from empirical.steps_sweep import cheap_predictions, table_row
+import theory
+from empirical.stages import cheap_predictions
+from empirical.steps_sweep import table_row
 
 
-def test_cheap_predictions_match_the_pipeline():
+def test_cheap_predictions_against_closed_forms_and_the_theory():
     x = np.random.default_rng(0).normal(size=(40, 3)) * np.array([2.0, 1.0, 0.5])
-    full, cheap = predict(x), cheap_predictions(x)
-    for key in ("t_c_equal_norm", "t_c_biroli", "top_covariance_eigenvalue"):
-        assert cheap[key] == pytest.approx(full[key], rel=1e-9), key
+    cheap, s = cheap_predictions(x), theory.VPLinear()
+    lam = np.linalg.svd(x - x.mean(0), compute_uv=False)[0] ** 2 / len(x)  # the top covariance eigenvalue, by SVD
+    assert cheap["top_covariance_eigenvalue"] == pytest.approx(lam, rel=1e-12)
+    # Equal norm (eta = 1): 2 (sigma^2 - theta^2 lam) = sigma^4 at t_c.
+    t = cheap["t_c_equal_norm"]
+    th, s2 = float(s.theta(t)), float(s.sigma2(t))
+    assert 2.0 * (s2 - th**2 * lam) == pytest.approx(s2**2, rel=1e-10)
+    # Biroli: OU time 1/2 ln lam, i.e. theta = e^{-s} = lam^{-1/2} on a VP schedule; and theory's speciation_time.
+    assert float(s.theta(cheap["t_c_biroli"])) == pytest.approx(lam**-0.5, rel=1e-10)
+    assert cheap["t_c_biroli"] == pytest.approx(theory.speciation_time(theory.DeltaMixture(x), s).biroli_t, rel=1e-10)
+    assert math.isnan(cheap_predictions(np.ones((5, 2)) * 0.3)["t_c_biroli"])  # no spread: no speciation
 
 
 def test_table_row_errors():

@@ -57,14 +57,24 @@ def log_snr_mid(schedule, t_a: float, t_b: float) -> float:
     return float(schedule.t_from_snr(math.exp(mid)))
 
 
+def group(X, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(representatives, counts): each row of X joins the first kept row closer than tol, or is kept."""
+    X = np.atleast_2d(X)
+    kept, counts = [], []
+    for x in X:
+        for k, y in enumerate(kept):
+            if np.linalg.norm(x - y) <= tol:
+                counts[k] += 1
+                break
+        else:
+            kept.append(x)
+            counts.append(1)
+    return np.array(kept).reshape(-1, X.shape[1]), np.array(counts, dtype=int)
+
+
 def dedup(X, tol: float) -> np.ndarray:
     """The rows of X with the later duplicates (closer than tol to a kept row) removed."""
-    X = np.atleast_2d(X)
-    kept = []
-    for x in X:
-        if all(np.linalg.norm(x - y) > tol for y in kept):
-            kept.append(x)
-    return np.array(kept).reshape(-1, X.shape[1])
+    return group(X, tol)[0]
 
 
 @dataclass(frozen=True)
