@@ -155,6 +155,9 @@ class TrainConfig(ModelConfig, DataConfig):
     grad_clip: float = field(default=1.0, metadata={"help": "maximal gradient norm"})
     seed: int = field(default=0, metadata={"help": "seed of the initial weights and of every step's draws"})
     ckpt_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
+    snapshot_every: int = field(
+        default=0, metadata={"help": "steps between kept EMA snapshots out/snapshots/step<N>.pt (0: none)"}
+    )
     out: str | None = field(default=None, metadata={"help": "output directory (omit for runs/<dataset>-<net>)"})
     device: str = field(default="auto", metadata={"help": "auto: cuda if available", "choices": DEVICES})
     bf16: str = field(default="auto", metadata={"help": "bf16 autocast (auto: on cuda)", "choices": BF16})
@@ -164,10 +167,14 @@ class TrainConfig(ModelConfig, DataConfig):
             self.out = os.fspath(self.out)
         self._check_data()
         self._check_model()
-        for name in ("seed", "warmup"):
+        for name in ("seed", "warmup", "snapshot_every"):
             _check_int(name, getattr(self, name), 0)
         for name in ("steps", "batch_size", "ckpt_every"):
             _check_int(name, getattr(self, name), 1)
+        if self.snapshot_every % self.ckpt_every:  # snapshots are taken from the checkpoint just written
+            raise ValueError(
+                f"snapshot_every must be 0 or a multiple of ckpt_every={self.ckpt_every}; got {self.snapshot_every}"
+            )
         for name in ("lr", "grad_clip"):
             value = getattr(self, name)
             if not (is_real(value) and 0 < value < math.inf):

@@ -69,7 +69,7 @@ __all__ = [
 
 CONFIG = "config.json"
 # Fields that may change when a run resumes: none of them changes the arithmetic of a step.
-_RESUMABLE = ("steps", "ckpt_every", "out")
+_RESUMABLE = ("steps", "ckpt_every", "snapshot_every", "out")
 
 
 def _make_net(config: Mapping, image_shape, seed: int) -> nn.Module:
@@ -281,6 +281,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
             }
             save_checkpoint(ckpt_path, state, keep_previous)
             keep_previous = True
+            if cfg.snapshot_every and step % cfg.snapshot_every == 0:  # for the breaking time against steps
+                (out / "snapshots").mkdir(exist_ok=True)
+                export_weights(ckpt_path, out / "snapshots" / f"step{step}.pt")
         if world > 1:
             dist.barrier()
 

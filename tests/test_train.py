@@ -215,6 +215,19 @@ def test_resume_extends_exactly_and_refuses_other_configs(small_run, tmp_path):
         train(TrainConfig(**TINY, steps=30, out=str(out)))
 
 
+def test_snapshots_are_the_ema_weights_at_their_steps(small_run, tmp_path):
+    out = tmp_path / "snap"
+    train(TrainConfig(**TINY, steps=40, ckpt_every=5, snapshot_every=15, out=str(out)))
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step15.pt", "step30.pt"]
+    # step 30's EMA, from the 30-step prefix of the small run (resumable in steps), equals the snapshot
+    prefix = _load(train(TrainConfig(**TINY, steps=30, ckpt_every=15, out=str(tmp_path / "prefix"))))
+    snap = _load(out / "snapshots" / "step30.pt")
+    assert snap["step"] == 30
+    _assert_identical(snap["ema"], prefix["ema"], "ema")
+    # the last snapshot's successor is the run itself: the 40-step EMA equals small_run's
+    _assert_identical(_load(out / "checkpoint.pt")["ema"], _load(small_run / "checkpoint.pt")["ema"], "ema")
+
+
 def test_ema_decay_zero_tracks_the_weights(tmp_path):
     ckpt = _load(train(TrainConfig(**TINY, steps=3, ema_decay=0.0, out=str(tmp_path))))
     _assert_identical(ckpt["ema"], ckpt["model"])
@@ -238,6 +251,8 @@ def test_ema_decay_zero_tracks_the_weights(tmp_path):
         ({"mult": (1, 0)}, "mult must be a non-empty tuple of ints >= 1"),
         ({"net": "unet", "ch": 12}, "must be multiples of min"),
         ({"out": ""}, "out must be None or a non-empty path"),
+        ({"ckpt_every": 10, "snapshot_every": 15}, "snapshot_every must be 0 or a multiple of ckpt_every=10; got 15"),
+        ({"snapshot_every": -1000}, "snapshot_every must be an int >= 0"),
     ],
 )
 def test_config_validation(bad, message):
