@@ -1,6 +1,6 @@
 r"""Our samplers against diffusers' schedulers at the level of FID: same model, same timesteps, same x_T.
 
-    python -m empirical.diffusers_fid                  # the digits model, ~minutes on one CPU thread
+    python -m empirical.diffusers_fid                  # the digits model: ~30 s on one CPU thread
     python -m empirical.diffusers_fid --dry-run        # print the resolved config
 
 For each sampler of ``empirical.diffusers_bridge`` (ddim, pndm, dpm++2m, dpm++3m, unipc), each n in ``n_steps``
@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from empirical.cli import config_from_args, dataclass_parser, is_int
 from empirical.diffusers_bridge import DIFFUSERS_SAMPLERS, make_scheduler, sample_diffusers, sample_ours
+from empirical.grids import t_of_timestep
 from empirical.results import upsert_row
 from theory import VPLinear
 from theory.paths import repo_root, results_dir
@@ -129,7 +130,8 @@ def compare(
 ) -> dict:  # fmt: skip
     """FID (``score``: samples (n, d) -> float) of ours and diffusers' per seed, the differences, the seed
     range max - min of each (the sampling noise), the largest |difference| over the seeds, its ratio to the
-    smaller seed range, the counted NFE and the largest |sample difference|."""
+    smaller seed range, the counted NFE and the largest |sample difference|; the scheduler's timesteps and the
+    forward time t_first of the first (x_T ~ N(0, I) is put there: below T for the "leading" spacing)."""
     fo, fd, nfe_o, nfe_d, dx = [], [], set(), set(), 0.0
     for seed in seeds:
         p = draw_pair(den, sampler, n_steps, n, seed, train_timesteps)
@@ -141,12 +143,15 @@ def compare(
     if len(nfe_o) != 1 or len(nfe_d) != 1:  # a fixed-step sampler: the count cannot depend on the seed
         raise RuntimeError(f"{sampler} n={n_steps}: denoiser calls differ between seeds ({nfe_o}, {nfe_d})")
     diff = [a - b for a, b in zip(fo, fd, strict=True)]
+    ks = make_scheduler(sampler, n_steps, den.schedule, train_timesteps).timesteps.tolist()
     noise = min(max(fo) - min(fo), max(fd) - min(fd))
     max_diff = max(abs(d) for d in diff)
     return {
         "sampler": sampler,
         "scheduler": DIFFUSERS_SAMPLERS[sampler][0],
         "n_steps": n_steps,
+        "timesteps": ks,  # diffusers' timesteps, one per denoiser call (its "leading" spacing starts below T)
+        "t_first": float(t_of_timestep(ks[0], train_timesteps, den.schedule.T)),
         "nfe_ours": nfe_o.pop(),
         "nfe_diffusers": nfe_d.pop(),
         "seeds": list(seeds),
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.threads:  # the ops are small: one thread is the fastest on a busy machine
         torch.set_num_threads(cfg.threads)
-    rows = run(cfg, "python -m empirical.diffusers_fid " + shlex.join(argv))
+    rows = run(cfg, shlex.join(["python", "-m", "empirical.diffusers_fid", *argv]))
     for r in rows:
         fo, fd = (", ".join(f"{v:.3f}" for v in r[k]) for k in ("fid_ours", "fid_diffusers"))
         print(f"{r['sampler']:8s} n={r['n_steps']:<3d} nfe={r['nfe_ours']:<3d} ours [{fo}]  diffusers [{fd}]  "

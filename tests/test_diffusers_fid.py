@@ -53,6 +53,9 @@ def test_fid_ours_and_diffusers_agree_inside_seed_noise(den, score, sampler, n):
     # one denoiser call per scheduler timestep (PNDM: n + 9, its Runge-Kutta warm-up), and our count formula
     assert r["nfe_diffusers"] == len(make_scheduler(sampler, n, den.schedule).timesteps)
     assert r["nfe_ours"] == nfe(sampler, n)
+    # x_T is put at the first timestep: (n - 1) (1000 // n) for the "leading" spacing, 999 for "linspace"
+    first = (n - 1) * (1000 // n) if sampler in ("ddim", "pndm") else 999
+    assert r["t_first"] == pytest.approx((first + 1) / 1000, abs=1e-12)
 
 
 def test_a_different_sampler_is_seen(den, score):
