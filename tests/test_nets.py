@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from empirical.checkpoints import CHECKPOINT
+from empirical.datasets import load_dataset
 from empirical.nets import UNet, build_net
 from empirical.recipe import (
     MAX_EXPORT_BYTES,
     RECIPE,
+    _classifier_metrics,
     _save_loss,
     image_grid,
     inception_reference,
@@ -155,3 +157,15 @@ def test_loss_curve_reports_the_mean_of_the_last_window(tmp_path):
     assert out["window"] == 100 and out["final_loss_mean"] == pytest.approx(losses[-100:].mean(), rel=1e-12)
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert _save_loss(losses[:7], tmp_path / "short.png")["final_loss_mean"] == pytest.approx(losses[:7].mean())
+
+
+def test_classifier_metrics_without_a_test_split_use_training_images_for_the_floor():
+    # digits has no test split: the floor is n training images drawn with the seed, so scoring exactly those
+    # images as "samples" must give the floor's FID, and the classifier is scored on a held-out fifth.
+    x = load_dataset("digits").x
+    n, seed = 300, 3
+    floor_x = x[np.random.default_rng(seed).choice(len(x), size=n, replace=False)]
+    got = _classifier_metrics(floor_x, "digits", steps=60, seed=seed)
+    assert got["fid"] == pytest.approx(got["fid_floor_train_images"], rel=1e-12)
+    assert "fid_floor_test_images" not in got and got["n"] == n and got["n_ref"] == len(x)
+    assert got["classifier_held_out_20pct_accuracy"] > 0.5  # ten classes: chance is 0.1
