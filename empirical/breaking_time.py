@@ -12,9 +12,19 @@ a classifier trained here, and the potential along a path between two generated 
 (atomically) the row of ``<results>/breaking_time.json`` for (dataset, device), the curves in
 ``<results>/breaking_<dataset>.json``, the figures ``<results>/figures/breaking_<dataset>_*.png`` and
 the resolved config next to the checkpoint (``results`` defaults to docs/results of the repository,
-whatever the working directory). ``--diffusers PATH`` measures a diffusers ``UNet2DModel`` folder instead of
-training (``empirical.diffusers_adapter``; its schedule is the scheduler's betas). The stages are in
-``empirical.stages`` (shared with ``empirical.late_start``) and ``empirical.stages_breaking``.
+whatever the working directory). The stages are in ``empirical.stages`` (shared with ``empirical.late_start``)
+and ``empirical.stages_breaking``.
+
+Instead of training: ``--model FILE`` measures a checkpoint or exported-weights file of ``empirical.train`` (the row
+names the file; it is not re-exported), ``--diffusers PATH`` a diffusers ``UNet2DModel`` folder
+(``empirical.diffusers_adapter``; its schedule is the scheduler's betas). ``--prediction FILE:KEY`` reads the exact
+prediction of the same training images from a benchmark results file (``benchmarks/critical_time.py``) instead of
+computing it (15-17 minutes at 60,000 x 784). At 28x28 on a CPU (sizes: ``empirical.stages_breaking``):
+
+    OMP_NUM_THREADS=1 python -m empirical.breaking_time --dataset mnist \
+        --model docs/results/mnist/mnist_denoiser_step4000.pt --prediction benchmarks/results.json:mnist \
+        --search flow --n-starts 32 --n-grid 12 --t-max 0.9 --t-min 0.05 --centre false \
+        --n-parents 16 --n-clones 4 --classifier-steps 500
 """
 
 from __future__ import annotations
@@ -35,7 +45,6 @@ from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
 from empirical.config import PipelineConfig
 from empirical.stages import predict
 from empirical.stopwatch import Stopwatch
-from empirical.train import export_weights
 
 __all__ = ["Config", "predict", "run", "main"]
 
@@ -47,14 +56,19 @@ class Config(PipelineConfig):
 
     eta: float = field(default=1.0, metadata={"help": "the eta family's member (1: the reverse SDE)"})
     n_starts: int = field(default=128, metadata={"help": "training images seeding the fixed-point search"})
+    n_grid: int = field(default=16, metadata={"help": "log-SNR grid of the count before bisection"})
     tol_t: float = field(default=1e-3, metadata={"help": "bisection tolerance on t"})
     t_min: float = field(default=0.02, metadata={"help": "smallest t scanned"})
+    t_max: float | None = field(default=None, metadata={"help": "largest t scanned (omit: T)"})
     search: str = field(
         default="iterate",
         metadata={"help": "stable points: iterated map, or damped flow (28x28)", "choices": ("iterate", "flow")},
     )
     n_parents: int = field(default=64, metadata={"help": "cloning: parent trajectories"})
     n_clones: int = field(default=8, metadata={"help": "cloning: clones per parent and time"})
+    centre: bool = field(
+        default=True, metadata={"help": "centre branches, learned and exact (dense Jacobians: hours at d = 784)"}
+    )
     classifier_steps: int = field(default=1000, metadata={"help": "optimizer steps of the classifier"})
 
     def __post_init__(self):
@@ -70,6 +84,12 @@ class Config(PipelineConfig):
             raise ValueError(f"tol_t must lie in (0, 0.1); got {self.tol_t!r}")
         if not (is_real(self.t_min) and 0 < self.t_min < 1):
             raise ValueError(f"t_min must lie in (0, 1); got {self.t_min!r}")
+        if self.t_max is not None and not (is_real(self.t_max) and self.t_min < self.t_max <= 1):
+            raise ValueError(f"t_max must be None or lie in (t_min={self.t_min}, 1]; got {self.t_max!r}")
+        if not (is_int(self.n_grid) and self.n_grid >= 2):
+            raise ValueError(f"n_grid must be an int >= 2; got {self.n_grid!r}")
+        if not isinstance(self.centre, bool):
+            raise ValueError(f"centre must be true or false; got {self.centre!r}")
         if self.search not in ("iterate", "flow"):
             raise ValueError(f"search must be 'iterate' or 'flow'; got {self.search!r}")
 
@@ -79,18 +99,14 @@ def run(cfg: Config, command: str) -> dict:
     clock = Stopwatch()
     results = stages.folders(cfg)
     x_train = (ds := stages.load_data(cfg)).x
+    known = stages.known_prediction(cfg, x_train)  # a --prediction of other images fails here, before any work
     with clock("train"):
         model = stages.denoiser(cfg, x_train.shape[1])
-    # The EMA weights (float32) of a trained model, to reload on a CPU; a diffusers model stays where it is.
-    model_file = (
-        model.source
-        if model.checkpoint is None
-        else export_weights(model.checkpoint, results / f"{cfg.dataset}_denoiser.pt")
-    )
+    model_file = stage.model_file(model, results, cfg.dataset)
     # Measurements in float64, on the GPU when there is one (d = 784 needs it), else on the CPU.
     den = model.denoiser.to("cuda" if torch.cuda.is_available() else "cpu").double().requires_grad_(False)
     with clock("predict"):
-        pred = predict(x_train, cfg.eta, den.schedule)
+        pred = predict(x_train, cfg.eta, den.schedule, known)
     with clock("measure"):
         m = stage.measure(den, x_train, cfg)
     with clock("centre_branch"):
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        train = None if cfg.diffusers else train_cfg.to_dict()
+        train = None if cfg.diffusers or cfg.model else train_cfg.to_dict()
         print(json.dumps({"breaking_time": dataclasses.asdict(cfg), "train": train}, indent=1))
         return 0
     row = run(cfg, "python -m empirical.breaking_time " + shlex.join(argv))

@@ -86,12 +86,19 @@ def config_from_args(cls, args: argparse.Namespace):
 
 
 def pipeline_config(cls, args: argparse.Namespace):
-    """(config, its TrainConfig) of a pipeline command, with its folders checked before any work:
-    ``results`` and ``run_dir`` must not be existing files. Raises ValueError naming the bad field."""
+    """(config, its TrainConfig) of a pipeline command, with its paths checked before any work: ``results`` and
+    ``run_dir`` must not be existing files, ``model`` must be one, and ``prediction`` must name an entry of a
+    results file. Raises ValueError naming the bad field."""
+    from empirical.stages import read_prediction  # here: empirical.stages imports this module's config
+
     cfg = config_from_args(cls, args)
     train_cfg = cfg.train_config()
     for name in ("results", "run_dir"):
         path = getattr(cfg, name)
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             raise ValueError(f"{name} must be a directory; {path} is an existing file")
+    if cfg.model is not None and not Path(cfg.model).is_file():
+        raise ValueError(f"model must be a checkpoint or exported-weights file; {cfg.model} is not a file")
+    if cfg.prediction is not None:
+        read_prediction(cfg.prediction)  # the file and its entry; the images are checked once loaded
     return cfg, train_cfg

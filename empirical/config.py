@@ -1,6 +1,7 @@
 r"""The configuration dataclasses, composed instead of copied: ``DataConfig`` (which images), ``ModelConfig`` (the
 backbone), ``TrainConfig`` (both, plus the optimiser) and ``PipelineConfig`` (both, plus what the pipelines'
-shared denoiser and folders need; ``empirical.breaking_time.Config`` and ``empirical.late_start.Config`` extend it).
+shared denoiser, prediction and folders need; ``empirical.breaking_time.Config`` and ``empirical.late_start.Config``
+extend it).
 
 Each field is declared once; fields stay flat, so command lines (``--net unet --ch 16``), checkpoints'
 ``config`` dicts and the committed commands keep their form. ``PipelineConfig`` changes three defaults of the
@@ -209,8 +210,16 @@ def resolve_device(device: str) -> str:
 
 @dataclass
 class PipelineConfig(ModelConfig, DataConfig):
-    """What the pipelines share: the data, the denoiser (trained with ``train_config()``, or a diffusers model
-    folder), the seed, and the folders. ``run_dir`` defaults to runs/breaking-<dataset>, one model for both."""
+    """What the pipelines share: the data, the denoiser (trained with ``train_config()``; or ``model``, a checkpoint
+    or exported-weights file; or ``diffusers``, a diffusers model folder: the training fields are then unused), the
+    exact prediction (computed, or read from ``prediction`` = FILE:KEY of a benchmark results file), the seed, and
+    the folders. ``run_dir`` defaults to runs/breaking-<dataset>, one model for both pipelines.
+
+    >>> PipelineConfig(model="m.pt", diffusers="folder")
+    Traceback (most recent call last):
+    ...
+    ValueError: model and diffusers are exclusive (one denoiser to measure); got model='m.pt', diffusers='folder'
+    """
 
     depth: int = field(default=3, metadata={"help": "mlp: residual blocks"})
     steps: int = field(default=12000, metadata={"help": "optimizer steps of the denoiser"})
@@ -222,6 +231,13 @@ class PipelineConfig(ModelConfig, DataConfig):
     diffusers: str | None = field(
         default=None, metadata={"help": "a diffusers UNet2DModel folder to measure instead of training"}
     )
+    model: str | None = field(
+        default=None, metadata={"help": "a checkpoint or exported-weights file (empirical.train) instead of training"}
+    )
+    prediction: str | None = field(
+        default=None,
+        metadata={"help": "FILE:KEY of a benchmarks/critical_time.py results file: the exact t_c read, not computed"},
+    )
 
     def __post_init__(self):
         self._check_data()
@@ -229,13 +245,24 @@ class PipelineConfig(ModelConfig, DataConfig):
         _check_int("steps", self.steps, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("seed", self.seed, 0)
-        for name in ("results", "run_dir", "diffusers"):
+        for name in ("results", "run_dir", "diffusers", "model"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
                 setattr(self, name, value)
             if value is not None and not (isinstance(value, str) and value):
                 raise ValueError(f"{name} must be a non-empty path or None; got {value!r}")
+        if self.model is not None and self.diffusers is not None:
+            raise ValueError(
+                f"model and diffusers are exclusive (one denoiser to measure); got model={self.model!r}, "
+                f"diffusers={self.diffusers!r}"
+            )
+        if self.prediction is not None:
+            path, _, key = self.prediction.rpartition(":") if isinstance(self.prediction, str) else ("", "", "")
+            if not (path and key):
+                raise ValueError(
+                    f"prediction must be FILE:KEY (benchmarks/results.json:fashion); got {self.prediction!r}"
+                )
         if self.run_dir is None:
             self.run_dir = f"runs/breaking-{self.dataset}"
 

@@ -39,7 +39,10 @@ noise to t_c (Wang & Vastola; ``empirical.teleport``) as a table cell:
     python -m empirical.late_start --dataset digits --samplers ddpm ddim pndm dpm-solver++ ipndm \
         "dpm-solver++(3m)" unipc --grids uniform authors --teleport true
 
-``--diffusers PATH`` samples a diffusers ``UNet2DModel`` folder instead of training (``empirical.diffusers_adapter``).
+``--model FILE`` samples a checkpoint or exported-weights file of ``empirical.train`` instead of training, and
+``--diffusers PATH`` a diffusers ``UNet2DModel`` folder (``empirical.diffusers_adapter``); ``--prediction FILE:KEY``
+reads t_c of the same training images from a benchmark results file (``benchmarks/critical_time.py``) instead of
+running ``theory.critical_time``.
 The stages are in ``empirical.stages`` (shared with ``empirical.breaking_time``) and ``empirical.stages_late_start``.
 """
 
@@ -153,6 +156,7 @@ def run(cfg: Config, command: str) -> dict:
     clock = Stopwatch()
     results = stages.folders(cfg)
     x_train = (ds := stages.load_data(cfg)).x
+    known = stages.known_prediction(cfg, x_train)  # a --prediction of other images fails here, before any work
     with clock("train"):
         model = stages.denoiser(cfg, x_train.shape[1])
     den = model.denoiser
@@ -162,7 +166,7 @@ def run(cfg: Config, command: str) -> dict:
         clf_stats = {"accuracy": accuracy, "n_test": n_test, "train_pred": clf.predict(x_train.astype(np.float32)),
                      "floor": stage.floor(clf, x_train, cfg.kid_subsets, cfg.seed)}  # fmt: skip
     with clock("predict"):  # the theory's start time: the critical time of the training set's empirical distribution
-        pred = stages.predict(x_train, cfg.eta, den.schedule)
+        pred = stages.predict(x_train, cfg.eta, den.schedule, known)
     t_theory = float(pred["t_c_predicted"])
     n_curves = sum(len(grids_of(cfg, s)) for s in cfg.samplers) * len(cfg.n_steps)
     n_sweep = (n_curves * 2 + (1 if cfg.converged_steps else 0)) * len(cfg.sweep_t)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        train = None if cfg.diffusers else train_cfg.to_dict()
+        train = None if cfg.diffusers or cfg.model else train_cfg.to_dict()
         print(json.dumps({"late_start": dataclasses.asdict(cfg), "train": train}, indent=1))
         return 0
     if cfg.threads:  # the ops are small: one thread is the fastest on a busy 2-core machine

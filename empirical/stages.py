@@ -1,5 +1,7 @@
 r"""The stages both pipelines share (``empirical.breaking_time``, ``empirical.late_start``): folders, data, the
-denoiser (trained or reused, or a diffusers model folder), the classifier, and the theory's prediction.
+denoiser (trained or reused; a checkpoint or exported-weights file, ``--model``; or a diffusers model folder), the
+classifier, and the theory's prediction (computed, or the exact one read from a benchmark results file,
+``--prediction FILE:KEY``, with the cheap ones computed).
 
 Each stage is a function of the config and of what earlier stages returned, so a pipeline's ``run`` reads as the
 list of its stages, each timed by a ``Stopwatch``.
@@ -7,6 +9,8 @@ list of its stages, each timed by a ``Stopwatch``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,9 +20,10 @@ import numpy as np
 import torch
 
 import theory
+from empirical.checkpoints import load_checkpoint
 from empirical.classifier import train_classifier
 from empirical.config import PipelineConfig, TrainConfig, resolve_device
-from empirical.datasets import Dataset, load_dataset
+from empirical.datasets import DATASETS, Dataset, load_dataset
 from empirical.denoiser import Denoiser
 from empirical.train import check_out_dir, load_denoiser, train
 from theory.paths import results_dir
@@ -26,21 +31,29 @@ from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
 
-__all__ = ["Model", "folders", "load_data", "denoiser", "classifier", "predict", "device_name"]
+__all__ = [
+    "Model", "folders", "load_data", "denoiser", "classifier", "read_prediction", "known_prediction",
+    "cheap_predictions", "predict", "device_name",
+]  # fmt: skip
+
+# The schedule and eta of benchmarks/critical_time.py's entries (theory.critical_time's defaults on VPLinear).
+BENCHMARK_SCHEDULE, BENCHMARK_ETA = theory.VPLinear(), 1.0
 
 
 @dataclass
 class Model:
-    """The denoiser a pipeline measures, and where it came from: a training run (``checkpoint``, ``train_config``,
-    ``train_steps``, ``final_loss``) or a diffusers model folder (those None)."""
+    """The denoiser a pipeline measures, and where it came from: a training run of this pipeline (``trained``), a
+    checkpoint or exported-weights file (``--model``; ``final_loss`` None when it holds no loss history), or a
+    diffusers model folder (``checkpoint``, ``train_config``, ``train_steps``, ``final_loss`` None)."""
 
     denoiser: Denoiser
     device: str  # where it was trained ("cpu", "cuda"), or where the diffusers model was loaded
-    source: str  # the checkpoint or the diffusers folder
+    source: str  # the checkpoint, the --model file or the diffusers folder
     checkpoint: Path | None = None
-    train_config: TrainConfig | None = None
+    train_config: TrainConfig | None = None  # a file's: its stored config
     train_steps: int | None = None
     final_loss: float | None = None
+    trained: bool = False  # trained (or resumed) by this pipeline in its run folder
 
 
 def folders(cfg: PipelineConfig) -> Path:
@@ -58,7 +71,8 @@ def load_data(cfg: PipelineConfig) -> Dataset:
 
 def denoiser(cfg: PipelineConfig, dim: int) -> Model:
     """Train the denoiser (``train`` returns at once when the run folder's checkpoint is complete, so both
-    pipelines share one model), or load the diffusers model folder ``cfg.diffusers``; ``dim`` is the images'."""
+    pipelines share one model), or load the file ``cfg.model`` or the diffusers model folder ``cfg.diffusers``;
+    ``dim`` is the images'."""
     if cfg.diffusers is not None:
         from empirical.diffusers_adapter import load_diffusers
 
@@ -70,13 +84,37 @@ def denoiser(cfg: PipelineConfig, dim: int) -> Model:
                 f"{cfg.dataset} has {dim}"
             )
         return Model(den, device, os.fspath(cfg.diffusers))
+    if cfg.model is not None:
+        return _from_file(Path(cfg.model), cfg, dim)
     tcfg = cfg.train_config()
-    ckpt = train(tcfg)
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
-    device = tcfg.resolved().device
-    den = load_denoiser(ckpt, device=device)
-    final_loss = float(stored["loss"][-200:].mean())
-    return Model(den, stored["config"].get("device", "cpu"), str(ckpt), ckpt, tcfg, int(stored["step"]), final_loss)
+    return _from_file(train(tcfg), cfg, dim, tcfg)
+
+
+def _from_file(path: Path, cfg: PipelineConfig, dim: int, tcfg: TrainConfig | None = None) -> Model:
+    """The ``Model`` of a checkpoint or export: trained here when ``tcfg`` is given, else the ``--model`` file,
+    whose training images (its stored data fields) must be the pipeline's."""
+    stored = load_checkpoint(path)
+    config = stored["config"]
+    if tcfg is None:
+        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        ours = {k: getattr(cfg, k) for k in ("dataset", "n_train", "classes", "data_seed")}
+        theirs = {k: config.get(k, 0 if k == "data_seed" else None) for k in ours}
+        theirs["classes"] = None if theirs["classes"] is None else tuple(theirs["classes"])
+        if ours != theirs:
+            raise ValueError(
+                f"model {path} was trained on {theirs}; the pipeline's training images are {ours} "
+                "(set --dataset, --n-train, --classes, --data-seed to the model's)"
+            )
+    den = load_denoiser(path, device=resolve_device(cfg.device))  # tcfg.device is cfg.device
+    if den.dim != dim:
+        raise ValueError(f"model {path} takes images of {den.dim} values; {cfg.dataset} has {dim}")
+    loss = stored.get("loss")
+    final_loss = None if loss is None or len(loss) == 0 else float(torch.as_tensor(loss)[-200:].mean())
+    return Model(
+        den, config.get("device", "cpu"), str(path), path,
+        tcfg if tcfg is not None else TrainConfig(**{k: v for k, v in config.items() if k in names}),
+        int(stored["step"]), final_loss, trained=tcfg is not None,
+    )  # fmt: skip
 
 
 def classifier(ds: Dataset, steps: int, seed: int):
@@ -102,17 +140,78 @@ def cheap_predictions(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> d
     return {"t_c_equal_norm": _t_from_theta(schedule, theta_en), "t_c_biroli": biroli, "top_covariance_eigenvalue": lam}
 
 
-def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None) -> dict:
+def read_prediction(spec: str, x_train: np.ndarray | None = None, dataset: str | None = None, eta: float = 1.0):
+    """The exact prediction stored in a benchmark results file, ``spec`` = "FILE:KEY" (``benchmarks/critical_time.py``
+    writes one entry per data set: ``t_c``, ``theta_c``, ``kind``, ``centre_t``, ``macroscopic_t``, with ``N``, ``d``
+    and ``data``). Returns {t_c, theta_c, kind, centre_t, macroscopic_t, source: spec}.
+
+    With ``x_train`` (N, d) the entry must have been computed on the same images: its N and d (and the data set
+    named by its ``data``, and its eta, 1 unless it stores one) must match, else ValueError naming ``prediction``.
+    """
+    path, _, key = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if not (path and key):
+        raise ValueError(f"prediction must be FILE:KEY (benchmarks/results.json:fashion); got {spec!r}")
+    if not Path(path).is_file():
+        raise ValueError(f"prediction {spec!r}: no results file at {path}")
+    results = json.loads(Path(path).read_text())
+    if not isinstance(results, dict) or not isinstance(results.get(key), dict) or "t_c" not in results[key]:
+        keys = (
+            sorted(k for k, v in results.items() if isinstance(v, dict) and "t_c" in v)
+            if isinstance(results, dict)
+            else []
+        )
+        raise ValueError(f"prediction {spec!r}: {path} has no entry {key!r} with a t_c; entries: {keys}")
+    entry = results[key]
+    if x_train is not None:
+        n, d = np.shape(x_train)
+        if entry.get("N", n) != n or entry.get("d", d) != d:
+            raise ValueError(
+                f"prediction {spec!r} was computed on N={entry.get('N')} images of d={entry.get('d')}; the training "
+                f"images are N={n}, d={d} (the same data set, n_train and classes, or run critical_time on them)"
+            )
+    name = str(entry.get("data", "")).split(" ")[0]
+    if dataset is not None and name in DATASETS and name != dataset:
+        raise ValueError(f"prediction {spec!r} was computed on {entry['data']!r}; the dataset is {dataset!r}")
+    if entry.get("eta", BENCHMARK_ETA) != eta:
+        raise ValueError(f"prediction {spec!r} was computed at eta = {entry.get('eta', BENCHMARK_ETA)}; eta is {eta}")
+    names = ("t_c", "theta_c", "kind", "centre_t", "macroscopic_t")
+    return {k: entry.get(k) for k in names} | {"source": spec}
+
+
+def known_prediction(cfg: PipelineConfig, x_train: np.ndarray) -> dict | None:
+    """``read_prediction`` of ``cfg.prediction`` checked against the training images (None without one); the
+    pipelines call it before any long work."""
+    return None if cfg.prediction is None else read_prediction(cfg.prediction, x_train, cfg.dataset, cfg.eta)
+
+
+def predict(x_train: np.ndarray, eta: float = 1.0, schedule=None, known: dict | None = None) -> dict:
     """The critical time predicted from the training images alone (forward time, VP linear by default):
     ``t_c_predicted``, the exact ``theory.critical_time`` of the empirical distribution (a DeltaMixture of the
-    images), its theta, kind and ``centre_t``, and the ``cheap_predictions``."""
+    images), its theta, kind, ``centre_t`` and ``macroscopic_t`` (the first bifurcation with a macroscopic basin),
+    ``prediction`` (where they come from), and the ``cheap_predictions``. ``known``: a ``read_prediction`` (made
+    on the benchmark's schedule, VPLinear) used instead of running ``theory.critical_time``."""
     schedule = theory.VPLinear() if schedule is None else schedule
-    ct = theory.critical_time(theory.DeltaMixture(x_train), schedule, eta=eta)
+    if known is None:
+        ct = theory.critical_time(theory.DeltaMixture(x_train), schedule, eta=eta)
+        m = ct.macroscopic
+        known = {"t_c": ct.t, "theta_c": ct.theta, "kind": ct.kind, "centre_t": ct.centre_t,
+                 "macroscopic_t": None if m is None else m.t, "source": "theory.critical_time"}  # fmt: skip
+    elif schedule != BENCHMARK_SCHEDULE:
+        raise ValueError(
+            f"prediction {known['source']!r} was computed on {BENCHMARK_SCHEDULE!r}; the denoiser's schedule is "
+            f"{schedule!r} (omit --prediction to compute it on that schedule)"
+        )
+
+    def real(v):
+        return None if v is None else float(v)
+
     return {
-        "t_c_predicted": float(ct.t),
-        "theta_c_predicted": float(ct.theta),
-        "kind_predicted": ct.kind,
-        "centre_t_predicted": float(ct.centre_t),
+        "t_c_predicted": float(known["t_c"]),
+        "theta_c_predicted": real(known["theta_c"]),
+        "kind_predicted": known["kind"],
+        "centre_t_predicted": real(known["centre_t"]),
+        "macroscopic_t_predicted": real(known["macroscopic_t"]),
+        "prediction": known["source"],
         **cheap_predictions(x_train, eta, schedule),
     }
 

@@ -273,6 +273,7 @@ def summary(ds, model, clf_stats: dict, pred: dict, parts: dict, cfg, context: d
         "n_train": len(ds.x),
         "dim": int(ds.x.shape[1]),
         "image_shape": list(ds.image_shape),
+        "model": model.source,
         "train_steps": model.train_steps,
         "classifier_accuracy": clf_stats["accuracy"],
         "classifier_n_test": clf_stats["n_test"],

@@ -13,8 +13,9 @@ Each checkpoint (a training checkpoint or exported weights) is loaded with its E
 ``empirical.measure.measure_critical_time`` on the data set's training images (the count of stable fixed
 points of the learned drift, bisected in t); the row gives the bracket, the network evaluations and the
 seconds of the measurement. ``--prediction FILE:KEY`` reads the exact ``theory.critical_time`` of the same
-training images from a benchmark results file (``benchmarks/critical_time.py`` writes it, with its
-options) so that the costly prediction runs once; each row gets the relative gap to it. Rows are merged by
+training images from a benchmark results file (``benchmarks/critical_time.py`` writes it, with its options;
+``empirical.stages.read_prediction`` checks its N and d against the images) so that the costly prediction runs
+once; each row gets the relative gap to it. Rows are merged by
 (dataset, step) into ``--out``, written atomically after each checkpoint: a killed sweep keeps its rows.
 """
 
@@ -34,20 +35,10 @@ from empirical.datasets import load_dataset
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
 from empirical.results import finite, upsert_row, write_json_atomic
-from empirical.stages import cheap_predictions, device_name
+from empirical.stages import cheap_predictions, device_name, read_prediction
 from empirical.train import load_denoiser
 
 __all__ = ["sweep", "main"]
-
-
-def _prediction(spec: str | None) -> dict | None:
-    if spec is None:
-        return None
-    path, _, key = spec.rpartition(":")
-    if not path or not key:
-        raise ValueError(f"--prediction must be FILE:KEY; got {spec!r}")
-    row = json.loads(Path(path).read_text())[key]
-    return {"t_c": row["t_c"], "kind": row["kind"], "macroscopic_t": row.get("macroscopic_t"), "source": spec}
 
 
 def _step(path: Path) -> int:
@@ -142,14 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-min", type=float, default=0.02, help="smallest t scanned")
     p.add_argument("--table", help="write the last checkpoint's row into this breaking-time table (JSON list)")
     a = p.parse_args(argv)
-    prediction = _prediction(a.prediction)
+    x = load_dataset(a.dataset).x
+    prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
     rows = sweep(
         a.dataset, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
         out=a.out, search=a.search, t_max=a.t_max, t_min=a.t_min,
     )  # fmt: skip
     if a.table is not None:
         command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
-        upsert_row(a.table, table_row(rows[-1], load_dataset(a.dataset).x, prediction, command), ("dataset", "device"))
+        upsert_row(a.table, table_row(rows[-1], x, prediction, command), ("dataset", "device"))
     return 0
 
 
