@@ -1,4 +1,4 @@
-"""Train a denoiser, measure its breaking time, compare with the theory's predictions, write the table row.
+r"""Train a denoiser, measure its breaking time, compare with the theory's predictions, write the table row.
 
     python -m empirical.breaking_time --dataset digits            # CPU, minutes
     python -m empirical.breaking_time --dataset digits --dry-run  # print the resolved config
