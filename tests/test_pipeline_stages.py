@@ -45,7 +45,7 @@ def test_default_command_reproduces_the_committed_digits_model():
     now = breaking_time.Config(dataset="digits").train_config().to_dict()
     same = {k for k in stored if k not in ("device", "bf16", "out")}
     assert {k: stored[k] for k in same} == {k: now[k] for k in same}
-    assert now.keys() - stored.keys() <= {"attn"}  # the one field added since; the UNet's default then
+    assert now.keys() - stored.keys() <= {"attn", "snapshot_every"}  # added since; defaults = what it did
     assert stored["out"] == now["out"] == "runs/breaking-digits"
 
 
