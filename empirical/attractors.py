@@ -38,7 +38,7 @@ from theory._engine import exact_field
 from theory._search import use_float32
 from theory.data import DeltaMixture
 
-__all__ = ["compare_with_exact", "main"]
+__all__ = ["compare_with_exact", "start_points", "main"]
 
 MERGE_TOL = 1e-4  # limits closer than this times (1 + scale) are one point (as theory._search.stable_points)
 SAME_TOL = 1e-6  # a polished limit within this times (1 + scale) of an exact attractor is that attractor
@@ -63,6 +63,15 @@ def compare_with_exact(den, x_train, t, *, n_starts=32, seed=0, eta=1.0, search=
     give each point's coordinates ("x"). Keys: ``network`` (per stable point: basin, mu, norm, the ``exact``
     mean-shift limit from it, the exact residual and posterior there), ``exact_attractors`` (from the same starts),
     ``centre`` (the exact centre) and counts.
+
+    >>> from theory import DeltaMixture
+    >>> from empirical.denoiser import ExactDenoiser
+    >>> x = np.array([[-1.0], [1.0]])  # the paper's two deltas, t_c = 0.2926: one attractor above it
+    >>> r = compare_with_exact(ExactDenoiser(DeltaMixture(x)), x, 0.5, n_starts=2)
+    >>> r["n_network_stable"], r["n_exact_stable"], r["network"][0]["basin"], r["centre"]["stable"]
+    (1, 1, 5, True)
+    >>> bool(r["network"][0]["to_exact_centre"] < 1e-12 and r["network"][0]["exact_residual"] < 1e-8)
+    True
     """
     t, eta = float(t), check_eta(eta)
     check_in_range("t", t, 0.0, float(den.schedule.T), open_lo=True, open_hi=True)
@@ -165,12 +174,13 @@ class _Exact:
 
     def posterior(self, x) -> dict:
         """The exact posterior over the training images at x: entropy (nats), effective count e^H, top weights,
-        and the exact relative residual |kappa x0_exact(x) - x| / |x|."""
+        and the exact relative residual |kappa x0_exact(x) - x| / |x| (|x| at least 1e-8 (1 + scale))."""
         w = self.f.responsibilities(np.asarray(x)[None], self.t)[0]
         nz = w[w > 0]
         H = float(-(nz * np.log(nz)).sum())
         top = np.argsort(w)[::-1][:N_TOP]
-        res = np.linalg.norm(self.f.kappa(self.t) * (w @ self.Y) - x) / max(float(np.linalg.norm(x)), 1e-300)
+        floor = 1e-8 * (1.0 + self.f.scale)  # the centre of symmetric data sits at 0: no relative size there
+        res = np.linalg.norm(self.f.kappa(self.t) * (w @ self.Y) - x) / max(float(np.linalg.norm(x)), floor)
         return {
             "exact_residual": float(res), "posterior_entropy": H, "posterior_effective_images": math.exp(H),
             "posterior_top_weight": float(w[top[0]]), "posterior_top_images": top.tolist(),
