@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from empirical.measure import _starts, map_coeffs, stable_fixed_points
+from empirical.measure import _starts, draw_starts, map_coeffs, stable_fixed_points
 from empirical.results import finite
 from theory._checks import check_eta, check_in_range, check_int
 from theory._continuation import group
@@ -48,11 +48,8 @@ N_TOP = 5  # training images listed per point, by posterior weight
 def start_points(den, x_train, t, *, n_starts=32, seed=0, eta=1.0):
     """(starts (2 n + 1, d) float64, indices of the n training images) at t: the draw of
     ``measure_critical_time`` (its seeded permutation, then its noise) passed to ``empirical.measure._starts``."""
-    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(x_train), generator=gen)[: min(n_starts, len(x_train))]
-    eps = torch.randn(len(pick), x_train.shape[1], generator=gen, dtype=torch.float64)
-    return _starts(den, x_train[pick], t, eps, eta), pick.numpy()
+    x0, eps, pick = draw_starts(x_train, n_starts, seed)
+    return _starts(den, x0, t, eps, eta), pick.numpy()
 
 
 def compare_with_exact(den, x_train, t, *, n_starts=32, seed=0, eta=1.0, search=None, max_iter=5000, points=False):

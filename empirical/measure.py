@@ -38,6 +38,7 @@ __all__ = [
     "DENSE_MAX",
     "LearnedField",
     "MeasuredFixedPoint",
+    "draw_starts",
     "MeasuredCriticalTime",
     "CentreBranch",
     "map_coeffs",
@@ -239,6 +240,15 @@ def _starts(denoiser, x_train, t, eps, eta):
     return torch.cat([theta * x_train + sigma * eps, kappa * x_train, kappa * x_train.mean(0, keepdim=True)])
 
 
+def draw_starts(x_train, n_starts: int, seed: int):
+    """(images, noise, indices): the seeded choice of ``n_starts`` training images and their noise, from which
+    ``_starts`` builds the starts at each t (one draw for all times, so the counts at different t compare)."""
+    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(x_train), generator=gen)[: min(n_starts, len(x_train))]
+    return x_train[pick], torch.randn(len(pick), x_train.shape[1], generator=gen, dtype=torch.float64), pick
+
+
 def measure_critical_time(
     denoiser: Denoiser,
     x_train,
@@ -268,10 +278,7 @@ def measure_critical_time(
         raise ValueError(f"need 0 < t_min < t_max <= T={T}; got t_min={t_min}, t_max={t_max}")
     n_grid, n_starts = check_int("n_grid", n_grid, 2), check_int("n_starts", n_starts, 1)
     tol_t, max_iter = check_tolerance("tol_t", tol_t), check_int("max_iter", max_iter, 1)
-    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(x_train), generator=gen)[: min(n_starts, len(x_train))]
-    x0, eps = x_train[pick], torch.randn(len(pick), x_train.shape[1], generator=gen, dtype=torch.float64)
+    x0, eps, _ = draw_starts(x_train, n_starts, seed)
     evaluations, last = [], []
 
     def count(t):
