@@ -113,6 +113,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 30 s: a subprocess with two XLA host devices (make test-slow runs it)
 def test_sharded_over_two_devices_equals_one_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=600)
