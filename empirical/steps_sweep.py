@@ -46,9 +46,11 @@ def _step(path: Path) -> int:
     return int(ckpt["step"]) if isinstance(ckpt, dict) and "step" in ckpt else -1
 
 
-def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None, out=None, **kw):
-    """One row per checkpoint (see the module docstring); returns the rows. ``kw``: ``search`` ("iterate" or
-    "flow"), ``t_max`` and ``t_min`` (the scanned range)."""
+def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None, out=None,
+          command=None, **kw):  # fmt: skip
+    """One row per checkpoint (see the module docstring); returns the rows. ``command``: stored in each row (rows
+    of several invocations share one ``out``). ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and ``t_min``
+    (the scanned range)."""
     x = load_dataset(dataset).x
     rows = []
     for path in map(Path, checkpoints):
@@ -71,6 +73,7 @@ def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float
             "seconds": time.perf_counter() - t0,
             "options": {"n_starts": n_starts, "n_grid": n_grid, "tol_t": tol_t, **kw},
             "threads": torch.get_num_threads(),
+            "command": command,
         }
         if flow is not None:
             row |= {"network_evaluations": flow.evaluations, "search_log": flow.log}
@@ -135,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     x = load_dataset(a.dataset).x
     prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
+    command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
     rows = sweep(
         a.dataset, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
-        out=a.out, search=a.search, t_max=a.t_max, t_min=a.t_min,
+        out=a.out, command=command, search=a.search, t_max=a.t_max, t_min=a.t_min,
     )  # fmt: skip
     if a.table is not None:
-        command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
         upsert_row(a.table, table_row(rows[-1], x, prediction, command), ("dataset", "device"))
     return 0
 

@@ -1,14 +1,19 @@
 """The cheap predictions (``empirical.stages.cheap_predictions``) against independent computations, and
-``empirical.steps_sweep``'s table row arithmetic."""
+``empirical.steps_sweep``'s table row arithmetic, and each row's own command."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import theory
+from empirical import steps_sweep
 from empirical.stages import cheap_predictions
 from empirical.steps_sweep import table_row
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cheap_predictions_against_closed_forms_and_the_theory():
@@ -37,3 +42,17 @@ def test_table_row_errors():
     assert row["relative_error"] == pytest.approx(0.1, rel=1e-12)
     assert row["relative_error_biroli"] == pytest.approx(abs(0.45 - row["t_c_biroli"]) / row["t_c_biroli"])
     assert row["t_c_measured_bracket"] == [0.449, 0.451] and row["dim"] == 2 and row["search"] == "flow"
+
+
+def test_rows_of_two_invocations_keep_their_own_commands(tmp_path):
+    out = tmp_path / "sweep.json"
+    model = str(ROOT / "docs" / "results" / "digits_denoiser.pt")
+    base = ["--dataset", "digits", model, "--n-starts", "4", "--n-grid", "2", "--tol-t", "0.05", "--out", str(out)]
+    first, second = [*base, "--t-max", "0.9", "--t-min", "0.5"], [*base, "--t-max", "0.8", "--t-min", "0.5"]
+    assert steps_sweep.main(first) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["command"] == "python -m empirical.steps_sweep " + " ".join(first)
+    assert row["options"]["t_max"] == 0.9
+    assert steps_sweep.main(second) == 0  # the same (dataset, step): its row replaces the first one
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["command"].endswith("--t-max 0.8 --t-min 0.5") and row["options"]["t_max"] == 0.8
