@@ -12,7 +12,7 @@ kappa E[y]). The exact attractors reached from the same starts, with their basin
 The exact side is the theory's field (``theory._field.MixtureField``): descent in float64 (float32 on large
 sets, as ``theory.critical_time``), then Newton in float64.
 
-    python -m empirical.attractors --dataset mnist runs/mnist-recipe/snapshots/step6000.pt --t 0.655 0.62 \
+    python -m empirical.attractors --dataset mnist docs/results/mnist/mnist_denoiser.pt --t 0.655 0.62 \
         --search flow --out docs/results/attractors.json
 """
 
@@ -189,14 +189,13 @@ def _model_images(path: Path, dataset: str) -> np.ndarray:
     """The training images of the model at ``path`` (its stored data fields), refused unless it was trained on
     ``dataset``."""
     from empirical.checkpoints import load_checkpoint
+    from empirical.config import DataConfig
     from empirical.datasets import load_dataset
 
-    config = load_checkpoint(path)["config"]
-    if config.get("dataset") != dataset:
-        raise ValueError(f"--dataset is {dataset!r}; model {path} was trained on {config.get('dataset')!r}")
-    classes = config.get("classes")
-    kw = {"n": config.get("n_train"), "classes": None if classes is None else tuple(classes)}
-    return load_dataset(dataset, seed=config.get("data_seed", 0), **kw).x
+    data = DataConfig.of(load_checkpoint(path)["config"])
+    if data.dataset != dataset:
+        raise ValueError(f"--dataset is {dataset!r}; model {path} was trained on {data.dataset!r}")
+    return load_dataset(dataset, **data.data_kwargs()).x
 
 
 def _parser() -> argparse.ArgumentParser:

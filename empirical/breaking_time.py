@@ -22,9 +22,9 @@ prediction of the same training images from a benchmark results file (``benchmar
 computing it (15-17 minutes at 60,000 x 784). At 28x28 on a CPU (sizes: ``empirical.stages_breaking``):
 
     OMP_NUM_THREADS=1 python -m empirical.breaking_time --dataset mnist \
-        --model docs/results/mnist/mnist_denoiser_step4000.pt --prediction benchmarks/results.json:mnist \
+        --model docs/results/mnist/mnist_denoiser.pt --prediction benchmarks/results.json:mnist \
         --search flow --n-starts 32 --n-grid 12 --t-max 0.9 --t-min 0.05 --centre false \
-        --n-parents 16 --n-clones 4 --classifier-steps 500
+        --n-parents 16 --n-clones 4 --classifier-steps 500 --results docs/results/28x28
 """
 
 from __future__ import annotations

@@ -75,6 +75,16 @@ class DataConfig:
         """The ``load_dataset`` arguments after the name."""
         return {"n": self.n_train, "classes": self.classes, "seed": self.data_seed}
 
+    @classmethod
+    def of(cls, config: Mapping) -> DataConfig:
+        """The training images named by a config dict (a checkpoint's stored one, a pipeline's fields); fields
+        missing from an older checkpoint take their defaults (``_tuples`` makes a stored list of classes a tuple).
+
+        >>> DataConfig.of({"dataset": "mnist", "classes": [0, 1], "lr": 1e-3})
+        DataConfig(dataset='mnist', n_train=None, classes=(0, 1), data_seed=0)
+        """
+        return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
+
 
 @dataclass
 class ModelConfig:

@@ -179,18 +179,19 @@ def run(cfg: Config, command: str) -> list[dict]:
 
     from empirical import stages
     from empirical.checkpoints import load_checkpoint
+    from empirical.config import DataConfig
     from empirical.datasets import load_dataset
     from empirical.stages_late_start import Scorer, floor
     from empirical.train import load_denoiser
 
-    data = load_checkpoint(cfg.model)["config"]  # the model's own training images
-    ds = load_dataset(data["dataset"], n=data["n_train"], classes=data["classes"], seed=data["data_seed"])
+    data = DataConfig.of(load_checkpoint(cfg.model)["config"])  # the model's own training images
+    ds = load_dataset(data.dataset, **data.data_kwargs())
     den = load_denoiser(cfg.model)
     clf, accuracy, _ = stages.classifier(ds, cfg.classifier_steps, cfg.seed)
     n_classes = int(ds.labels.max()) + 1
     scorer = Scorer(clf, ds.x, n_classes, kid_subsets=1, seed=cfg.seed)
     shared = {
-        "dataset": data["dataset"],
+        "dataset": data.dataset,
         "model": _model_name(cfg.model),
         "n_ref": len(ds.x),
         "classifier_accuracy": accuracy,

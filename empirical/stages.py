@@ -22,7 +22,7 @@ import torch
 import theory
 from empirical.checkpoints import load_checkpoint
 from empirical.classifier import train_classifier
-from empirical.config import PipelineConfig, TrainConfig, resolve_device
+from empirical.config import DataConfig, PipelineConfig, TrainConfig, resolve_device
 from empirical.datasets import DATASETS, Dataset, load_dataset
 from empirical.denoiser import Denoiser
 from empirical.train import check_out_dir, load_denoiser, train
@@ -97,9 +97,7 @@ def _from_file(path: Path, cfg: PipelineConfig, dim: int, tcfg: TrainConfig | No
     config = stored["config"]
     if tcfg is None:
         names = [f.name for f in dataclasses.fields(TrainConfig)]
-        ours = {k: getattr(cfg, k) for k in ("dataset", "n_train", "classes", "data_seed")}
-        theirs = {k: config.get(k, 0 if k == "data_seed" else None) for k in ours}
-        theirs["classes"] = None if theirs["classes"] is None else tuple(theirs["classes"])
+        ours, theirs = DataConfig.of(vars(cfg)), DataConfig.of(config)
         if ours != theirs:
             raise ValueError(
                 f"model {path} was trained on {theirs}; the pipeline's training images are {ours} "

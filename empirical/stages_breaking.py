@@ -2,11 +2,11 @@ r"""The stages of ``empirical.breaking_time`` after the shared ones (``empirical
 the measurement in the network (fixed points by bisection on t, the centre branch, learned and exact, optional),
 cloning, the potential along arcs, and the table row, curves and figures.
 
-Their cost at d = 784 (a ch = 16 U-Net on one CPU thread, about 2.6 ms per image row in float32, 8x that in
-float64): the flow search of ``measure`` about 60,000 rows (5-7 minutes); ``clone`` the rows of ``clone_rows``
-in float32 (n_parents = 16, n_clones = 4: 113,808 rows, about 5 minutes); ``arcs`` 3,200 rows in float64 (about a
-minute); each step of a centre branch a dense 784 x 784 Jacobian (about 14 s in float64), which is why
-``centre`` can be switched off there.
+Their cost at d = 784 (a ch = 16 U-Net on one CPU thread, about 2.6 ms per image row in float32, 15 ms in
+float64): the flow search of ``measure`` 43,000 to 108,000 rows (2 to 18 minutes in the committed 28x28 rows);
+``clone`` the rows of ``clone_rows`` in float32 (n_parents = 16, n_clones = 4: 113,808 rows, about 5 minutes);
+``arcs`` 3,200 rows in float64 (under a minute); each step of a centre branch a dense 784 x 784 Jacobian (about
+14 s in float64), which is why ``centre`` can be switched off there.
 """
 
 from __future__ import annotations
