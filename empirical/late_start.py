@@ -14,8 +14,8 @@ gls at the sweep's best and knee, and the late start at its sweep's best, each o
 seed than the sweep's, so the sweep's choice is not scored on the samples that chose it); (5) the same with
 DDIM converged (``converged_steps``): the vanilla start, gls and N(0, I) at t_c, and gls swept over t_start,
 i.e. what the start costs once the step error is gone; (6) Inception FID (the standard TF-FID network) for a
-small headline subset (DDIM at ``inception_steps``, vanilla and gls at t_c). It writes (atomically) the rows of
-``<results>/late_start.json`` for (dataset, device), the curves, summary and sample pixels in
+small headline subset (DDIM at ``inception_steps``: vanilla, gls at t_c and at the sweep's best). It writes
+(atomically) the rows of ``<results>/late_start.json`` for (dataset, device), the curves, summary and sample pixels in
 ``<results>/late_start_<dataset>.json`` and the figures ``<results>/figures/late_start_<dataset>_*.png``
 (``results`` defaults to docs/results of the repository, whatever the working directory).
 

@@ -225,7 +225,7 @@ def table(draw: Drawer, scorer: Scorer, sweep_curves: list[dict], t_theory: floa
                     if rule in ("none", "theory"):
                         samples.append({"sampler": sampler, "grid": grid, "n_steps": n_steps, "init": init,
                                         "t_start_rule": rule, "hex": hex_images(x[: cfg.n_grid])})  # fmt: skip
-                    if k == 0 and (init == "gls" and rule == "theory" or init == "vanilla"):
+                    if k == 0 and (init == "gls" and rule in ("theory", "sweep-best") or init == "vanilla"):
                         row["_x"] = x  # kept for the Inception cells (first grid), dropped before writing
                     draw.bar.update(1)
     return rows, samples
@@ -245,8 +245,9 @@ def converged(draw: Drawer, scorer: Scorer, t_theory: float, cfg) -> dict | None
 
 
 def inception(rows: list[dict], x_train: np.ndarray, image_shape, cfg) -> dict | None:
-    """Inception FID (the TF-FID network) of the headline cells (DDIM at ``inception_steps``, vanilla and gls at
-    the theory's t_start), against a random subset of the training images; the floor is a disjoint subset's."""
+    """Inception FID (the TF-FID network) of the headline cells (DDIM at ``inception_steps``: vanilla, gls at the
+    theory's t_start and at the sweep's best, the paper's choice), against a random subset of the training images;
+    the floor is a disjoint subset's."""
     if not cfg.inception_n:
         return None
     sub = np.random.default_rng(cfg.seed + 2).permutation(len(x_train))

@@ -251,3 +251,30 @@ def test_best_grid_table_takes_each_samplers_best_vanilla_grid():
     ]
     table = best_grid_table({"rows": rows, "config": {"samplers": ["ddim"], "n_steps": [3]}})
     assert table.splitlines()[2] == "| ddim | 3 | 3 | edm | 20.00 | 16.00 | 1.25x | 17.50 | 10.00 (uniform) |"
+
+
+def test_table_keeps_the_samples_inception_scores():
+    """The rows Inception may score keep their samples: on the first grid, vanilla and gls at both the theory's
+    t_start and the sweep's best (the paper's choice; the stage then takes DDIM's); every other row drops them."""
+    from types import SimpleNamespace
+
+    from empirical.stages_late_start import table
+
+    class Draw:  # a fixed array per call: the test is about which rows keep theirs
+        bar = SimpleNamespace(update=lambda k: None)
+
+        def __call__(self, sampler, n_steps, init, t_start, n, seed, grid):
+            return np.full((n, 2), float(n_steps))
+
+    scorer = SimpleNamespace(full=lambda x: {"fid": float(x[0, 0])})
+    cfg = SimpleNamespace(dataset="d", samplers=("ddim", "dpm-solver++"), grids=("leading", "uniform"),
+                          n_steps=(3, 5), teleport=True, n_samples=4, seed=0, n_grid=1)  # fmt: skip
+    curve = {"best_t": 0.4, "knee_t": 0.5}
+    picks = [{"sampler": s, "grid": g, "n_steps": n, "init": i, **curve}
+             for s in cfg.samplers for g in cfg.grids for n in cfg.n_steps for i in ("gls", "late")]  # fmt: skip
+    context = {"n_ref": 10, "entropy_bits_train": 1.0, "device": "cpu", "command": "pytest"}
+    rows, _ = table(Draw(), scorer, picks, 0.6, cfg, context)
+    assert len(rows) == 2 * 2 * 2 * 6
+    kept = {(r["sampler"], r["grid"], r["n_steps"], r["init"], r["t_start_rule"]) for r in rows if "_x" in r}
+    assert kept == {(s, "leading", n, i, rule) for s in cfg.samplers for n in (3, 5)
+                    for i, rule in (("vanilla", "none"), ("gls", "theory"), ("gls", "sweep-best"))}  # fmt: skip
