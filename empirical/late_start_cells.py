@@ -1,0 +1,262 @@
+r"""Chosen late-start cells scored at several seeds: FID (project classifier) per (sampler, grid, n), init and seed.
+
+    OMP_NUM_THREADS=1 python -m empirical.late_start_cells --dataset fashion-mnist \
+        --model docs/results/fashion-mnist/fashion-mnist_denoiser.pt --prediction benchmarks/results.json:fashion \
+        --samplers dpm-solver++ ddim --grids uniform --n-steps 5 10 --inits gls gls-analytic teleport \
+        --seeds 1 2 3 --t-start tc --n-samples 500 --classifier-steps 500 \
+        --table docs/results/late_start_fashion-mnist.json
+
+It measures what one table row of ``empirical.late_start`` cannot: the seed noise of a cell (its FID at several
+sampling seeds: mean and std, ddof = 1), and the start time chosen by ``empirical.start_rule``. The stages are
+``empirical.late_start``'s (``stages.load_data``, ``known_prediction``/``predict``, ``denoiser``, ``classifier``;
+``stages_late_start.Scorer`` and ``Drawer``), with the same classifier (``classifier_steps``, ``seed``), so the cell
+at the table's seed (``seed`` + 1) and N reproduces the table row's FID. ``--t-start`` takes numbers in (T_MIN, T],
+"tc" (the exact critical time of the training set) or "rule" (``start_rule.rule_t_start``, calibrated on
+``--calibration``, the digits' sweep curves); each is a cell of its own. ``--table`` (a late_start curves file of the
+same data) adds to each gls cell the table's gls rows (theory and sweep-best) and teleport row, and to the output
+whether the table's rows are reproduced and how many cells lie within 10% of the sweep's best at the table's seed.
+The output (``--out``, default ``<results>/late_start_cells_<dataset>.json``) is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from empirical import stages
+from empirical import stages_late_start as stage
+from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
+from empirical.config import PipelineConfig
+from empirical.denoiser import T_MIN
+from empirical.grids import GRIDS
+from empirical.results import write_json_atomic
+from empirical.samplers import INITS, nfe
+from empirical.start_rule import DIGITS_CURVES, load_calibration, rule_t_start
+from empirical.stopwatch import Stopwatch
+from theory.paths import repo_root, results_dir
+
+__all__ = ["Config", "resolve_t_start", "score_cells", "compare_with_table", "run", "main"]
+
+T_SPECS = ("tc", "rule")
+WITHIN = 1.1  # "within 10% of the sweep's best": FID <= 1.1 x the sweep-best row's FID
+
+
+@dataclasses.dataclass
+class Config(PipelineConfig):
+    """The denoiser's and data's fields (``PipelineConfig``), the cells (samplers x grids x n_steps), the inits,
+    sampling seeds and start times to score them at, and the classifier's steps (its seed is ``seed``)."""
+
+    samplers: tuple[str, ...] = ("ddim", "dpm-solver++")
+    grids: tuple[str, ...] = ("uniform",)
+    n_steps: tuple[int, ...] = (5, 10)
+    inits: tuple[str, ...] = ("gls", "gls-analytic", "teleport")
+    seeds: tuple[int, ...] = (1, 2, 3)
+    t_start: tuple[str, ...] = ("tc",)  # numbers in (T_MIN, T], "tc" or "rule"
+    n_samples: int = 500
+    classifier_steps: int = 500
+    kid_subsets: int = 20
+    eta: float = 1.0  # the eta family's member of the critical time (1: the reverse SDE, the tables')
+    calibration: str = DIGITS_CURVES  # the rule's source: a late_start curves file (relative to the repository)
+    table: str | None = None  # a late_start curves file of the same data to compare with
+    out: str | None = None  # the output file (omit: <results>/late_start_cells_<dataset>.json)
+    threads: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("samplers", "grids", "n_steps", "inits", "seeds", "t_start"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+        for name, allowed in (("samplers", tuple(stage.ALL_SAMPLERS)), ("grids", GRIDS), ("inits", INITS)):
+            value = getattr(self, name)
+            if not value or any(v not in allowed for v in value) or len(set(value)) < len(value):
+                raise ValueError(f"{name} must be a non-empty subset of {allowed} (no repeats); got {value!r}")
+        if not self.n_steps or not all(is_int(n) and n >= 2 for n in self.n_steps):
+            raise ValueError(f"n_steps must be a non-empty tuple of ints >= 2; got {self.n_steps!r}")
+        if (
+            not self.seeds
+            or not all(is_int(s) and s >= 0 for s in self.seeds)
+            or len(set(self.seeds)) < len(self.seeds)
+        ):
+            raise ValueError(f"seeds must be a non-empty tuple of distinct ints >= 0; got {self.seeds!r}")
+        if not self.t_start or len(set(self.t_start)) < len(self.t_start):
+            raise ValueError(f"t_start must be a non-empty tuple of distinct specs; got {self.t_start!r}")
+        for spec in self.t_start:
+            _check_spec(spec)
+        for name in ("n_samples", "classifier_steps", "kid_subsets"):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if self.n_samples < 10:
+            raise ValueError(f"n_samples must be >= 10 (FID needs a covariance); got {self.n_samples}")
+        if not (is_real(self.eta) and 0 < self.eta < math.inf):
+            raise ValueError(f"eta must be a finite number > 0 (stages.predict); got {self.eta!r}")
+        if not (is_int(self.threads) and self.threads >= 0):
+            raise ValueError(f"threads must be an int >= 0 (0: torch's default); got {self.threads!r}")
+
+    def calibration_path(self) -> Path:
+        """The rule's source: ``calibration``, a relative path being relative to the repository."""
+        return repo_root() / self.calibration if not Path(self.calibration).is_absolute() else Path(self.calibration)
+
+    def out_path(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        return (results_dir() if self.results is None else Path(self.results)) / f"late_start_cells_{self.dataset}.json"
+
+
+def _check_spec(spec) -> None:
+    """A t_start spec is "tc", "rule" or a number in (T_MIN, 1] (the VP schedules' T)."""
+    if spec in T_SPECS:
+        return
+    try:
+        value = float(spec)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not T_MIN < value <= 1.0:
+        raise ValueError(f"t_start must be 'tc', 'rule' or a number in ({T_MIN}, 1]; got {spec!r}")
+
+
+def resolve_t_start(spec: str, n_steps: int, t_c: float, schedule, calibration: dict | None) -> float:
+    """The start time of a spec: t_c for "tc", the rule's t_start(n) for "rule" (``calibration["by_n"]``), else
+    the number."""
+    _check_spec(spec)
+    if spec == "tc":
+        return float(t_c)
+    if spec == "rule":
+        return rule_t_start(n_steps, t_c, schedule, calibration["by_n"])
+    return float(spec)
+
+
+def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None) -> list[dict]:
+    """One entry per (sampler, grid, n, t_start spec, init): the FID at every seed (``draw``: a
+    ``stages_late_start.Drawer``; ``scorer``: a ``Scorer``), their mean and std (ddof = 1; None for one seed)."""
+    out = []
+    for sampler, grid, n, spec in itertools.product(cfg.samplers, cfg.grids, cfg.n_steps, cfg.t_start):
+        t_start = resolve_t_start(spec, n, t_c, draw.den.schedule, calibration)
+        for init in cfg.inits:
+            t = draw.den.schedule.T if init == "vanilla" else t_start
+            fids = []
+            for seed in cfg.seeds:
+                fids.append(scorer.fid(draw(sampler, n, init, t, cfg.n_samples, seed, grid)))
+                draw.bar.update(1)
+            out.append(
+                {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_SAMPLERS[sampler], n),
+                 "init": init, "t_start_spec": "none" if init == "vanilla" else spec, "t_start": float(t),
+                 "seeds": list(cfg.seeds), "fid": fids, "mean": float(np.mean(fids)),
+                 "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "n_samples": cfg.n_samples}
+            )  # fmt: skip
+    return out
+
+
+def compare_with_table(cells: list[dict], table_rows: list[dict]) -> dict:
+    """Adds to each gls cell the table's FIDs of the same (sampler, grid, n) at the table's seed and N ("table":
+    gls theory and sweep-best, teleport theory; "fid_at_table_seed"; "within_10pct" of the sweep-best row), and
+    returns {reproduced: [...], within_10pct: count, compared: count} (reproduced: the cells at t_c and the table's
+    seed whose FID equals the table row's, as [sampler, grid, n, init, equal])."""
+    rows = {(r["sampler"], r.get("grid", "uniform"), r["n_steps"], r["init"], r["t_start_rule"]): r for r in table_rows}
+    reproduced, within, compared = [], 0, 0
+
+    def at_table_seed(c, row):  # the cell's FID at the row's seed and N, or None
+        ok = row is not None and row["seed"] in c["seeds"] and row["n_samples"] == c["n_samples"]
+        return c["fid"][c["seeds"].index(row["seed"])] if ok else None
+
+    for c in cells:
+        key = (c["sampler"], c["grid"], c["n_steps"])
+        theory, best = rows.get((*key, c["init"], "theory")), rows.get((*key, "gls", "sweep-best"))
+        fid = at_table_seed(c, theory)
+        if fid is not None and c["t_start_spec"] == "tc" and theory["t_start"] == c["t_start"]:
+            reproduced.append([*key, c["init"], fid == theory["fid"]])
+        fid = at_table_seed(c, best)
+        if c["init"] != "gls" or fid is None:
+            continue
+        tele = rows.get((*key, "teleport", "theory"))
+        c["table"] = {"seed": best["seed"], "gls_sweep_best": best["fid"], "gls_sweep_best_t": best["t_start"],
+                      "gls_theory": None if theory is None else theory["fid"],
+                      "teleport_theory": None if tele is None else tele["fid"]}  # fmt: skip
+        c["fid_at_table_seed"], c["within_10pct"] = fid, bool(fid <= WITHIN * best["fid"])
+        within, compared = within + c["within_10pct"], compared + 1
+    return {"reproduced": reproduced, "within_10pct": within, "compared": compared}
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+def run(cfg: Config, command: str) -> dict:
+    """Score the cells of ``cfg`` with the late-start stages; returns the output (also written to ``out_path``)."""
+    clock = Stopwatch()
+    table = None if cfg.table is None else json.loads(Path(cfg.table).read_text())
+    x_train = (ds := stages.load_data(cfg)).x
+    known = stages.known_prediction(cfg, x_train)
+    model = stages.denoiser(cfg, x_train.shape[1])
+    den = model.denoiser
+    calibration = None
+    if "rule" in cfg.t_start:
+        calibration = load_calibration(cfg.calibration_path(), den.schedule)
+    with clock("predict"):
+        pred = stages.predict(x_train, cfg.eta, den.schedule, known)
+    t_c = float(pred["t_c_predicted"])
+    for n, spec in itertools.product(cfg.n_steps, cfg.t_start):  # a rule not calibrated at n fails before any work
+        resolve_t_start(spec, n, t_c, den.schedule, calibration)
+    with clock("classifier"):
+        clf, accuracy, _ = stages.classifier(ds, cfg.classifier_steps, cfg.seed)
+        scorer = stage.Scorer(clf, x_train, int(ds.labels.max()) + 1, cfg.kid_subsets, cfg.seed)
+    total = len(cfg.samplers) * len(cfg.grids) * len(cfg.n_steps) * len(cfg.t_start) * len(cfg.inits) * len(cfg.seeds)
+    with clock("cells"), tqdm(total=total, desc=f"late-start cells {cfg.dataset}", dynamic_ncols=True) as bar:
+        cells = score_cells(stage.Drawer(den, x_train, bar), scorer, cfg, t_c, calibration)
+    out = {
+        "dataset": cfg.dataset,
+        "model": model.source,
+        "t_c": t_c,
+        "prediction": pred["prediction"],
+        "classifier": {"steps": cfg.classifier_steps, "seed": cfg.seed, "accuracy": accuracy},
+        "calibration": calibration,
+        "cells": cells,
+        "comparison": None if table is None else {"table": cfg.table, **compare_with_table(cells, table["rows"])},
+        "config": dataclasses.asdict(cfg),
+        "device": stages.device_name(next(den.parameters()).device),
+        "torch_threads": torch.get_num_threads(),
+        "command": command,
+        "seconds": clock.seconds(digits=1),
+    }
+    write_json_atomic(cfg.out_path(), out)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return dataclass_parser(Config, "python -m empirical.late_start_cells", __doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        cfg, _ = pipeline_config(Config, args)
+        for name, path in (("table", cfg.table), ("calibration", cfg.calibration_path())):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name} must be a late_start curves file; {path} is not a file")
+        if cfg.out_path().is_dir():
+            raise ValueError(f"out must be a file path; {cfg.out_path()} is a directory")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(json.dumps({"late_start_cells": dataclasses.asdict(cfg), "out": str(cfg.out_path())}, indent=1))
+        return 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = run(cfg, "python -m empirical.late_start_cells " + shlex.join(argv))
+    print(json.dumps({k: out[k] for k in ("t_c", "comparison", "seconds")}, indent=1))
+    for c in out["cells"]:
+        print(c["sampler"], c["grid"], c["n_steps"], c["init"], c["t_start_spec"], round(c["t_start"], 4),
+              [round(f, 3) for f in c["fid"]], round(c["mean"], 3), c["std"] and round(c["std"], 3))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
