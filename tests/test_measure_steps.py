@@ -56,3 +56,27 @@ def test_rows_of_two_invocations_keep_their_own_commands(tmp_path):
     assert steps_sweep.main(second) == 0  # the same (dataset, step): its row replaces the first one
     (row,) = json.loads(out.read_text())["rows"]
     assert row["command"].endswith("--t-max 0.8 --t-min 0.5") and row["options"]["t_max"] == 0.8
+
+
+def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp_path):
+    """--classes measures on the subset the checkpoint was trained on: a checkpoint of all images is refused for
+    it, and a subset's row sits beside the full set's row of the same step instead of replacing it."""
+    from empirical.checkpoints import load_checkpoint, save_checkpoint
+
+    model = ROOT / "docs" / "results" / "digits_denoiser.pt"
+    ckpt = load_checkpoint(model)
+    subset = tmp_path / "digits_0_1.pt"
+    save_checkpoint(subset, ckpt | {"config": ckpt["config"] | {"classes": [0, 1]}}, keep_previous=False)
+    out = tmp_path / "sweep.json"
+    base = ["--n-starts", "4", "--n-grid", "2", "--tol-t", "0.05", "--t-max", "0.9", "--t-min", "0.5"]
+    base += ["--out", str(out)]
+    with pytest.raises(ValueError, match="trained on DataConfig.*classes=None"):
+        steps_sweep.main(["--dataset", "digits", str(model), "--classes", "0", "1", *base])
+    old = {"dataset": "digits", "step": ckpt["step"], "t_c_measured": 0.5}  # a row from before classes were stored
+    out.write_text(json.dumps({"command": "earlier", "rows": [old]}))
+    assert steps_sweep.main(["--dataset", "digits", str(subset), "--classes", "0", "1", *base]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r.get("classes"), r["step"]) for r in rows] == [(None, ckpt["step"]), ([0, 1], ckpt["step"])]
+    assert rows[0] == old
+    with pytest.raises(SystemExit):  # argparse's error: the selection is checked before any checkpoint is read
+        steps_sweep.main(["--dataset", "digits", "--n-train", "0", str(model), *base])
