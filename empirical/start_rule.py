@@ -85,6 +85,16 @@ def rule_t_start(n_steps: int, t_c: float, schedule, calibration: dict) -> float
     return float(schedule.t_from_snr(math.exp(log_snr)))
 
 
+def _shown(path: Path) -> str:
+    """A path inside the repository relative to it (results files do not carry this machine's folders)."""
+    from theory.paths import repo_root
+
+    try:
+        return str(path.resolve().relative_to(repo_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def load_calibration(path, schedule, init: str = "gls") -> dict:
     """The calibration of a late_start curves file (its "sweep" and summary's t_start_theory = t_c), with its
     source: {source, t_c, schedule, init, objective, by_n: calibrate(...)}."""
@@ -98,7 +108,7 @@ def load_calibration(path, schedule, init: str = "gls") -> dict:
         raise ValueError(f"calibration {path} has no 'sweep' curves and summary t_start_theory")
     t_c = float(curves["summary"]["t_start_theory"])
     return {
-        "source": str(path),
+        "source": _shown(path),
         "dataset": curves["summary"].get("dataset"),
         "t_c": t_c,
         "schedule": repr(schedule),
