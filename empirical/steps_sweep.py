@@ -17,8 +17,9 @@ training images from a benchmark results file (``benchmarks/critical_time.py`` w
 ``empirical.stages.read_prediction`` checks its N and d against the images) so that the costly prediction runs
 once; each row gets the relative gap to it. ``--classes``, ``--n-train`` and ``--data-seed`` select the training
 images as ``empirical.train`` did (a two-class subset); every checkpoint must have been trained on that selection.
-Rows are merged by (dataset, classes, n_train, step) into ``--out``, written atomically after each checkpoint: a
-killed sweep keeps its rows.
+Each row names its backbone (``net``: the checkpoint's ``build_net`` arguments; a capacity comparison keeps a row
+per width). Rows are merged by (dataset, classes, n_train, net, step) into ``--out``, written atomically after
+each checkpoint: a killed sweep keeps its rows.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 from empirical.checkpoints import load_checkpoint
-from empirical.config import DataConfig
+from empirical.config import DataConfig, net_kwargs
 from empirical.datasets import load_dataset
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
@@ -45,12 +46,14 @@ from empirical.train import load_denoiser
 __all__ = ["sweep", "main"]
 
 
-def _step(path: Path, data: DataConfig) -> int:
-    """The checkpoint's training step; ValueError if it was trained on other images than ``data``."""
+def _step(path: Path, data: DataConfig) -> tuple[int, dict]:
+    """The checkpoint's training step and backbone; ValueError if it was trained on other images than ``data``."""
     ckpt = load_checkpoint(path)
-    if DataConfig.of(ckpt["config"]) != data:
-        raise ValueError(f"checkpoint {path} was trained on {DataConfig.of(ckpt['config'])}; the sweep measures {data}")
-    return int(ckpt.get("step", -1))
+    config = ckpt["config"]
+    if DataConfig.of(config) != data:
+        raise ValueError(f"checkpoint {path} was trained on {DataConfig.of(config)}; the sweep measures {data}")
+    net = {"net": config["net"], **net_kwargs(config)}
+    return int(ckpt.get("step", -1)), net | ({"mult": list(net["mult"])} if "mult" in net else {})  # as JSON has it
 
 
 def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None,
@@ -62,7 +65,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
     x = load_dataset(data.dataset, **data.data_kwargs()).x
     rows = []
     for path in map(Path, checkpoints):
-        step = _step(path, data)
+        step, net = _step(path, data)
         den = load_denoiser(path).double().requires_grad_(False)  # measured in float64, as breaking_time
         flow = FlowSearch(den) if kw.get("search") == "flow" else None
         t0 = time.perf_counter()
@@ -74,6 +77,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
             "dataset": data.dataset,
             "classes": None if data.classes is None else list(data.classes),
             "n_train": data.n_train,
+            "net": net,
             "step": step,
             "checkpoint": str(path),
             "t_c_measured": finite(float(m.t)),
@@ -126,7 +130,13 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
 
 def _merge(out: Path, row: dict) -> None:
     def key(r):  # rows written before the data selection was stored measured all images
-        return r["dataset"], r.get("classes") or [], r.get("n_train") or 0, r["step"]
+        return (
+            r["dataset"],
+            r.get("classes") or [],
+            r.get("n_train") or 0,
+            json.dumps(r.get("net"), sort_keys=True),
+            r["step"],
+        )
 
     old = json.loads(out.read_text())["rows"] if out.exists() else []
     rows = sorted([r for r in old if key(r) != key(row)] + [row], key=key)

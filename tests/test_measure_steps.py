@@ -80,3 +80,23 @@ def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp
     assert rows[0] == old
     with pytest.raises(SystemExit):  # argparse's error: the selection is checked before any checkpoint is read
         steps_sweep.main(["--dataset", "digits", "--n-train", "0", str(model), *base])
+
+
+def test_rows_of_two_backbones_at_one_step_are_both_kept(tmp_path):
+    """A capacity comparison: the same data and step on two widths are two rows; the same width replaces."""
+    out = tmp_path / "sweep.json"
+    narrow = {"dataset": "digits", "step": 3, "net": {"net": "unet", "ch": 8}, "t_c_measured": 0.4}
+    wide = narrow | {"net": {"net": "unet", "ch": 24}, "t_c_measured": 0.5}
+    for row in (narrow, wide, wide | {"t_c_measured": 0.6}):
+        steps_sweep._merge(out, row)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["net"]["ch"], r["t_c_measured"]) for r in rows] == [(24, 0.6), (8, 0.4)]  # sorted by the net's JSON
+
+
+def test_a_row_names_the_checkpoints_backbone(tmp_path):
+    from empirical.checkpoints import load_checkpoint
+
+    model = ROOT / "docs" / "results" / "digits_denoiser.pt"
+    config = load_checkpoint(model)["config"]
+    step, net = steps_sweep._step(model, steps_sweep.DataConfig(dataset="digits"))
+    assert net == {"net": config["net"], "width": config["width"], "depth": config["depth"]}
