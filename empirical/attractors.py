@@ -185,19 +185,6 @@ class _Exact:
         }  # fmt: skip
 
 
-def _model_images(path: Path, dataset: str) -> np.ndarray:
-    """The training images of the model at ``path`` (its stored data fields), refused unless it was trained on
-    ``dataset``."""
-    from empirical.checkpoints import load_checkpoint
-    from empirical.config import DataConfig
-    from empirical.datasets import load_dataset
-
-    data = DataConfig.of(load_checkpoint(path)["config"])
-    if data.dataset != dataset:
-        raise ValueError(f"--dataset is {dataset!r}; model {path} was trained on {data.dataset!r}")
-    return load_dataset(dataset, **data.data_kwargs()).x
-
-
 def _parser() -> argparse.ArgumentParser:
     from empirical.datasets import DATASETS
 
@@ -220,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from empirical.datasets import DATASETS
     from empirical.measure_flow import FlowSearch
     from empirical.results import upsert_row
-    from empirical.train import load_denoiser
+    from empirical.train import load_denoiser, training_images
 
     p = _parser()
     a = p.parse_args(argv)
@@ -239,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out is not None and Path(a.out).is_dir():
         p.error(f"--out: {a.out} is a directory; give a JSON file")
     try:
-        x = _model_images(model, a.dataset)
+        x = training_images(model, a.dataset)
         den = load_denoiser(model).double().requires_grad_(False)  # measured in float64, as breaking_time
     except ValueError as err:  # a mismatched data set, a corrupt checkpoint (CheckpointError)
         p.error(str(err))

@@ -50,7 +50,7 @@ from tqdm import tqdm
 from empirical.checkpoints import CHECKPOINT, atomic_write, load_checkpoint, non_finite, resume_from, save_checkpoint
 from empirical.cli import config_from_args as _config_from_args
 from empirical.cli import dataclass_parser
-from empirical.config import TrainConfig, net_kwargs
+from empirical.config import DataConfig, TrainConfig, net_kwargs
 from empirical.datasets import load_dataset
 from empirical.denoiser import Denoiser
 from empirical.nets import build_net
@@ -60,6 +60,7 @@ __all__ = [
     "TrainConfig",
     "train",
     "load_denoiser",
+    "training_images",
     "export_weights",
     "step_generator",
     "build_parser",
@@ -350,6 +351,17 @@ def load_denoiser(path: str | os.PathLike, ema: bool = True, device: str | torch
     net = _make_net(ckpt["config"], ckpt["image_shape"], seed=0)
     net.load_state_dict(ckpt[key])
     return Denoiser(net, VPLinear()).to(device).eval().requires_grad_(False)
+
+
+def training_images(path: str | os.PathLike, dataset: str, split: str = "train") -> np.ndarray:
+    """The images (n, d) of the checkpoint's stored data selection (``DataConfig.of``), refused unless it was
+    trained on ``dataset``. ``split="test"``: the test images of the same classes (all of them)."""
+    data = DataConfig.of(load_checkpoint(path)["config"])
+    if data.dataset != dataset:
+        raise ValueError(f"dataset is {dataset!r}; model {path} was trained on {data.dataset!r}")
+    if split == "train":
+        return load_dataset(dataset, **data.data_kwargs()).x
+    return load_dataset(dataset, split=split, classes=data.classes).x
 
 
 def export_weights(path_in: str | os.PathLike, path_out: str | os.PathLike) -> Path:
