@@ -4,17 +4,18 @@ r"""How far a trained denoiser's posterior mean lies from the exact one of its t
         --t 0.4 0.5 0.6 0.7 0.8 --out docs/results/denoising_gap.json
 
 The breaking time ``theory.critical_time`` predicts is a property of the exact drift of the training images, whose
-denoiser is the posterior mean over them, :math:`\hat x_0^{\rm exact}(x) = \sum_j w_j(x)\, y_j`
+denoiser is the posterior mean over them, x0_exact(x) = sum_j w_j(x) y_j
 (``ExactDenoiser(DeltaMixture(x_train))``). A network breaks where the exact drift does only if it has learned that
 field near the bifurcation. At each time t, n held-out images y (the test split of the model's classes; the
-training images where a data set has none) are diffused, :math:`x = \theta y + \sigma\varepsilon`, and both
+training images where a data set has none) are diffused, x = theta y + sigma eps, and both
 denoisers are read at x. Per pixel (divided by d):
 
-- ``mse_network``, ``mse_exact``: :math:`|\hat x_0 - y|^2`, the denoising error of each (the training loss in x0
-  form); on held-out images the exact one is the empirical Bayes posterior mean, not the memorising optimum;
-- ``gap``: :math:`|\hat x_0^{\rm net} - \hat x_0^{\rm exact}|^2`, how far the learned field is from the exact one;
-- ``spread``: :math:`|\hat x_0^{\rm exact} - \bar y|^2`, what the exact posterior mean carries beyond the data mean
-  :math:`\bar y` (the optimum near t = T), so ``gap / spread`` is the share of that structure the network misses
+- ``mse_network``, ``mse_exact``: |x0_hat - y|^2, the denoising error of each (the training loss in x0
+  form); on held-out images neither is optimal, and at small t the exact one, which returns training images,
+  loses to a network that generalises;
+- ``gap``: |x0_net - x0_exact|^2, how far the learned field is from the exact one;
+- ``spread``: |x0_exact - mean(x_train)|^2, what the exact posterior mean carries beyond the data mean
+  (the optimum near t = T), so ``gap / spread`` is the share of that structure the network misses
   (None where the spread is round-off, below 1e-12 of the training images' mean square).
 
 Rows are merged by (dataset, model, split, t, n, seed) into ``--out``.
