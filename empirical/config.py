@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from empirical.cli import is_int, is_real
 from empirical.datasets import DATASETS
+from empirical.denoiser import T_MIN
 from empirical.nets import NETS
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "PipelineConfig", "net_kwargs", "DEVICES", "BF16"]
@@ -169,6 +170,9 @@ class TrainConfig(ModelConfig, DataConfig):
     snapshot_every: int = field(
         default=0, metadata={"help": "steps between kept EMA snapshots out/snapshots/step<N>.pt (0: none)"}
     )
+    t_train: tuple[float, ...] = field(
+        default=(T_MIN, 1.0), metadata={"help": "training times t ~ U(lo, hi), T_MIN <= lo < hi <= T = 1"}
+    )
     out: str | None = field(default=None, metadata={"help": "output directory (omit for runs/<dataset>-<net>)"})
     device: str = field(default="auto", metadata={"help": "auto: cuda if available", "choices": DEVICES})
     bf16: str = field(default="auto", metadata={"help": "bf16 autocast (auto: on cuda)", "choices": BF16})
@@ -178,6 +182,10 @@ class TrainConfig(ModelConfig, DataConfig):
             self.out = os.fspath(self.out)
         self._check_data()
         self._check_model()
+        _tuples(self, "t_train")
+        lo_hi = self.t_train
+        if not (len(lo_hi) == 2 and all(is_real(v) for v in lo_hi) and T_MIN <= lo_hi[0] < lo_hi[1] <= 1.0):
+            raise ValueError(f"t_train must be two numbers lo < hi in [T_MIN={T_MIN}, T=1]; got {self.t_train!r}")
         for name in ("seed", "warmup", "snapshot_every"):
             _check_int(name, getattr(self, name), 0)
         for name in ("steps", "batch_size", "ckpt_every"):

@@ -98,13 +98,17 @@ class Denoiser(nn.Module):
         tt = torch.full((1,), float(t), dtype=like.dtype, device=like.device)
         return lambda v: (v - sigma * self._eps(v[None], tt)[0]) / theta
 
-    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Denoising score matching, E ||eps_hat(theta x0 + sigma eps, t) - eps||^2 / d, t ~ U(T_MIN, T).
+    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None, t_range=None) -> torch.Tensor:
+        """Denoising score matching, E ||eps_hat(theta x0 + sigma eps, t) - eps||^2 / d, t ~ U(T_MIN, T), or
+        U(lo, hi) for ``t_range = (lo, hi)`` within [T_MIN, T] (a network that learns one window of times).
 
         ``generator`` (on the CPU) draws t and eps, so a seeded run is reproducible on any device.
         """
+        lo, hi = (T_MIN, self.schedule.T) if t_range is None else (float(v) for v in t_range)
+        if not T_MIN <= lo < hi <= self.schedule.T:
+            raise ValueError(f"t_range must satisfy T_MIN={T_MIN} <= lo < hi <= T={self.schedule.T}; got {t_range!r}")
         n = x0.shape[0]
-        t = T_MIN + (self.schedule.T - T_MIN) * torch.rand(n, generator=generator, dtype=torch.float64)
+        t = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         theta, sigma = schedule_coeffs(self.schedule, t, "theta", "sigma", like=x0)
         xt = theta[:, None] * x0 + sigma[:, None] * eps

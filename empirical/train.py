@@ -303,7 +303,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Pat
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 == "on"):
-            loss = den.loss(x[idx], gen)
+            loss = den.loss(x[idx], gen, cfg.t_train)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

@@ -253,6 +253,9 @@ def test_ema_decay_zero_tracks_the_weights(tmp_path):
         ({"out": ""}, "out must be None or a non-empty path"),
         ({"ckpt_every": 10, "snapshot_every": 15}, "snapshot_every must be 0 or a multiple of ckpt_every=10; got 15"),
         ({"snapshot_every": -1000}, "snapshot_every must be an int >= 0"),
+        ({"t_train": (0.5, 0.4)}, "t_train must be two numbers lo < hi"),
+        ({"t_train": (0.0, 0.5)}, "t_train must be two numbers lo < hi"),
+        ({"t_train": (0.5,)}, "t_train must be two numbers lo < hi"),
     ],
 )
 def test_config_validation(bad, message):
@@ -365,9 +368,9 @@ def test_diverged_run_stops_without_overwriting(tmp_path, monkeypatch):
     calls = {"n": 0}
     loss = Denoiser.loss
 
-    def poisoned(self, x, gen):
+    def poisoned(self, x, gen, t_range=None):
         calls["n"] += 1
-        return loss(self, x, gen) * (math.nan if calls["n"] > 4 else 1.0)  # NaN from step 5 on
+        return loss(self, x, gen, t_range) * (math.nan if calls["n"] > 4 else 1.0)  # NaN from step 5 on
 
     monkeypatch.setattr(Denoiser, "loss", poisoned)
     with pytest.raises(FloatingPointError, match=r"training diverged by step 6 \(loss nan\); stopped without writing"):
@@ -389,3 +392,24 @@ def test_out_must_be_a_writable_directory(tmp_path, capsys):
         locked.mkdir(mode=0o500)
         assert main(["--out", str(locked / "run"), "--steps", "1"]) == 2
         assert "is not a writable directory" in capsys.readouterr().err
+
+
+def test_the_loss_draws_its_times_in_the_window():
+    """t_range=(T_MIN, T) is the default draw bit for bit; a window's times are the same uniforms mapped into it."""
+    from empirical.denoiser import T_MIN
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            seen.append(t.clone())
+            return torch.zeros_like(x)
+
+    den, x0 = Denoiser(Spy()), torch.zeros(64, 3)
+    losses = [den.loss(x0, torch.Generator().manual_seed(0), r) for r in (None, (T_MIN, 1.0), (0.5, 0.8))]
+    assert torch.equal(seen[0], seen[1]) and torch.equal(losses[0], losses[1])
+    t0, t2 = (s.double() / 1000 for s in (seen[0], seen[2]))  # the backbone sees 1000 t (float32)
+    u = (t0 - T_MIN) / (1.0 - T_MIN)
+    assert torch.allclose(t2, 0.5 + 0.3 * u, rtol=0, atol=1e-6) and bool(((t2 >= 0.5) & (t2 <= 0.8)).all())
+    with pytest.raises(ValueError, match="t_range must satisfy"):
+        den.loss(x0, None, (0.8, 0.5))
