@@ -16,6 +16,7 @@ from empirical import breaking_time, late_start, stopwatch  # noqa: E402
 from empirical.checkpoints import load_checkpoint  # noqa: E402
 from empirical.cli import config_from_args  # noqa: E402
 from empirical.config import ModelConfig, PipelineConfig, TrainConfig  # noqa: E402
+from empirical.denoiser import T_MIN  # noqa: E402
 from empirical.nets import _Attention  # noqa: E402
 from empirical.train import _make_net, build_parser, load_denoiser, train  # noqa: E402
 
@@ -45,7 +46,10 @@ def test_default_command_reproduces_the_committed_digits_model():
     now = breaking_time.Config(dataset="digits").train_config().to_dict()
     same = {k for k in stored if k not in ("device", "bf16", "out")}
     assert {k: stored[k] for k in same} == {k: now[k] for k in same}
-    assert now.keys() - stored.keys() <= {"attn", "snapshot_every"}  # added since; defaults = what it did
+    added = now.keys() - stored.keys()  # fields added since the model was trained: their defaults = what it did
+    assert added <= {"attn", "snapshot_every", "t_train"}
+    assert now["attn"] is True and now["snapshot_every"] == 0
+    assert tuple(now.get("t_train", (T_MIN, 1.0))) == (T_MIN, 1.0)  # the whole range, as Denoiser.loss drew it then
     assert stored["out"] == now["out"] == "runs/breaking-digits"
 
 
