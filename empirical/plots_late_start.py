@@ -273,25 +273,43 @@ def entropy_table(curves: dict) -> str:
 
 def best_grid_table(curves: dict) -> str:
     """Each sampler on the grid where its vanilla start scores best, per n: the baseline as its authors would
-    run it, against gls and the teleportation at the theory's t_start on that same grid, and the best gls
-    of any grid. Ratios > 1: the late start helps (rows without a grid field ran on the uniform grid)."""
+    run it, against gls (and the teleportation, where it ran) at the theory's t_start on that same grid, gls at
+    t_c on its own best grid, and the best gls of the sweep (its grid and t_start). Ratios > 1: the late start
+    helps (rows without a grid field ran on the uniform grid). The last line counts the (sampler, grid, n) cells
+    whose gls at t_c scores within 10% of the sweep's best gls on that grid."""
     key = ("sampler", "grid", "n_steps", "init", "t_start_rule")
     by = {tuple(r.get(k, "uniform") for k in key): r for r in curves["rows"]}
     samplers, steps = _order(curves)
+    teleport = any(k[3] == "teleport" for k in by)
     out = [
-        "| sampler | n | NFE | best vanilla grid | vanilla | gls at t_c | ratio | teleport at t_c | best gls (grid) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| sampler | n | NFE | vanilla (best grid) | gls at t_c, same grid | ratio | "
+        + ("teleport at t_c | " if teleport else "")
+        + "gls at t_c, best grid | ratio | gls at the sweep's best (grid, t_start) |",
+        "|---|---|---|---|---|---|" + ("---|" if teleport else "") + "---|---|---|",
     ]
+    within = cells = 0
     for sampler in samplers:
         grids = sorted({k[1] for k in by if k[0] == sampler})
         for n in steps:
             v = min((by[sampler, g, n, "vanilla", "none"] for g in grids), key=lambda r: r["fid"])
-            g_best = min((by[sampler, g, n, "gls", "theory"] for g in grids), key=lambda r: r["fid"])
+            at_tc = {g: by[sampler, g, n, "gls", "theory"] for g in grids}
+            best = {g: by[sampler, g, n, "gls", "sweep-best"] for g in grids}
             grid = v.get("grid", "uniform")
-            gls, tel = by[sampler, grid, n, "gls", "theory"], by.get((sampler, grid, n, "teleport", "theory"))
-            tel_fid = "-" if tel is None else f"{tel['fid']:.2f}"
+            g_tc, g_best = min(at_tc.values(), key=lambda r: r["fid"]), min(best.values(), key=lambda r: r["fid"])
+            tel = by.get((sampler, grid, n, "teleport", "theory"))
+            tel = "-" if tel is None else _fid(tel["fid"])
             out.append(
-                f"| {sampler} | {n} | {v['nfe']} | {grid} | {v['fid']:.2f} | {gls['fid']:.2f} "
-                f"| {v['fid'] / gls['fid']:.2f}x | {tel_fid} | {g_best['fid']:.2f} ({g_best.get('grid', 'uniform')}) |"
+                f"| {sampler} | {n} | {v['nfe']} | {_fid(v['fid'])} ({grid}) | {_fid(at_tc[grid]['fid'])} "
+                f"| {v['fid'] / at_tc[grid]['fid']:.2f}x | "
+                + (f"{tel} | " if teleport else "")
+                + f"{_fid(g_tc['fid'])} ({g_tc.get('grid', 'uniform')}) | {v['fid'] / g_tc['fid']:.2f}x "
+                f"| {_fid(g_best['fid'])} ({g_best.get('grid', 'uniform')}, {g_best['t_start']:.2g}) |"
             )
+            within += sum(at_tc[g]["fid"] <= 1.1 * best[g]["fid"] for g in grids)
+            cells += len(grids)
+    out.append(f"\ngls at t_c within 10% of the sweep's best gls on the same grid: {within} of {cells} cells")
     return "\n".join(out)
+
+
+def _fid(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"  # three significant digits from 1 to 999

@@ -18,8 +18,9 @@ training images from a benchmark results file (``benchmarks/critical_time.py`` w
 once; each row gets the relative gap to it. ``--classes``, ``--n-train`` and ``--data-seed`` select the training
 images as ``empirical.train`` did (a two-class subset); every checkpoint must have been trained on that selection.
 Each row names its backbone (``net``: the checkpoint's ``build_net`` arguments; a capacity comparison keeps a row
-per width). Rows are merged by (dataset, classes, n_train, net, step) into ``--out``, written atomically after
-each checkpoint: a killed sweep keeps its rows.
+per width) and its run (``t_train``, the window of training times, and ``seed``). Rows are merged by (dataset,
+classes, n_train, net, t_train, seed, step) into ``--out``, written atomically after each checkpoint: a killed sweep
+keeps its rows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 from empirical.checkpoints import load_checkpoint
 from empirical.config import DataConfig, net_kwargs
 from empirical.datasets import load_dataset
+from empirical.denoiser import T_MIN
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
 from empirical.results import finite, upsert_row, write_json_atomic
@@ -46,14 +48,22 @@ from empirical.train import load_denoiser
 __all__ = ["sweep", "main"]
 
 
-def _step(path: Path, data: DataConfig) -> tuple[int, dict]:
-    """The checkpoint's training step and backbone; ValueError if it was trained on other images than ``data``."""
+def _step(path: Path, data: DataConfig) -> tuple[int, dict, dict]:
+    """The checkpoint's training step, backbone and training run (``t_train``, ``seed``); ValueError if it was
+    trained on other images than ``data``."""
     ckpt = load_checkpoint(path)
     config = ckpt["config"]
     if DataConfig.of(config) != data:
         raise ValueError(f"checkpoint {path} was trained on {DataConfig.of(config)}; the sweep measures {data}")
     net = {"net": config["net"], **net_kwargs(config)}
-    return int(ckpt.get("step", -1)), net | ({"mult": list(net["mult"])} if "mult" in net else {})  # as JSON has it
+    net |= {"mult": list(net["mult"])} if "mult" in net else {}  # as JSON has it
+    return int(ckpt.get("step", -1)), net, _training(config)
+
+
+def _training(config: dict) -> dict:
+    """What else tells two runs of one backbone apart: the window of training times and the seed (the defaults of
+    checkpoints and rows written before these were stored)."""
+    return {"t_train": [float(v) for v in config.get("t_train", (T_MIN, 1.0))], "seed": int(config.get("seed", 0))}
 
 
 def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None,
@@ -65,7 +75,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
     x = load_dataset(data.dataset, **data.data_kwargs()).x
     rows = []
     for path in map(Path, checkpoints):
-        step, net = _step(path, data)
+        step, net, training = _step(path, data)
         den = load_denoiser(path).double().requires_grad_(False)  # measured in float64, as breaking_time
         flow = FlowSearch(den) if kw.get("search") == "flow" else None
         t0 = time.perf_counter()
@@ -78,6 +88,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
             "classes": None if data.classes is None else list(data.classes),
             "n_train": data.n_train,
             "net": net,
+            **training,
             "step": step,
             "checkpoint": str(path),
             "t_c_measured": finite(float(m.t)),
@@ -135,6 +146,7 @@ def _merge(out: Path, row: dict) -> None:
             r.get("classes") or [],
             r.get("n_train") or 0,
             json.dumps(r.get("net"), sort_keys=True),
+            json.dumps(_training(r)),
             r["step"],
         )
 

@@ -237,20 +237,23 @@ def test_best_grid_table_takes_each_samplers_best_vanilla_grid():
     """The baseline is the vanilla start on the grid where it scores best; gls and teleport on that grid."""
     from empirical.plots_late_start import best_grid_table
 
-    fids = {  # (grid, init) -> FID for ddim at n = 3
-        ("uniform", "vanilla"): 40.0,
-        ("edm", "vanilla"): 20.0,
-        ("uniform", "gls"): 10.0,
-        ("edm", "gls"): 16.0,
-        ("edm", "teleport"): 17.5,
+    fids = {  # (grid, init, rule) -> (FID, t_start) for ddim at n = 3
+        ("uniform", "vanilla", "none"): (40.0, 1.0),
+        ("edm", "vanilla", "none"): (20.0, 1.0),
+        ("uniform", "gls", "theory"): (10.0, 0.6),
+        ("edm", "gls", "theory"): (16.0, 0.6),
+        ("edm", "teleport", "theory"): (17.5, 0.6),
+        ("uniform", "gls", "sweep-best"): (9.5, 0.4),  # gls at t_c is within 10% of it on the uniform grid
+        ("edm", "gls", "sweep-best"): (12.0, 0.5),  # and not on EDM
     }
-    rule = {"vanilla": "none", "gls": "theory", "teleport": "theory"}
     rows = [
-        {"sampler": "ddim", "grid": g, "n_steps": 3, "nfe": 3, "init": i, "t_start_rule": rule[i], "fid": f}
-        for (g, i), f in fids.items()
+        {"sampler": "ddim", "grid": g, "n_steps": 3, "nfe": 3, "init": i, "t_start_rule": r, "fid": f, "t_start": t}
+        for (g, i, r), (f, t) in fids.items()
     ]
-    table = best_grid_table({"rows": rows, "config": {"samplers": ["ddim"], "n_steps": [3]}})
-    assert table.splitlines()[2] == "| ddim | 3 | 3 | edm | 20.00 | 16.00 | 1.25x | 17.50 | 10.00 (uniform) |"
+    table = best_grid_table({"rows": rows, "config": {"samplers": ["ddim"], "n_steps": [3]}}).splitlines()
+    row = "| ddim | 3 | 3 | 20.0 (edm) | 16.0 | 1.25x | 17.5 | 10.0 (uniform) | 2.00x | 9.50 (uniform, 0.4) |"
+    assert table[2] == row
+    assert table[-1].endswith("1 of 2 cells")
 
 
 def test_table_keeps_the_samples_inception_scores():

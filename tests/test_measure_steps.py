@@ -10,6 +10,7 @@ import pytest
 
 import theory
 from empirical import steps_sweep
+from empirical.denoiser import T_MIN
 from empirical.stages import cheap_predictions
 from empirical.steps_sweep import table_row
 
@@ -98,5 +99,21 @@ def test_a_row_names_the_checkpoints_backbone(tmp_path):
 
     model = ROOT / "docs" / "results" / "digits_denoiser.pt"
     config = load_checkpoint(model)["config"]
-    step, net = steps_sweep._step(model, steps_sweep.DataConfig(dataset="digits"))
+    step, net, training = steps_sweep._step(model, steps_sweep.DataConfig(dataset="digits"))
     assert net == {"net": config["net"], "width": config["width"], "depth": config["depth"]}
+    assert training == {"t_train": [T_MIN, 1.0], "seed": config["seed"]}  # trained before t_train was stored
+
+
+def test_rows_of_two_training_windows_or_seeds_at_one_step_are_all_kept(tmp_path):
+    """A network trained on a window of times, or with another seed, is a row of its own beside the full-range
+    run of the same backbone and step; a row without these fields is the full-range run of seed 0."""
+    out = tmp_path / "sweep.json"
+    net = {"net": "unet", "ch": 16}
+    full = {"dataset": "digits", "step": 3, "net": net, "t_c_measured": 0.4}  # written before t_train was stored
+    window = full | {"t_train": [0.4, 0.9], "seed": 0, "t_c_measured": 0.5}
+    for row in (full, window, window | {"seed": 1}, full | {"t_train": [T_MIN, 1.0], "seed": 0, "t_c_measured": 0.3}):
+        steps_sweep._merge(out, row)
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["t_train"][0], r["seed"], r["t_c_measured"]) for r in rows) == [
+        (T_MIN, 0, 0.3), (0.4, 0, 0.5), (0.4, 1, 0.5)
+    ]  # fmt: skip
