@@ -43,6 +43,7 @@ from empirical.cli import dataclass_parser, is_int, is_real, pipeline_config
 from empirical.config import PipelineConfig
 from empirical.denoiser import T_MIN
 from empirical.grids import GRIDS
+from empirical.metrics import fid, inception_features
 from empirical.results import write_json_atomic
 from empirical.samplers import INITS, nfe
 from empirical.start_rule import DIGITS_CURVES, load_calibration, rule_t_start
@@ -69,6 +70,7 @@ class Config(PipelineConfig):
     n_samples: int = 500
     classifier_steps: int = 500
     kid_subsets: int = 20
+    inception_n: int = 0  # Inception FID of each cell's first inception_n samples (0: skip; N >= 1000 to compare)
     eta: float = 1.0  # the eta family's member of the critical time (1: the reverse SDE, the tables')
     calibration: str = DIGITS_CURVES  # the rule's source: a late_start curves file (relative to the repository)
     table: str | None = None  # a late_start curves file of the same data to compare with
@@ -96,6 +98,9 @@ class Config(PipelineConfig):
             raise ValueError(f"t_start must be a non-empty tuple of distinct specs; got {self.t_start!r}")
         for spec in self.t_start:
             _check_spec(spec)
+        if not (is_int(self.inception_n) and (self.inception_n == 0 or 10 <= self.inception_n <= self.n_samples)):
+            raise ValueError(f"inception_n must be 0 (skip) or an int in [10, n_samples={self.n_samples}]; got "
+                             f"{self.inception_n!r}")  # fmt: skip
         for name in ("n_samples", "classifier_steps", "kid_subsets"):
             if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
@@ -139,25 +144,41 @@ def resolve_t_start(spec: str, n_steps: int, t_c: float, schedule, calibration: 
     return float(spec)
 
 
-def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None) -> list[dict]:
+def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None, inception=None, done=(), on_cell=None):
     """One entry per (sampler, grid, n, t_start spec, init): the FID at every seed (``draw``: a
-    ``stages_late_start.Drawer``; ``scorer``: a ``Scorer``), their mean and std (ddof = 1; None for one seed)."""
-    out = []
+    ``stages_late_start.Drawer``; ``scorer``: a ``Scorer``), their mean and std (ddof = 1; None for one seed), and
+    with ``inception`` (samples -> Inception FID) that FID at every seed. Entries of ``done`` (a killed run's) are
+    kept instead of drawn again; ``on_cell(cells)`` is called after each entry (to write them)."""
+    done, out = {_cell_key(c): c for c in done}, []
     for sampler, grid, n, spec in itertools.product(cfg.samplers, cfg.grids, cfg.n_steps, cfg.t_start):
         t_start = resolve_t_start(spec, n, t_c, draw.den.schedule, calibration)
         for init in cfg.inits:
             t = draw.den.schedule.T if init == "vanilla" else t_start
-            fids = []
+            cell = {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_SAMPLERS[sampler], n),
+                    "init": init, "t_start_spec": "none" if init == "vanilla" else spec, "t_start": float(t),
+                    "seeds": list(cfg.seeds), "n_samples": cfg.n_samples}  # fmt: skip
+            if _cell_key(cell) in done:
+                out.append(done[_cell_key(cell)])
+                draw.bar.update(len(cfg.seeds))
+                continue
+            fids, inc = [], []
             for seed in cfg.seeds:
-                fids.append(scorer.fid(draw(sampler, n, init, t, cfg.n_samples, seed, grid)))
+                x = draw(sampler, n, init, t, cfg.n_samples, seed, grid)
+                fids.append(scorer.fid(x))
+                inc.append(None if inception is None else inception(x))
                 draw.bar.update(1)
-            out.append(
-                {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_SAMPLERS[sampler], n),
-                 "init": init, "t_start_spec": "none" if init == "vanilla" else spec, "t_start": float(t),
-                 "seeds": list(cfg.seeds), "fid": fids, "mean": float(np.mean(fids)),
-                 "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "n_samples": cfg.n_samples}
-            )  # fmt: skip
+            cell |= {"fid": fids, "mean": float(np.mean(fids)),
+                     "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None}  # fmt: skip
+            if inception is not None:
+                cell["fid_inception"] = inc
+            out.append(cell)
+            if on_cell is not None:
+                on_cell(out)
     return out
+
+
+def _cell_key(c: dict) -> tuple:
+    return c["sampler"], c["grid"], c["n_steps"], c["init"], c["t_start_spec"], c["t_start"], c["n_samples"]
 
 
 def compare_with_table(cells: list[dict], table_rows: list[dict]) -> dict:
@@ -192,7 +213,8 @@ def compare_with_table(cells: list[dict], table_rows: list[dict]) -> dict:
 
 # --- the pipeline ---------------------------------------------------------------------------------
 def run(cfg: Config, command: str) -> dict:
-    """Score the cells of ``cfg`` with the late-start stages; returns the output (also written to ``out_path``)."""
+    """Score the cells of ``cfg`` with the late-start stages; returns the output (also written to ``out_path``
+    after each cell, with "complete": false until the last; a run of the same config resumes from it)."""
     clock = Stopwatch()
     table = None if cfg.table is None else json.loads(Path(cfg.table).read_text())
     x_train = (ds := stages.load_data(cfg)).x
@@ -210,26 +232,38 @@ def run(cfg: Config, command: str) -> dict:
     with clock("classifier"):
         clf, accuracy, _ = stages.classifier(ds, cfg.classifier_steps, cfg.seed)
         scorer = stage.Scorer(clf, x_train, int(ds.labels.max()) + 1, cfg.kid_subsets, cfg.seed)
+    inception, floor = None, None
+    if cfg.inception_n:
+        with clock("inception_reference"):
+            ref, floor = stage.inception_reference(x_train, ds.image_shape, cfg.inception_n, cfg.seed)
+        inception = lambda x: fid(inception_features(x[: floor["n"]], ds.image_shape), ref)  # noqa: E731
+    out = {
+        "dataset": cfg.dataset, "model": model.source, "t_c": t_c, "prediction": pred["prediction"],
+        "classifier": {"steps": cfg.classifier_steps, "seed": cfg.seed, "accuracy": accuracy},
+        "inception": floor, "calibration": calibration, "cells": [], "comparison": None, "complete": False,
+        "config": dataclasses.asdict(cfg), "device": stages.device_name(next(den.parameters()).device),
+        "torch_threads": torch.get_num_threads(), "command": command,
+    }  # fmt: skip
+
+    def write(cells):
+        write_json_atomic(cfg.out_path(), out | {"cells": cells, "seconds": clock.seconds(digits=1)})
+
     total = len(cfg.samplers) * len(cfg.grids) * len(cfg.n_steps) * len(cfg.t_start) * len(cfg.inits) * len(cfg.seeds)
     with clock("cells"), tqdm(total=total, desc=f"late-start cells {cfg.dataset}", dynamic_ncols=True) as bar:
-        cells = score_cells(stage.Drawer(den, x_train, bar), scorer, cfg, t_c, calibration)
-    out = {
-        "dataset": cfg.dataset,
-        "model": model.source,
-        "t_c": t_c,
-        "prediction": pred["prediction"],
-        "classifier": {"steps": cfg.classifier_steps, "seed": cfg.seed, "accuracy": accuracy},
-        "calibration": calibration,
-        "cells": cells,
-        "comparison": None if table is None else {"table": cfg.table, **compare_with_table(cells, table["rows"])},
-        "config": dataclasses.asdict(cfg),
-        "device": stages.device_name(next(den.parameters()).device),
-        "torch_threads": torch.get_num_threads(),
-        "command": command,
-        "seconds": clock.seconds(digits=1),
-    }
+        drawer = stage.Drawer(den, x_train, bar)
+        cells = score_cells(drawer, scorer, cfg, t_c, calibration, inception, _resumable(cfg), write)
+    comparison = None if table is None else {"table": cfg.table, **compare_with_table(cells, table["rows"])}
+    out |= {"cells": cells, "comparison": comparison, "complete": True, "seconds": clock.seconds(digits=1)}
     write_json_atomic(cfg.out_path(), out)
     return out
+
+
+def _resumable(cfg: Config) -> list[dict]:
+    """The cells of an unfinished run of the same config at ``out_path`` (none if there is no such run)."""
+    path = cfg.out_path()
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    same = old.get("complete") is False and old.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return old.get("cells", []) if same else []
 
 
 def build_parser() -> argparse.ArgumentParser:

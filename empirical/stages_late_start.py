@@ -22,7 +22,8 @@ from empirical.samplers import AUTHOR_GRIDS, GRIDS, generate, nfe
 
 __all__ = [
     "SAMPLERS", "ALL_SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep",
-    "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "summary", "write",
+    "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "inception_reference", "summary",
+    "write",
 ]  # fmt: skip
 
 # Table names of the samplers -> empirical.samplers' names: the default table's four, and all that may be asked for.
@@ -250,19 +251,25 @@ def inception(rows: list[dict], x_train: np.ndarray, image_shape, cfg) -> dict |
     the floor is a disjoint subset's."""
     if not cfg.inception_n:
         return None
-    sub = np.random.default_rng(cfg.seed + 2).permutation(len(x_train))
-    n_inc = min(cfg.inception_n, len(x_train) // 2)
     cells = [r for r in rows if r["sampler"] == "ddim" and r["n_steps"] in cfg.inception_steps and "_x" in r]
-    with tqdm(total=2 + len(cells), desc="inception features", dynamic_ncols=True) as ibar:
-        ref = inception_features(x_train[sub[:n_inc]], image_shape)
-        ibar.update(1)
-        other = inception_features(x_train[sub[n_inc : 2 * n_inc]], image_shape)
+    with tqdm(total=1 + len(cells), desc="inception features", dynamic_ncols=True) as ibar:
+        ref, floor = inception_reference(x_train, image_shape, cfg.inception_n, cfg.seed)
         ibar.update(1)
         for r in cells:
-            r["fid_inception"] = fid(inception_features(r["_x"][:n_inc], image_shape), ref)
-            r["n_inception"] = n_inc
+            r["fid_inception"] = fid(inception_features(r["_x"][: floor["n"]], image_shape), ref)
+            r["n_inception"] = floor["n"]
             ibar.update(1)
-    return {"n": n_inc, "n_ref": n_inc, "fid_floor": fid(other, ref)}
+    return floor
+
+
+def inception_reference(x_train: np.ndarray, image_shape, n: int, seed: int) -> tuple[np.ndarray, dict]:
+    """The Inception features of n random training images (at most half of them; the subset drawn with seed + 2),
+    and {n, n_ref, fid_floor}: the finite-N floor, the FID of a disjoint subset of the same size against them."""
+    sub = np.random.default_rng(seed + 2).permutation(len(x_train))
+    n_inc = min(n, len(x_train) // 2)
+    ref = inception_features(x_train[sub[:n_inc]], image_shape)
+    other = inception_features(x_train[sub[n_inc : 2 * n_inc]], image_shape)
+    return ref, {"n": n_inc, "n_ref": n_inc, "fid_floor": fid(other, ref)}
 
 
 def summary(ds, model, clf_stats: dict, pred: dict, parts: dict, cfg, context: dict) -> dict:

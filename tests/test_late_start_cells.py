@@ -46,6 +46,8 @@ def log_snr_vp_linear(t, b0=0.1, b1=20.0):
         ({"t_start": ("tc", "tc")}, "t_start must be a non-empty tuple of distinct"),
         ({"n_samples": 5}, "n_samples must be >= 10"),
         ({"classifier_steps": 0}, "classifier_steps must be"),
+        ({"inception_n": 5}, r"inception_n must be 0 \(skip\) or an int in \[10, n_samples=500\]"),
+        ({"inception_n": 50, "n_samples": 40}, r"inception_n must be .* \[10, n_samples=40\]"),
         ({"eta": -1.0}, "eta must be"),
         ({"dataset": "cifar"}, "dataset"),
     ],
@@ -146,6 +148,33 @@ def test_per_seed_fids_equal_an_independent_computation(tiny):
     assert all(c["std"] is None and c["mean"] == c["fid"][0] for c in one)
 
 
+def test_a_killed_run_resumes_and_each_seed_gets_its_inception_fid(tiny):
+    """score_cells hands each cell to on_cell as it is done; a rerun given those cells draws only the rest; the
+    inception callable (here a stand-in, the samples' mean) scores every seed's draw."""
+    den, ds, clf = tiny
+    cfg = Config(samplers=("ddim",), n_steps=(3,), inits=("vanilla", "gls"), seeds=(0, 1), n_samples=20)
+    bar, scorer, calls, saved = __import__("tqdm").tqdm(disable=True), Scorer(clf, ds.x, 10, 2, 0), [], []
+
+    def inception(x):
+        calls.append(1)
+        return float(x.mean())
+
+    def kill(cells):
+        saved.extend(cells)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_cells(Drawer(den, ds.x, bar), scorer, cfg, 0.41, None, inception, on_cell=kill)
+    assert len(saved) == 1 and len(calls) == 2  # the first cell, both seeds
+    out = score_cells(Drawer(den, ds.x, bar), scorer, cfg, 0.41, None, inception, done=saved)
+    assert out[0] is saved[0] and len(calls) == 4  # only the second cell was drawn again
+    for c in out:
+        for seed, value in zip(cfg.seeds, c["fid_inception"], strict=True):
+            t = None if c["init"] == "vanilla" else 0.41
+            x = generate(den, "ddim", 3, 20, init=c["init"], t_start=t, x_train=ds.x, seed=seed).numpy()
+            assert value == float(x.mean())
+
+
 def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_thread):
     """The command on the committed digits model (one cell, 20 samples, the classifier at 20 steps), the theory's
     t_c stubbed (its search takes minutes; tests/test_pipeline_stages.py tests it), the rule from the committed
@@ -165,6 +194,16 @@ def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_threa
     assert c["seeds"] == [1, 2] and len(c["fid"]) == 2 and data["comparison"] is None
     assert data["command"].startswith("python -m empirical.late_start_cells --model")
     assert data["classifier"] == {"steps": 20, "seed": 0, "accuracy": data["classifier"]["accuracy"]}
+    assert data["complete"] is True and data["inception"] is None and "fid_inception" not in c
+    # an unfinished file of the same config is resumed: its cell is kept, not drawn again
+    out.write_text(json.dumps(data | {"complete": False, "cells": [c | {"fid": [-1.0, -2.0]}]}))
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["cells"][0]["fid"] == [-1.0, -2.0]
+    # an unfinished file of another config is not resumed
+    out.write_text(json.dumps(data | {"complete": False, "cells": [c | {"fid": [-1.0, -2.0]}]}))
+    assert main([*argv[:-2], "--seeds", "1", "--out", str(out)]) == 0
+    (c,) = json.loads(out.read_text())["cells"]
+    assert c["seeds"] == [1] and c["fid"][0] == data["cells"][0]["fid"][0]
 
 
 def test_compare_with_table():
