@@ -15,7 +15,10 @@ at the table's seed (``seed`` + 1) and N reproduces the table row's FID. ``--t-s
 ``--calibration``, the digits' sweep curves); each is a cell of its own. ``--table`` (a late_start curves file of the
 same data) adds to each gls cell the table's gls rows (theory and sweep-best) and teleport row, and to the output
 whether the table's rows are reproduced and how many cells lie within 10% of the sweep's best at the table's seed.
-The output (``--out``, default ``<results>/late_start_cells_<dataset>.json``) is written atomically.
+``--inception-n N`` also scores the first N samples of every draw with the Inception FID against N training images
+(``stages_late_start.inception_reference``: the output's "inception" holds the finite-N floor, a disjoint subset's
+FID). The output (``--out``, default ``<results>/late_start_cells_<dataset>.json``) is written atomically after each
+cell, with "complete": false until the last; the same command after a kill resumes from the cells written.
 
 Cost on the committed 28x28 UNets (one thread of a busy 2-core CPU, N = 500): 2.4 s per denoiser evaluation, plus
 the Gaussian's fit (gls ~9 s, gls-analytic and teleport ~4-5 s on Fashion-MNIST's 60,000 images) per draw, plus the
