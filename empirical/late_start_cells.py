@@ -53,7 +53,7 @@ from empirical.start_rule import DIGITS_CURVES, load_calibration, rule_t_start
 from empirical.stopwatch import Stopwatch
 from theory.paths import repo_root, results_dir
 
-__all__ = ["Config", "resolve_t_start", "score_cells", "compare_with_table", "run", "main"]
+__all__ = ["Config", "resolve_t_start", "score_cells", "compare_with_table", "ratio_table", "run", "main"]
 
 T_SPECS = ("tc", "rule")
 WITHIN = 1.1  # "within 10% of the sweep's best": FID <= 1.1 x the sweep-best row's FID
@@ -214,6 +214,29 @@ def compare_with_table(cells: list[dict], table_rows: list[dict]) -> dict:
     return {"reproduced": reproduced, "within_10pct": within, "compared": compared}
 
 
+def ratio_table(cells: list[dict]) -> str:
+    """A markdown row per (sampler, grid, n, t_start spec) with a vanilla cell and a late-start one: the mean FID of
+    both (project classifier, and Inception where scored) and vanilla / late start (> 1: the late start helps)."""
+    vanilla = {(c["sampler"], c["grid"], c["n_steps"]): c for c in cells if c["init"] == "vanilla"}
+    inc = any("fid_inception" in c for c in cells)
+    out = [
+        "| sampler | grid | n | init (t_start) | vanilla | late start | ratio |"
+        + (" vanilla, Inception | late start, Inception | ratio |" if inc else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|---|" if inc else ""),
+    ]
+    for c in cells:
+        v = vanilla.get((c["sampler"], c["grid"], c["n_steps"]))
+        if c["init"] == "vanilla" or v is None:
+            continue
+        row = f"| {c['sampler']} | {c['grid']} | {c['n_steps']} | {c['init']} ({c['t_start']:.4g}) "
+        row += f"| {v['mean']:.2f} | {c['mean']:.2f} | {v['mean'] / c['mean']:.2f}x |"
+        if inc:
+            vi, ci = float(np.mean(v["fid_inception"])), float(np.mean(c["fid_inception"]))
+            row += f" {vi:.2f} | {ci:.2f} | {vi / ci:.2f}x |"
+        out.append(row)
+    return "\n".join(out)
+
+
 # --- the pipeline ---------------------------------------------------------------------------------
 def run(cfg: Config, command: str) -> dict:
     """Score the cells of ``cfg`` with the late-start stages; returns the output (also written to ``out_path``
@@ -296,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in out["cells"]:
         print(c["sampler"], c["grid"], c["n_steps"], c["init"], c["t_start_spec"], round(c["t_start"], 4),
               [round(f, 3) for f in c["fid"]], round(c["mean"], 3), c["std"] and round(c["std"], 3))  # fmt: skip
+    print(ratio_table(out["cells"]))
     return 0
 
 

@@ -227,3 +227,20 @@ def test_compare_with_table():
     assert cells[2]["table"] == {"seed": 1, "gls_sweep_best": 10.0, "gls_sweep_best_t": 0.4, "gls_theory": 20.0,
                                  "teleport_theory": 25.0}  # fmt: skip
     assert cells[2]["fid_at_table_seed"] == 10.9
+
+
+def test_ratio_table_sets_each_late_start_against_the_vanilla_cell_of_its_sampler_grid_and_n():
+    from empirical.late_start_cells import ratio_table
+
+    def cell(init, grid, fids, inception, t=1.0):
+        return {"sampler": "ipndm", "grid": grid, "n_steps": 10, "init": init, "t_start": t,
+                "mean": float(np.mean(fids)), "fid_inception": inception}  # fmt: skip
+
+    cells = [
+        cell("vanilla", "edm", [40.0, 20.0], [100.0]),
+        cell("gls", "edm", [10.0], [40.0], 0.6091),
+        cell("gls", "logsnr", [5.0], [5.0], 0.6091),
+    ]  # fmt: skip  (no vanilla on logsnr: no row)
+    lines = ratio_table(cells).splitlines()
+    assert lines[2:] == ["| ipndm | edm | 10 | gls (0.6091) | 30.00 | 10.00 | 3.00x | 100.00 | 40.00 | 2.50x |"]
+    assert "Inception" not in ratio_table([{k: v for k, v in c.items() if k != "fid_inception"} for c in cells])
