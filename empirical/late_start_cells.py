@@ -47,6 +47,7 @@ from empirical.config import PipelineConfig
 from empirical.denoiser import T_MIN
 from empirical.grids import GRIDS
 from empirical.metrics import fid, inception_features
+from empirical.plots_late_start import WITHIN
 from empirical.results import write_json_atomic
 from empirical.samplers import INITS, nfe
 from empirical.start_rule import DIGITS_CURVES, load_calibration, rule_t_start
@@ -56,7 +57,6 @@ from theory.paths import repo_root, results_dir
 __all__ = ["Config", "resolve_t_start", "score_cells", "compare_with_table", "ratio_table", "run", "main"]
 
 T_SPECS = ("tc", "rule")
-WITHIN = 1.1  # "within 10% of the sweep's best": FID <= 1.1 x the sweep-best row's FID
 
 
 @dataclasses.dataclass
@@ -101,14 +101,14 @@ class Config(PipelineConfig):
             raise ValueError(f"t_start must be a non-empty tuple of distinct specs; got {self.t_start!r}")
         for spec in self.t_start:
             _check_spec(spec)
-        if not (is_int(self.inception_n) and (self.inception_n == 0 or 10 <= self.inception_n <= self.n_samples)):
-            raise ValueError(f"inception_n must be 0 (skip) or an int in [10, n_samples={self.n_samples}]; got "
-                             f"{self.inception_n!r}")  # fmt: skip
         for name in ("n_samples", "classifier_steps", "kid_subsets"):
             if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
         if self.n_samples < 10:
             raise ValueError(f"n_samples must be >= 10 (FID needs a covariance); got {self.n_samples}")
+        if not (is_int(self.inception_n) and (self.inception_n == 0 or 10 <= self.inception_n <= self.n_samples)):
+            raise ValueError(f"inception_n must be 0 (skip) or an int in [10, n_samples={self.n_samples}]; got "
+                             f"{self.inception_n!r}")  # fmt: skip
         if not (is_real(self.eta) and 0 < self.eta < math.inf):
             raise ValueError(f"eta must be a finite number > 0 (stages.predict); got {self.eta!r}")
         if not (is_int(self.threads) and self.threads >= 0):

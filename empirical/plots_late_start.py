@@ -29,6 +29,7 @@ __all__ = [
     "best_grid_table",
 ]
 
+WITHIN = 1.1  # "within 10% of the sweep's best": FID <= 1.1 x the sweep-best row's FID
 _INIT_STYLE = {"late": ("C0", "late start, N(0, I)"), "gls": ("C1", "Gaussian late start")}
 
 
@@ -305,7 +306,7 @@ def best_grid_table(curves: dict) -> str:
                 + f"{_fid(g_tc['fid'])} ({g_tc.get('grid', 'uniform')}) | {v['fid'] / g_tc['fid']:.2f}x "
                 f"| {_fid(g_best['fid'])} ({g_best.get('grid', 'uniform')}, {g_best['t_start']:.2g}) |"
             )
-            within += sum(at_tc[g]["fid"] <= 1.1 * best[g]["fid"] for g in grids)
+            within += sum(at_tc[g]["fid"] <= WITHIN * best[g]["fid"] for g in grids)
             cells += len(grids)
     out.append(f"\ngls at t_c within 10% of the sweep's best gls on the same grid: {within} of {cells} cells")
     return "\n".join(out)
