@@ -67,16 +67,17 @@ def _training(config: dict) -> dict:
 
 
 def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, tol_t: float, prediction=None,
-          out=None, command=None, **kw):  # fmt: skip
+          out=None, command=None, device="cpu", **kw):  # fmt: skip
     """One row per checkpoint (see the module docstring); returns the rows. ``data``: the training images (a data
     set's name: all of them). ``command``: stored in each row (rows of several invocations share one ``out``).
-    ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and ``t_min`` (the scanned range)."""
+    ``device``: where the network runs ("cuda" with a GPU). ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and
+    ``t_min`` (the scanned range)."""
     data = DataConfig(dataset=data) if isinstance(data, str) else data
     x = load_dataset(data.dataset, **data.data_kwargs()).x
     rows = []
     for path in map(Path, checkpoints):
         step, net, training = _step(path, data)
-        den = load_denoiser(path).double().requires_grad_(False)  # measured in float64, as breaking_time
+        den = load_denoiser(path, device=device).double().requires_grad_(False)  # measured in float64, as breaking_time
         flow = FlowSearch(den) if kw.get("search") == "flow" else None
         t0 = time.perf_counter()
         m = measure_critical_time(
@@ -99,6 +100,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
             "seconds": time.perf_counter() - t0,
             "options": {"n_starts": n_starts, "n_grid": n_grid, "tol_t": tol_t, **kw},
             "threads": torch.get_num_threads(),
+            "device": device_name(device),
             "command": command,
         }
         if flow is not None:
@@ -135,7 +137,7 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
         "cloning_midpoint": None, "train_steps": row["step"], "model": row["checkpoint"],
         "search": row["options"].get("search", "iterate"), "network_evaluations": row.get("network_evaluations"),
         "seconds": {"measure_s": round(row["seconds"], 1)}, "threads": row["threads"],
-        "device": device_name("cpu"), "command": command,
+        "device": row.get("device", device_name("cpu")), "command": command,
     }  # fmt: skip
 
 
@@ -173,8 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search", choices=("iterate", "flow"), default="iterate", help="how stable points are found")
     p.add_argument("--t-max", type=float, help="largest t scanned (omit: T)")
     p.add_argument("--t-min", type=float, default=0.02, help="smallest t scanned")
+    p.add_argument("--device", default="cpu", help="torch device of the network (cuda: a GPU)")
     p.add_argument("--table", help="write the last checkpoint's row into this breaking-time table (JSON list)")
     a = p.parse_args(argv)
+    try:
+        device = torch.device(a.device)
+    except RuntimeError as err:
+        p.error(f"--device {a.device!r}: {err}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {a.device}: no CUDA device on this machine (use cpu)")
     try:
         data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed)
     except ValueError as err:
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
     rows = sweep(
         data, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
-        out=a.out, command=command, search=a.search, t_max=a.t_max, t_min=a.t_min,
+        out=a.out, command=command, device=a.device, search=a.search, t_max=a.t_max, t_min=a.t_min,
     )  # fmt: skip
     if a.table is not None:
         upsert_row(a.table, table_row(rows[-1], x, prediction, command), ("dataset", "device"))

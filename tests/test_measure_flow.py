@@ -72,3 +72,57 @@ def test_flow_search_brackets_theory(points):
     assert m.t_lo - 1e-3 <= expected.t <= m.t_hi + 1e-3
     assert m.t_hi - m.t_lo <= 1e-3
     assert len(m.points) >= 2 and all(p.stable for p in m.points)
+
+
+class _CountJvps:
+    """A denoiser whose x0_jvp calls are counted (the GMRES work of a Newton solve)."""
+
+    def __init__(self, den):
+        self.den, self.jvps = den, 0
+
+    def x0_jvp(self, x, t, v):
+        self.jvps += 1
+        return self.den.x0_jvp(x, t, v)
+
+
+def test_newton_forcing_reaches_the_same_root_with_fewer_jvps():
+    # Eisenstat-Walker tolerances (rtol=None) against the tight fixed tolerance, from a start far from the root:
+    # the same root as theory.fixed_points (a closed-form mean shift), to 1e-8, with fewer GMRES steps.
+    rng = np.random.default_rng(3)
+    P = rng.normal(size=(60, 20))  # more images than dimensions: GMRES needs many steps for a tight solve
+    data, t = DeltaMixture(P), 0.5
+    den = ExactDenoiser(data)
+    kappa, _ = map_coeffs(den, t)
+    stable = [p for p in theory.fixed_points(data, VPLinear(), t) if p.stable]
+    start = stable[0].x + 0.5 * rng.normal(size=20)
+    roots, jvps = [], []
+    for rtol in (1e-7, None):
+        counted = _CountJvps(den)
+        x, res = newton_krylov(den, counted, start, t, kappa, n_iter=20, tol=1e-11, rtol=rtol)
+        assert res < 1e-11
+        roots.append(x)
+        jvps.append(counted.jvps)
+    for x in roots:
+        np.testing.assert_allclose(x, stable[0].x, atol=1e-8)
+    assert jvps[1] < 0.6 * jvps[0]  # measured here: 15 against 32
+
+
+def test_limits_on_one_unstable_root_pay_one_eigenvalue(monkeypatch):
+    # Two deltas at (+-1, 0) after their split: the centre is a saddle (Re mu > 1) that attracts along the symmetry
+    # line x = 0. Three starts on that line, stopped before they converge, all polish onto the centre: one ARPACK
+    # call, not three, and no stable point.
+    import empirical.measure_flow as mf
+
+    data = DeltaMixture(np.array([[-1.0, 0.0], [1.0, 0.0]]))
+    t = 0.5 * theory.critical_time(data, VPLinear(), eta=1.0).t
+    den = ExactDenoiser(data)
+    calls = []
+    monkeypatch.setattr(mf, "top_eig_krylov", lambda *a, **k: calls.append(a) or top_eig_krylov(*a, **k))
+    search = FlowSearch(den, max_iter=2)
+    starts = torch.tensor([[0.0, 0.5], [0.0, 1.0], [0.0, 1.5]], dtype=torch.float64)
+    assert search(t, starts) == []
+    assert search.log[-1]["limits"] == 3
+    assert len(calls) == 1
+    kappa, _ = map_coeffs(den, t)
+    mu = top_eig_krylov(den, np.zeros(2), t, kappa)
+    assert mu.real > 1.0  # the centre is indeed unstable
