@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import theory
 from empirical import steps_sweep
@@ -117,3 +118,17 @@ def test_rows_of_two_training_windows_or_seeds_at_one_step_are_all_kept(tmp_path
     assert sorted((r["t_train"][0], r["seed"], r["t_c_measured"]) for r in rows) == [
         (T_MIN, 0, 0.3), (0.4, 0, 0.5), (0.4, 1, 0.5)
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("nonsense", "--device 'nonsense'"),
+        pytest.param("cuda", "no CUDA device", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU")),
+    ],
+)
+def test_a_bad_device_is_refused_before_any_work(device, message, capsys):
+    model = ROOT / "docs" / "results" / "digits_denoiser.pt"
+    with pytest.raises(SystemExit):
+        steps_sweep.main(["--dataset", "digits", str(model), "--device", device])
+    assert message in capsys.readouterr().err
