@@ -26,11 +26,12 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # every stage once, in seconds, to check the sc
   SEEDS=0 CH=8 STEPS=20 CKPT=20 SCAN=(--search flow --n-starts 1 --n-grid 2 --t-max 0.8 --t-min 0.45 --tol-t 0.2)
 fi
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-RUNS=${RUNS:-runs}  # the training runs (checkpoints: not returned)
+RUNS=${RUNS:-runs}  # the training runs (checkpoints: not returned), relative to the repository root
 cd "$(dirname "$0")/.."  # the repository root: the packages, benchmarks/results.json
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 JAX_PLATFORMS=cpu TQDM_MININTERVAL=30
 START=$SECONDS
 left() { echo $((DEADLINE - (SECONDS - START))); }
+budget() { local s; s=$(left); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean no limit
 log() { echo "[$((SECONDS - START)) s] $*" | tee -a "$OUT/log.txt"; }
 log "device $DEVICE, datasets $DATASETS, seeds $SEEDS, ch $CH, steps $STEPS"
 
@@ -40,7 +41,7 @@ for data in $DATASETS; do
   for seed in $SEEDS; do
     run="$RUNS/gpu-$data-ch$CH-window-s$seed"
     if (($(left) <= 0)); then log "no time left to train $run"; break 2; fi
-    timeout "$(left)" "$PY" -m empirical.train --dataset "$data" --net unet --ch "$CH" --mult 1 2 2 --blocks 1 \
+    timeout "$(budget)" "$PY" -m empirical.train --dataset "$data" --net unet --ch "$CH" --mult 1 2 2 --blocks 1 \
       --batch-size 64 --lr 0.001 --warmup 200 --ema-decay 0.995 --grad-clip 1.0 --steps "$STEPS" \
       --ckpt-every "${CKPT:-1000}" --snapshot-every "$STEPS" --t-train 0.4 0.9 --device "$DEVICE" --seed "$seed" \
       --out "$run" >>"$OUT/log.txt" 2>&1 || { log "training $run stopped (exit $?)"; continue; }
@@ -52,7 +53,7 @@ done
 for entry in "${runs[@]}"; do
   data=${entry%%:*} run=${entry#*:}
   if (($(left) <= 0)); then log "no time left to scan $run"; break; fi
-  timeout "$(left)" "$PY" -m empirical.steps_sweep --dataset "$data" "$run/snapshots/step$STEPS.pt" "${SCAN[@]}" \
+  timeout "$(budget)" "$PY" -m empirical.steps_sweep --dataset "$data" "$run/snapshots/step$STEPS.pt" "${SCAN[@]}" \
     --device "$DEVICE" --prediction "benchmarks/results.json:${PREDICTION[$data]}" \
     --out "$OUT/breaking_vs_steps.json" >>"$OUT/log.txt" 2>&1 || { log "scan of $run stopped (exit $?)"; continue; }
   log "scanned $run"
