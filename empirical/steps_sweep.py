@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint or exported weights files")
     p.add_argument("--dataset", required=True, help="the training images of the checkpoints")
-    p.add_argument("--classes", type=int, nargs="+", help="keep only these labels (as the checkpoints' training)")
+    p.add_argument(
+        "--classes",
+        type=int,
+        nargs="+",
+        help="keep only these labels (as the checkpoints' training); put it after the checkpoints (it takes any ints)",
+    )
     p.add_argument("--n-train", type=int, help="number of training images (as the checkpoints' training)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the n_train subset")
     p.add_argument("--n-starts", type=int, default=64, help="training images seeding the fixed-point search")
