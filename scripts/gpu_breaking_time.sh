@@ -25,6 +25,10 @@ SCAN=(--search flow --n-starts 32 --n-grid 8 --t-max 0.8 --t-min 0.45)
 if [[ ${SMOKE:-0} == 1 ]]; then  # every stage once, in seconds, to check the script (not a result)
   SEEDS=0 CH=8 STEPS=20 CKPT=20 SCAN=(--search flow --n-starts 1 --n-grid 2 --t-max 0.8 --t-min 0.45 --tol-t 0.2)
 fi
+declare -A PREDICTION=([fashion-mnist]=fashion [mnist]=mnist)  # the keys of benchmarks/results.json
+for data in $DATASETS; do
+  [[ -n ${PREDICTION[$data]+set} ]] || { echo "DATASETS: $data is not one of fashion-mnist, mnist" >&2; exit 2; }
+done
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 RUNS=${RUNS:-runs}  # the training runs (checkpoints: not returned), relative to the repository root
 cd "$(dirname "$0")/.."  # the repository root: the packages, benchmarks/results.json
@@ -35,7 +39,6 @@ budget() { local s; s=$(left); echo $((s > 1 ? s : 1)); }  # timeout 0 would mea
 log() { echo "[$((SECONDS - START)) s] $*" | tee -a "$OUT/log.txt"; }
 log "device $DEVICE, datasets $DATASETS, seeds $SEEDS, ch $CH, steps $STEPS"
 
-declare -A PREDICTION=([fashion-mnist]=fashion [mnist]=mnist)
 runs=()
 for data in $DATASETS; do
   for seed in $SEEDS; do

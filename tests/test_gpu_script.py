@@ -1,5 +1,5 @@
 """scripts/gpu_breaking_time.sh (issue 10, section 5): its stages run end to end on a CPU, tiny (SMOKE=1), and it
-refuses to run without a folder for its results."""
+refuses to run without a folder for its results or with a data set it has no prediction for."""
 
 import json
 import os
@@ -14,10 +14,14 @@ from empirical.train import load_denoiser
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_breaking_time.sh"
 
 
-def test_script_needs_an_output_folder():
+def test_script_needs_an_output_folder_and_a_known_dataset(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "OUT" in done.stderr
+    env |= {"OUT": str(tmp_path / "out"), "DATASETS": "digits"}
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "DATASETS: digits is not one of" in done.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 @pytest.mark.slow  # about 25 s: two python starts, 20 training steps, a two-time scan
