@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import numpy as np
@@ -221,15 +221,22 @@ def stable_fixed_points(
         y, r = _newton(denoiser, y, t, kappa)
         if not r < 1e-6 * (1.0 + float(y.norm())):
             continue
-        dup = [p for p in points if np.linalg.norm(p.x - y.cpu().numpy()) < merge_tol * (1.0 + np.linalg.norm(p.x))]
-        if dup:  # two limits polished onto the same point
-            i = points.index(dup[0])
-            points[i] = MeasuredFixedPoint(dup[0].x, dup[0].mu, dup[0].residual, dup[0].basin + n, dup[0].asymmetry)
+        k = _near(y.cpu().numpy(), [p.x for p in points], merge_tol)
+        if k is not None:  # two limits polished onto the same point
+            points[k] = replace(points[k], basin=points[k].basin + n)
             continue
         mu, asym = _top_eig(denoiser, y, t, kappa)
         if mu.real < 1.0:
             points.append(MeasuredFixedPoint(y.cpu().numpy(), mu, r, n, asym))
     return sorted(points, key=lambda p: -p.basin)
+
+
+def _near(y: np.ndarray, xs, merge_tol: float) -> int | None:
+    """The index of the first of ``xs`` within ``merge_tol`` (1 + its norm) of y, or None (one point reached twice)."""
+    for k, x in enumerate(xs):
+        if np.linalg.norm(x - y) < merge_tol * (1.0 + np.linalg.norm(x)):
+            return k
+    return None
 
 
 def _starts(denoiser, x_train, t, eps, eta):

@@ -187,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(a.device)
     except RuntimeError as err:
         p.error(f"--device {a.device!r}: {err}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {a.device}: no CUDA device on this machine (use cpu)")
+    if device.type not in ("cpu", "cuda"):
+        p.error(f"--device {a.device}: cpu or cuda[:index]")
+    if device.type == "cuda" and not (device.index or 0) < torch.cuda.device_count():
+        p.error(f"--device {a.device}: this machine has {torch.cuda.device_count()} CUDA device(s) (use cpu)")
     try:
         data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed)
     except ValueError as err:

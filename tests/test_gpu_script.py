@@ -28,7 +28,8 @@ def test_script_needs_an_output_folder_and_a_known_dataset(tmp_path):
 def test_script_smoke_on_cpu(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}
     env["PY"] = sys.executable
-    subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True)
+    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads((tmp_path / "out" / "breaking_vs_steps.json").read_text())["rows"]
     assert [(r["dataset"], r["seed"], r["t_train"], r["net"]["ch"], r["step"]) for r in rows] == [
         ("fashion-mnist", 0, [0.4, 0.9], 8, 20)

@@ -124,7 +124,8 @@ def test_rows_of_two_training_windows_or_seeds_at_one_step_are_all_kept(tmp_path
     ("device", "message"),
     [
         ("nonsense", "--device 'nonsense'"),
-        pytest.param("cuda", "no CUDA device", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU")),
+        ("meta", "cpu or cuda[:index]"),
+        pytest.param("cuda", "CUDA device(s)", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU")),
     ],
 )
 def test_a_bad_device_is_refused_before_any_work(device, message, capsys):
