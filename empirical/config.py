@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from empirical.cli import is_int, is_real
-from empirical.datasets import DATASETS
+from empirical.datasets import DATASETS, Dataset, load_dataset, load_images, subset
 from empirical.denoiser import T_MIN
 from empirical.nets import NETS
 
@@ -53,12 +53,16 @@ def _tuples(cfg, *names: str) -> None:
 @dataclass
 class DataConfig:
     """Which training images: ``empirical.datasets.load_dataset(dataset, n=n_train, classes=classes,
-    seed=data_seed)``."""
+    seed=data_seed)``, or with ``data`` the images of that file (``load_images``), subset the same way."""
 
     dataset: str = field(default="digits", metadata={"help": "data set", "choices": DATASETS})
     n_train: int | None = field(default=None, metadata={"help": "number of training images (omit for all)"})
     classes: tuple[int, ...] | None = field(default=None, metadata={"help": "keep only these labels (omit for all)"})
     data_seed: int = field(default=0, metadata={"help": "seed of the n_train subset"})
+    data: str | None = field(
+        default=None,
+        metadata={"help": "an .npy/.npz file of your images (n, H, W), uint8 or in [-1, 1], instead of --dataset"},
+    )
 
     def __post_init__(self):
         self._check_data()
@@ -71,10 +75,22 @@ class DataConfig:
             if not (isinstance(self.classes, tuple) and self.classes and all(is_int(c) for c in self.classes)):
                 raise ValueError(f"classes must be None or a non-empty tuple of ints; got {self.classes!r}")
         _check_int("data_seed", self.data_seed, 0)
+        if isinstance(self.data, os.PathLike):
+            self.data = os.fspath(self.data)
+        if self.data is not None and not (isinstance(self.data, str) and self.data.endswith((".npy", ".npz"))):
+            raise ValueError(f"data must be None or the path of an .npy/.npz file; got {self.data!r}")
 
     def data_kwargs(self) -> dict:
         """The ``load_dataset`` arguments after the name."""
         return {"n": self.n_train, "classes": self.classes, "seed": self.data_seed}
+
+    def load(self, split: str = "train") -> Dataset:
+        """The selected images: the data file's (which has one split) or the built-in set's."""
+        if self.data is None:
+            return load_dataset(self.dataset, split=split, **self.data_kwargs())
+        if split != "train":
+            raise ValueError(f"data file {self.data} has one split, 'train'; got split={split!r}")
+        return subset(load_images(self.data), **self.data_kwargs())
 
     @classmethod
     def of(cls, config: Mapping) -> DataConfig:
@@ -82,7 +98,7 @@ class DataConfig:
         missing from an older checkpoint take their defaults (``_tuples`` makes a stored list of classes a tuple).
 
         >>> DataConfig.of({"dataset": "mnist", "classes": [0, 1], "lr": 1e-3})
-        DataConfig(dataset='mnist', n_train=None, classes=(0, 1), data_seed=0)
+        DataConfig(dataset='mnist', n_train=None, classes=(0, 1), data_seed=0, data=None)
         """
         return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls) if f.name in config})
 

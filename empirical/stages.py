@@ -23,7 +23,7 @@ import theory
 from empirical.checkpoints import load_checkpoint
 from empirical.classifier import train_classifier
 from empirical.config import DataConfig, PipelineConfig, TrainConfig, resolve_device
-from empirical.datasets import DATASETS, Dataset, load_dataset
+from empirical.datasets import DATASETS, Dataset
 from empirical.denoiser import Denoiser
 from empirical.train import check_out_dir, load_denoiser, train
 from theory.paths import results_dir
@@ -66,7 +66,7 @@ def folders(cfg: PipelineConfig) -> Path:
 
 def load_data(cfg: PipelineConfig) -> Dataset:
     """The training images of the config (the denoiser's, the classifier's and the prediction's)."""
-    return load_dataset(cfg.dataset, **cfg.data_kwargs())
+    return cfg.load()
 
 
 def denoiser(cfg: PipelineConfig, dim: int) -> Model:

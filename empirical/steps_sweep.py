@@ -37,7 +37,6 @@ import torch
 
 from empirical.checkpoints import load_checkpoint
 from empirical.config import DataConfig, net_kwargs
-from empirical.datasets import load_dataset
 from empirical.denoiser import T_MIN
 from empirical.measure import measure_critical_time
 from empirical.measure_flow import FlowSearch
@@ -73,7 +72,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
     ``device``: where the network runs ("cuda" with a GPU). ``kw``: ``search`` ("iterate" or "flow"), ``t_max`` and
     ``t_min`` (the scanned range)."""
     data = DataConfig(dataset=data) if isinstance(data, str) else data
-    x = load_dataset(data.dataset, **data.data_kwargs()).x
+    x = data.load().x
     rows = []
     for path in map(Path, checkpoints):
         step, net, training = _step(path, data)
@@ -86,6 +85,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
         )  # fmt: skip
         row = {
             "dataset": data.dataset,
+            "data": data.data,
             "classes": None if data.classes is None else list(data.classes),
             "n_train": data.n_train,
             "net": net,
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n-train", type=int, help="number of training images (as the checkpoints' training)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the n_train subset")
+    p.add_argument("--data", help="the checkpoints' .npy/.npz file of training images, if not a built-in data set")
     p.add_argument("--n-starts", type=int, default=64, help="training images seeding the fixed-point search")
     p.add_argument("--n-grid", type=int, default=16, help="log-SNR grid of the count before bisection")
     p.add_argument("--tol-t", type=float, default=1e-3, help="bisection tolerance on t")
@@ -192,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not (device.index or 0) < torch.cuda.device_count():
         p.error(f"--device {a.device}: this machine has {torch.cuda.device_count()} CUDA device(s) (use cpu)")
     try:
-        data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed)
+        data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed, a.data)
     except ValueError as err:
         p.error(str(err))
-    x = load_dataset(a.dataset, **data.data_kwargs()).x
+    x = data.load().x
     prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
     command = " ".join(map(shlex.quote, ["python", "-m", "empirical.steps_sweep", *(argv or sys.argv[1:])]))
     rows = sweep(

@@ -206,11 +206,11 @@ def train(cfg: TrainConfig) -> Path:
 
 def _training_data(cfg: TrainConfig):
     """The training set, checked against the network (a U-Net halves the image size at every level)."""
-    data = load_dataset(cfg.dataset, n=cfg.n_train, classes=cfg.classes, seed=cfg.data_seed)
+    data = cfg.load()
     if cfg.net == "unet" and any(s % 2 ** (len(cfg.mult) - 1) for s in data.image_shape):
         raise ValueError(
             f"unet with {len(cfg.mult)} levels needs an image size divisible by {2 ** (len(cfg.mult) - 1)}; "
-            f"{cfg.dataset} is {data.image_shape} (use fewer mult entries)"
+            f"{cfg.data or cfg.dataset} is {data.image_shape} (use fewer mult entries)"
         )
     return data
 
@@ -360,7 +360,7 @@ def training_images(path: str | os.PathLike, dataset: str, split: str = "train")
     if data.dataset != dataset:
         raise ValueError(f"dataset is {dataset!r}; model {path} was trained on {data.dataset!r}")
     if split == "train":
-        return load_dataset(dataset, **data.data_kwargs()).x
+        return data.load().x
     return load_dataset(dataset, split=split, classes=data.classes).x
 
 

@@ -166,3 +166,65 @@ def test_missing_data_names_the_install_line(name, env, install, tmp_path, monke
         monkeypatch.setattr(importlib.util, "find_spec", lambda *args, **kwargs: None)
     with pytest.raises(FileNotFoundError, match=install.replace(".", "\\.")):
         load_dataset(name)
+
+
+def test_load_images_scales_and_reshapes_a_users_file(tmp_path):
+    """uint8 levels map to level / 255 * 2 - 1 (the built-in sets' scaling); (n, 1, H, W), (n, H, W) and (n, d)
+    with d square give the same rows; an .npz carries its labels."""
+    from empirical.datasets import load_images
+
+    levels = np.random.default_rng(0).integers(0, 256, size=(5, 1, 4, 4), dtype=np.uint8)
+    expected = levels.reshape(5, 16) / 255.0 * 2.0 - 1.0
+    for name, arr in [("a.npy", levels), ("b.npy", levels[:, 0]), ("c.npy", levels.reshape(5, 16))]:
+        np.save(tmp_path / name, arr)
+        ds = load_images(tmp_path / name)
+        assert ds.image_shape == (4, 4) and np.array_equal(ds.x, expected)
+    np.savez(tmp_path / "d.npz", x=expected.reshape(5, 4, 4), labels=np.arange(5))
+    ds = load_images(tmp_path / "d.npz")
+    assert np.array_equal(ds.x, expected) and ds.labels.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "arr, match",
+    [
+        (np.zeros((3, 5), np.uint8), r"\(n, d\) with d square; got \(3, 5\)"),
+        (np.full((2, 4, 4), 1.5), r"float images must be finite and in \[-1, 1\]"),
+        (np.full((2, 4, 4), np.nan), r"float images must be finite"),
+        (np.zeros((2, 4, 4), np.int32), r"must be uint8 \(0..255\) or float in \[-1, 1\]; got dtype int32"),
+        (np.zeros((0, 4, 4), np.uint8), r"images must have shape"),
+    ],
+)
+def test_load_images_refuses_bad_arrays_by_name(tmp_path, arr, match):
+    from empirical.datasets import load_images
+
+    np.save(tmp_path / "bad.npy", arr)
+    with pytest.raises(ValueError, match=r"data file .*bad\.npy.*" + match):
+        load_images(tmp_path / "bad.npy")
+
+
+def test_load_images_refuses_missing_and_unreadable_files(tmp_path):
+    from empirical.datasets import load_images
+
+    with pytest.raises(FileNotFoundError, match="data file .*none.npy not found"):
+        load_images(tmp_path / "none.npy")
+    (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match="cut.npy is not a readable .npy"):
+        load_images(tmp_path / "cut.npy")
+    np.savez(tmp_path / "nox.npz", y=np.zeros(3))
+    with pytest.raises(ValueError, match=r"nox.npz is not a readable .npz.*no 'x'"):
+        load_images(tmp_path / "nox.npz")
+    with pytest.raises(ValueError, match="must be an .npy or .npz"):
+        load_images(tmp_path / "x.png")
+
+
+def test_data_config_subsets_a_file_as_load_dataset_subsets_a_set(tmp_path):
+    """The same (n, seed) selects the same rows of a file as of the built-in set it was written from."""
+    from empirical.config import DataConfig
+
+    ds = load_dataset("digits")
+    np.save(tmp_path / "digits.npy", ds.x.reshape(-1, 8, 8))
+    mine = DataConfig(data=str(tmp_path / "digits.npy"), n_train=40, data_seed=3).load()
+    theirs = load_dataset("digits", n=40, seed=3)
+    assert np.array_equal(mine.x, theirs.x)
+    with pytest.raises(ValueError, match="data must be None or the path of an .npy/.npz file"):
+        DataConfig(data="images.png")
