@@ -9,7 +9,7 @@ its basin, eigenvalue mu and norm; where the exact mean shift started on it ends
 not); the exact relative residual |kappa x0_exact(x) - x| / |x| there; the posterior's entropy and top weights
 (how many training images the point sits on); its distance to the exact centre (the mean shift's limit from
 kappa E[y]). The exact attractors reached from the same starts, with their basins, give the other side.
-The exact side is the theory's field (``theory._field.MixtureField``): descent in float64 (float32 on large
+The exact side is the theory's field (``theory.fields.MixtureField``): descent in float64 (float32 on large
 sets, as ``theory.critical_time``), then Newton in float64.
 
     python -m empirical.attractors --dataset mnist docs/results/mnist/mnist_denoiser.pt --t 0.655 0.62 \
@@ -32,15 +32,13 @@ import torch
 
 from empirical.measure import _starts, draw_starts, map_coeffs, stable_fixed_points
 from empirical.results import finite
-from theory._checks import check_eta, check_in_range, check_int
-from theory._continuation import group
-from theory._engine import exact_field
-from theory._search import use_float32
+from theory.checks import check_eta, check_in_range, check_int
 from theory.data import DeltaMixture
+from theory.fields import exact_field, group, use_float32
 
 __all__ = ["compare_with_exact", "start_points", "main"]
 
-MERGE_TOL = 1e-4  # limits closer than this times (1 + scale) are one point (as theory._search.stable_points)
+MERGE_TOL = 1e-4  # limits closer than this times (1 + scale) are one point (as theory's own search)
 SAME_TOL = 1e-6  # a polished limit within this times (1 + scale) of an exact attractor is that attractor
 N_TOP = 5  # training images listed per point, by posterior weight
 

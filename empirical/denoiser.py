@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from theory._checks import check_data, check_schedule
+from theory.checks import check_data, check_schedule
 from theory.family import EtaFamily
 from theory.schedules import Schedule, VPLinear
 

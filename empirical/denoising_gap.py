@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from empirical.denoiser import Denoiser, ExactDenoiser, schedule_coeffs
-from theory._checks import check_in_range, check_int
+from theory.checks import check_in_range, check_int
 from theory.data import DeltaMixture
 
 __all__ = ["denoising_gap", "main"]

@@ -31,7 +31,7 @@ from empirical.denoiser import Denoiser, schedule_coeffs
 from empirical.grids import t_of_timestep
 from empirical.solvers import ddim, pndm
 from empirical.solvers_dpm import dpm_solver_pp, unipc
-from theory._checks import check_int
+from theory.checks import check_int
 
 __all__ = ["DIFFUSERS_SAMPLERS", "make_scheduler", "sample_diffusers", "sample_ours"]
 

@@ -15,7 +15,7 @@ import torch
 
 from empirical.denoiser import schedule_coeffs
 from empirical.grids import _real
-from theory._checks import check_int, check_memory
+from theory.checks import check_int, check_memory
 from theory.schedules import Schedule
 
 __all__ = ["init_vanilla", "GaussianInit", "FULL_COV_MAX_DIM", "DEFAULT_RANK"]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from empirical.denoiser import T_MIN, schedule_coeffs
-from theory._checks import check_int
+from theory.checks import check_int
 from theory.schedules import Schedule
 
 __all__ = ["GRIDS", "SPACINGS", "EDM_RHO", "time_grid", "discrete_timesteps", "t_of_timestep"]

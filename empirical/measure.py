@@ -30,9 +30,9 @@ import scipy.sparse.linalg as sla
 import torch
 
 from empirical.denoiser import Denoiser, schedule_coeffs
-from theory._checks import check_eta, check_int, check_tolerance
-from theory._continuation import continue_branch, log_snr_grid, log_snr_mid
+from theory.checks import check_eta, check_int, check_tolerance
 from theory.family import EtaFamily
+from theory.fields import continue_branch, log_snr_grid, log_snr_mid
 
 __all__ = [
     "DENSE_MAX",
@@ -325,7 +325,7 @@ def measure_critical_time(
 
 
 class LearnedField:
-    """A denoiser at frozen times as a field of ``theory._continuation``'s protocol, so the theory's
+    """A denoiser at frozen times as a field of ``theory.fields``' protocol, so the theory's
     continuation, crossing location and halving run on it unchanged.
 
     The residual is F(x) = Phi(x) - x (Newton: exact Jacobian or GMRES on jvps); the stability
@@ -375,7 +375,7 @@ def centre_branch(
     """Continue the fixed point from kappa(t_max) times the data mean down a log-SNR grid and track its top
     eigenvalue.
 
-    The branch is carried by ``theory._continuation.continue_branch`` on the ``LearnedField`` (adaptive
+    The branch is carried by ``theory.fields.continue_branch`` on the ``LearnedField`` (adaptive
     steps down to ``h_min``; a Newton limit more than 5% of the data's scale away is another branch). It
     goes on through a loss of stability (``crossing_t``, located by Brent's method on 1 - Re mu) and ends
     where it ceases to exist (``fold_t``, to ``h_min``) or at t_min.

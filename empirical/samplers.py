@@ -45,7 +45,7 @@ from empirical.grids import GRIDS, time_grid
 from empirical.solvers import ddim, ddpm, ipndm, pndm
 from empirical.solvers_dpm import dpm_solver_pp_2m, dpm_solver_pp_3m, unipc
 from empirical.teleport import Teleport
-from theory._checks import check_int
+from theory.checks import check_int
 
 __all__ = [
     "SAMPLERS",

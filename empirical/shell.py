@@ -23,7 +23,7 @@ import numpy as np
 
 from empirical.denoiser import schedule_coeffs
 from theory import EtaFamily, VPLinear
-from theory._checks import check_in_range, check_int
+from theory.checks import check_in_range, check_int
 
 __all__ = ["shell_distance", "main"]
 
