@@ -30,10 +30,10 @@ test-slow: $(BIN)/.installed $(NODE)  ## the minutes-long checks (e.g. the digit
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow
 
 breaking-time: $(BIN)/.installed  ## train on the digits, measure the breaking time, write docs/results (~5 min)
-	OMP_NUM_THREADS=1 $(BIN)/python -m empirical.breaking_time --dataset digits
+	OMP_NUM_THREADS=1 $(BIN)/python -m empirical breaking-time --dataset digits
 
 late-start: $(BIN)/.installed  ## few-step samplers, vanilla vs Gaussian late start, FID (~10-14 min; reuses the model)
-	OMP_NUM_THREADS=1 $(BIN)/python -m empirical.late_start --dataset digits
+	OMP_NUM_THREADS=1 $(BIN)/python -m empirical late-start --dataset digits
 
 bench: $(BIN)/.installed  ## benchmarks/critical_time.py (minutes: includes N = 60,000 images)
 	$(BIN)/python benchmarks/critical_time.py --out benchmarks/results.json

@@ -142,7 +142,7 @@ def bench_diagram(n_times=1000):
 
 
 def load(name, n=None, side=None, classes=None):
-    from empirical.datasets import load_dataset
+    from empirical.data.datasets import load_dataset
 
     X = load_dataset(name, classes=classes).x
     if n is not None and n < len(X):

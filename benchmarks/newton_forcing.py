@@ -3,7 +3,7 @@ behind docs/breaking_time.md ("The flow search").
 
 From the end points of ``damped_flow`` at one time (the starts of ``measure_critical_time``: ``--n-starts``
 training images diffused and scaled, and the scaled mean), each limit is polished twice by
-``empirical.measure_flow.newton_krylov``: at ``rtol=1e-7`` (the search's tolerance before) and with ``rtol=None``
+``empirical.measure.flow.newton_krylov``: at ``rtol=1e-7`` (the search's tolerance before) and with ``rtol=None``
 (Eisenstat-Walker, now). A row per limit: Jacobian-vector products, seconds, final residual, whether it reached
 the search's tolerance (``converged``: else the search drops the limit), and the distance between the two ends;
 the two runs of a limit alternate, so the machine's load falls on both alike.
@@ -22,11 +22,11 @@ import time
 import numpy as np
 import torch
 
-from empirical.datasets import load_dataset
-from empirical.measure import _starts, draw_starts, map_coeffs
-from empirical.measure_flow import FlowSearch, count_rows, damped_flow, newton_krylov
-from empirical.results import write_json_atomic
-from empirical.train import load_denoiser
+from empirical._util.results import write_json_atomic
+from empirical.data.datasets import load_dataset
+from empirical.measure.fixed_points import _starts, draw_starts, map_coeffs
+from empirical.measure.flow import FlowSearch, count_rows, damped_flow, newton_krylov
+from empirical.training.train import load_denoiser
 
 TOL = 1e-8  # FlowSearch's newton_tol: a limit whose residual stays above it is dropped
 

@@ -1,7 +1,7 @@
 """Seconds per training step of 28x28 U-Net configurations on the CPU: the timing behind docs/cpu_recipe.md.
 
-A step is what ``empirical.train`` does once: draw a batch, ``Denoiser.loss``, backward, gradient clipping, Adam
-and the EMA update. Every configuration keeps its own model and optimizer; each round runs one step of every
+A step is what ``empirical.training.train`` does once: draw a batch, ``Denoiser.loss``, backward, gradient clipping,
+Adam and the EMA update. Every configuration keeps its own model and optimizer; each round runs one step of every
 configuration in a freshly shuffled order, so the load of a shared machine falls on all of them alike. After
 ``--warmup`` rounds, the median (and quartiles) of ``--rounds`` rounds is reported, with the ratio to the
 reference configuration (the trainer's default U-Net, ch = 32, blocks = 2, batch 64, one thread) of the same run.
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from empirical.denoiser import Denoiser
-from empirical.nets import build_net
+from empirical.models.denoiser import Denoiser
+from empirical.models.nets import build_net
 
 IMAGE = (28, 28)
 

@@ -376,10 +376,10 @@ def notebook_figures() -> str:
 
 
 def breaking_time() -> str:
-    """docs/results/breaking_time.json (written by ``python -m empirical.breaking_time``) as a table."""
+    """docs/results/breaking_time.json (written by ``python -m empirical breaking-time``) as a table."""
     path = ROOT / "docs" / "results" / "breaking_time.json"
     if not path.exists():
-        return "Not measured yet: run `python -m empirical.breaking_time --dataset digits`.\n"
+        return "Not measured yet: run `python -m empirical breaking-time --dataset digits`.\n"
     rows = json.loads(path.read_text())
     head = ["dataset", "N", "d", "predicted $t_c$ (exact)", "equal-norm", "Biroli", "measured $t_c$", "rel. error",
             "cloning midpoint", "device"]  # fmt: skip

@@ -44,7 +44,7 @@ for data in $DATASETS; do
   for seed in $SEEDS; do
     run="$RUNS/gpu-$data-ch$CH-window-s$seed"
     if (($(left) <= 0)); then log "no time left to train $run"; break 2; fi
-    timeout -k 10 "$(budget)" "$PY" -m empirical.train --dataset "$data" --net unet --ch "$CH" --mult 1 2 2 --blocks 1 \
+    timeout -k 10 "$(budget)" "$PY" -m empirical train --dataset "$data" --net unet --ch "$CH" --mult 1 2 2 --blocks 1 \
       --batch-size 64 --lr 0.001 --warmup 200 --ema-decay 0.995 --grad-clip 1.0 --steps "$STEPS" \
       --ckpt-every "${CKPT:-1000}" --snapshot-every "$STEPS" --t-train 0.4 0.9 --device "$DEVICE" --seed "$seed" \
       --out "$run" >>"$OUT/log.txt" 2>&1 || { log "training $run stopped (exit $?)"; continue; }
@@ -56,7 +56,7 @@ done
 for entry in "${runs[@]}"; do
   data=${entry%%:*} run=${entry#*:}
   if (($(left) <= 0)); then log "no time left to scan $run"; break; fi
-  timeout -k 10 "$(budget)" "$PY" -m empirical.steps_sweep --dataset "$data" "$run/snapshots/step$STEPS.pt" "${SCAN[@]}" \
+  timeout -k 10 "$(budget)" "$PY" -m empirical steps-sweep --dataset "$data" "$run/snapshots/step$STEPS.pt" "${SCAN[@]}" \
     --device "$DEVICE" --prediction "benchmarks/results.json:${PREDICTION[$data]}" \
     --out "$OUT/breaking_vs_steps.json" >>"$OUT/log.txt" 2>&1 || { log "scan of $run stopped (exit $?)"; continue; }
   log "scanned $run"

@@ -1,5 +1,5 @@
-"""``empirical.attractors``: a network's stable points against the exact drift's, checked on the exact denoiser (every
-point is its own exact limit, the counts are ``theory.fixed_points``'), on a denoiser whose x0 is shifted by a
+"""``empirical.measure.attractors``: a network's stable points against the exact drift's, checked on the exact denoiser
+(every point is its own exact limit, the counts are ``theory.fixed_points``'), on a denoiser whose x0 is shifted by a
 constant (distances in closed form), and the command line."""
 
 import json
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import theory
-from empirical.attractors import compare_with_exact, main, start_points
-from empirical.denoiser import ExactDenoiser, schedule_coeffs
-from empirical.measure import measure_critical_time
-from empirical.measure_flow import FlowSearch
+from empirical.measure.attractors import compare_with_exact, main, start_points
+from empirical.measure.fixed_points import measure_critical_time
+from empirical.measure.flow import FlowSearch
+from empirical.models.denoiser import ExactDenoiser, schedule_coeffs
 from theory import DeltaMixture, VPLinear
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -154,5 +154,5 @@ def test_cli_writes_rows_with_their_command(tmp_path):
     (row,) = json.loads(out.read_text())
     th = float(VPLinear().theta(0.6))
     assert row["kappa"] == pytest.approx(2 * th / (1 + th**2), rel=1e-12) and row["n_train"] == 1797
-    assert row["command"].startswith("python -m empirical.attractors --dataset digits") and row["dim"] == 64
+    assert row["command"].startswith("python -m empirical attractors --dataset digits") and row["dim"] == 64
     assert row["n_exact_stable"] >= 1 and len(row["network"]) == row["n_network_stable"]

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from empirical import breaking_time, late_start
-from empirical.checkpoints import CheckpointError, load_checkpoint, state_digest
-from empirical.classifier import Classifier, train_classifier
-from empirical.datasets import load_dataset
-from empirical.denoiser import Denoiser, ExactDenoiser
-from empirical.metrics import class_composition, fid, kid
-from empirical.samplers import GaussianInit, generate, sample
-from empirical.train import TrainConfig, load_denoiser, train
+from empirical._util.checkpoints import CheckpointError, load_checkpoint, state_digest
+from empirical.data.datasets import load_dataset
+from empirical.metrics.classifier import Classifier, train_classifier
+from empirical.metrics.scores import class_composition, fid, kid
+from empirical.models.denoiser import Denoiser, ExactDenoiser
+from empirical.pipelines.breaking_time import pipeline as breaking_time
+from empirical.pipelines.late_start import pipeline as late_start
+from empirical.sampling.samplers import GaussianInit, generate, sample
+from empirical.training.train import TrainConfig, load_denoiser, train
 from theory import (
     DDPM,
     VE,
@@ -62,7 +63,7 @@ class NanDenoiser(ExactDenoiser):
 
 
 def _measure(**kwargs):
-    from empirical.measure import measure_critical_time
+    from empirical.measure.fixed_points import measure_critical_time
 
     return measure_critical_time(DEN, np.array([[-1.0], [1.0]]), **kwargs)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import theory
-from empirical.breaking_time import Config, main, predict
+from empirical.pipelines.breaking_time.pipeline import Config, main, predict
 from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
@@ -51,7 +51,7 @@ def test_digits_at_reduced_size(tmp_path, one_torch_thread):
     Under-training moves the measured time down: 4,000 steps of a width-192 MLP gave 0.352 (15% off)."""
     cfg = Config(steps=10000, width=256, depth=3, n_starts=64, tol_t=4e-3, n_parents=16, n_clones=4,
                  run_dir=str(tmp_path / "run"), results=str(tmp_path / "results"))  # fmt: skip
-    from empirical.breaking_time import run
+    from empirical.pipelines.breaking_time.pipeline import run
 
     row = run(cfg, "test")
     assert row["kind_predicted"] == "saddle-node"

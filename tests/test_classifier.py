@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from empirical.classifier import Classifier, train_classifier
-from empirical.datasets import load_dataset
+from empirical.data.datasets import load_dataset
+from empirical.metrics.classifier import Classifier, train_classifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

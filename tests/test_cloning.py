@@ -1,4 +1,4 @@
-"""Generation with a learned score, cloning and the potential along a path (empirical.cloning), run on the exact
+"""Generation with a learned score, cloning and the potential along a path (empirical.measure.cloning), run on the exact
 denoiser of analytic data and held against closed forms and the theory's own simulator and potential."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import theory
-from empirical.cloning import cloning, potential_along_path, simulate
-from empirical.denoiser import ExactDenoiser
+from empirical.measure.cloning import cloning, potential_along_path, simulate
+from empirical.models.denoiser import ExactDenoiser
 from theory import DeltaMixture, VPLinear
 
 S = VPLinear()

@@ -171,7 +171,7 @@ def test_missing_data_names_the_install_line(name, env, install, tmp_path, monke
 def test_load_images_scales_and_reshapes_a_users_file(tmp_path):
     """uint8 levels map to level / 255 * 2 - 1 (the built-in sets' scaling); (n, 1, H, W), (n, H, W) and (n, d)
     with d square give the same rows; an .npz carries its labels."""
-    from empirical.datasets import load_images
+    from empirical.data.datasets import load_images
 
     levels = np.random.default_rng(0).integers(0, 256, size=(5, 1, 4, 4), dtype=np.uint8)
     expected = levels.reshape(5, 16) / 255.0 * 2.0 - 1.0
@@ -195,7 +195,7 @@ def test_load_images_scales_and_reshapes_a_users_file(tmp_path):
     ],
 )
 def test_load_images_refuses_bad_arrays_by_name(tmp_path, arr, match):
-    from empirical.datasets import load_images
+    from empirical.data.datasets import load_images
 
     np.save(tmp_path / "bad.npy", arr)
     with pytest.raises(ValueError, match=r"data file .*bad\.npy.*" + match):
@@ -203,7 +203,7 @@ def test_load_images_refuses_bad_arrays_by_name(tmp_path, arr, match):
 
 
 def test_load_images_refuses_missing_and_unreadable_files(tmp_path):
-    from empirical.datasets import load_images
+    from empirical.data.datasets import load_images
 
     with pytest.raises(FileNotFoundError, match="data file .*none.npy not found"):
         load_images(tmp_path / "none.npy")
@@ -219,7 +219,7 @@ def test_load_images_refuses_missing_and_unreadable_files(tmp_path):
 
 def test_data_config_subsets_a_file_as_load_dataset_subsets_a_set(tmp_path):
     """The same (n, seed) selects the same rows of a file as of the built-in set it was written from."""
-    from empirical.config import DataConfig
+    from empirical.training.config import DataConfig
 
     ds = load_dataset("digits")
     np.save(tmp_path / "digits.npy", ds.x.reshape(-1, 8, 8))

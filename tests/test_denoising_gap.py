@@ -1,4 +1,4 @@
-"""``empirical.denoising_gap`` against closed forms and an independent posterior mean."""
+"""``empirical.measure.denoising_gap`` against closed forms and an independent posterior mean."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical.denoiser import ExactDenoiser
-from empirical.denoising_gap import denoising_gap, main
+from empirical.measure.denoising_gap import denoising_gap, main
+from empirical.models.denoiser import ExactDenoiser
 from theory import VPLinear
 from theory.data import DeltaMixture
 

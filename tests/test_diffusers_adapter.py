@@ -1,4 +1,4 @@
-"""empirical.diffusers_adapter: a small UNet2DModel built and saved here (no download) gives, through the adapter,
+"""empirical.interop.diffusers_unet: a small UNet2DModel built and saved here (no download) gives, through the adapter,
 the x0 of diffusers' own DDPMScheduler.step; the theory's schedule has the scheduler's betas; measure and samplers
 run on it unchanged."""
 
@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from empirical.diffusers_adapter import DiffusersDenoiser, ddpm_betas, load_diffusers  # noqa: E402
-from empirical.measure import measure_critical_time  # noqa: E402
-from empirical.samplers import generate  # noqa: E402
+from empirical.interop.diffusers_unet import DiffusersDenoiser, ddpm_betas, load_diffusers  # noqa: E402
+from empirical.measure.fixed_points import measure_critical_time  # noqa: E402
+from empirical.sampling.samplers import generate  # noqa: E402
 
 N = 1000
 

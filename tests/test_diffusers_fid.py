@@ -1,6 +1,6 @@
-"""empirical.diffusers_fid at reduced size: ours and diffusers' FID agree far inside the seed noise, the counted NFE
-is diffusers' own count of model calls (its timesteps) and our formula's (``samplers.nfe``), and the command line
-refuses bad arguments by name.
+"""empirical.pipelines.late_start.diffusers_fid at reduced size: ours and diffusers' FID agree far inside the seed
+noise, the counted NFE is diffusers' own count of model calls (its timesteps) and our formula's (``samplers.nfe``), and
+the command line refuses bad arguments by name.
 
 The model is the exact eps of a 2D Gaussian mixture on VPLinear (``ExactDenoiser``; no training error, and the
 bridge's continuous-schedule path, as for the digits network); FID is that of the raw coordinates against exact
@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from empirical.denoiser import ExactDenoiser
-from empirical.metrics import fid
-from empirical.samplers import nfe
+from empirical.metrics.scores import fid
+from empirical.models.denoiser import ExactDenoiser
+from empirical.sampling.samplers import nfe
 from theory import GaussianMixture, VPLinear
 
 pytest.importorskip("diffusers")  # the "diffusers" extra
@@ -40,8 +40,8 @@ def score(den):
 
 @pytest.mark.parametrize("sampler, n", [("ddim", 5), ("pndm", 5), ("dpm++2m", 6), ("unipc", 5)])
 def test_fid_ours_and_diffusers_agree_inside_seed_noise(den, score, sampler, n):
-    from empirical.diffusers_bridge import make_scheduler
-    from empirical.diffusers_fid import compare
+    from empirical.interop.diffusers_schedulers import make_scheduler
+    from empirical.pipelines.late_start.diffusers_fid import compare
 
     r = compare(den, score, sampler, n, seeds=(0, 1), n=N)
     # the seed noise is real at N = 300 (FID of 2D coordinates moves by ~1e-2 between seeds) ...
@@ -61,7 +61,7 @@ def test_fid_ours_and_diffusers_agree_inside_seed_noise(den, score, sampler, n):
 def test_a_different_sampler_is_seen(den, score):
     # the comparison can tell samplers apart: DDIM against DPM-Solver++(2M) at n = 5 on the same x_T differ in
     # FID by far more than ours and diffusers' DDIM do (the previous test's bound)
-    from empirical.diffusers_fid import draw_pair
+    from empirical.pipelines.late_start.diffusers_fid import draw_pair
 
     a, b = draw_pair(den, "ddim", 5, N, seed=0), draw_pair(den, "dpm++2m", 5, N, seed=0)
     assert abs(score(a["ours"]) - score(b["diffusers"])) > 1e3 * abs(score(a["ours"]) - score(a["diffusers"]))
@@ -77,19 +77,19 @@ def test_a_different_sampler_is_seen(den, score):
         (["--seeds", "3"], "seeds must hold >= 2 distinct ints >= 0"),
         (["--seeds", "1", "1"], "seeds must hold >= 2 distinct ints >= 0"),
         (["--n-samples", "5"], "n_samples must be an int >= 10; got 5"),
-        (["--model", "no/such/model.pt"], "model must be a checkpoint file of empirical.train"),
+        (["--model", "no/such/model.pt"], "model must be a checkpoint file of empirical.training.train"),
         (["--threads", "-1"], "threads must be an int >= 0"),
     ],
 )
 def test_cli_refuses_bad_arguments(argv, message, capsys):
-    from empirical.diffusers_fid import main
+    from empirical.pipelines.late_start.diffusers_fid import main
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_cli_refuses_a_folder_as_out(tmp_path, capsys):
-    from empirical.diffusers_fid import main
+    from empirical.pipelines.late_start.diffusers_fid import main
 
     assert main(["--out", str(tmp_path)]) == 2
     assert f"out must be a JSON file path; {tmp_path} is a directory" in capsys.readouterr().err
@@ -98,7 +98,7 @@ def test_cli_refuses_a_folder_as_out(tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore:.*carries no checksum")
 def test_cli_rows_on_the_digits_model(tmp_path, capsys):
     # the whole command at tiny size: rows upserted (a rerun replaces them), the command in each row
-    from empirical.diffusers_fid import main
+    from empirical.pipelines.late_start.diffusers_fid import main
 
     out = tmp_path / "rows.json"
     argv = ["--samplers", "ddim", "pndm", "--n-steps", "5", "--n-samples", "40", "--classifier-steps", "20"]
@@ -110,6 +110,6 @@ def test_cli_rows_on_the_digits_model(tmp_path, capsys):
         ("pndm", 5, 14, 14),
     ]
     assert all(r["dataset"] == "digits" and r["n_ref"] == 1797 and r["model"] == "docs/results/digits_denoiser.pt"
-               and r["command"].startswith("python -m empirical.diffusers_fid --samplers ddim pndm")
+               and r["command"].startswith("python -m empirical diffusers-fid --samplers ddim pndm")
                for r in rows)  # fmt: skip
     assert all(max(abs(d) for d in r["fid_diff"]) < 1e-3 * r["seed_range_ours"] for r in rows)

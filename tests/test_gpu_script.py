@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from empirical.train import load_denoiser
+from empirical.training.train import load_denoiser
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_breaking_time.sh"
 

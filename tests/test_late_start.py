@@ -1,5 +1,6 @@
-"""empirical.late_start: the knee/best rule on curves with known answers, the config, and a reduced run of the
-whole pipeline (a small denoiser trained here) in which the Gaussian late start beats the vanilla start at n = 3."""
+"""empirical.pipelines.late_start.pipeline: the knee/best rule on curves with known answers, the config, and a reduced
+run of the whole pipeline (a small denoiser trained here) in which the Gaussian late start beats the vanilla start at n
+= 3."""
 
 import json
 import math
@@ -10,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from empirical import breaking_time, load_dataset  # noqa: E402
-from empirical.late_start import (  # noqa: E402
+from empirical import load_dataset  # noqa: E402
+from empirical.pipelines.breaking_time import pipeline as breaking_time  # noqa: E402
+from empirical.pipelines.late_start.pipeline import (  # noqa: E402
     INITS,
     RULES,
     SAMPLERS,
@@ -235,7 +237,7 @@ def test_committed_table():
 
 def test_best_grid_table_takes_each_samplers_best_vanilla_grid():
     """The baseline is the vanilla start on the grid where it scores best; gls and teleport on that grid."""
-    from empirical.plots_late_start import best_grid_table
+    from empirical.pipelines.late_start.plots import best_grid_table
 
     fids = {  # (grid, init, rule) -> (FID, t_start) for ddim at n = 3
         ("uniform", "vanilla", "none"): (40.0, 1.0),
@@ -261,7 +263,7 @@ def test_table_keeps_the_samples_inception_scores():
     t_start and the sweep's best (the paper's choice; the stage then takes DDIM's); every other row drops them."""
     from types import SimpleNamespace
 
-    from empirical.stages_late_start import table
+    from empirical.pipelines.late_start.stages import table
 
     class Draw:  # a fixed array per call: the test is about which rows keep theirs
         bar = SimpleNamespace(update=lambda k: None)

@@ -1,7 +1,8 @@
-"""empirical.late_start_cells and empirical.start_rule: argument errors; per-seed FIDs against an independent
-computation (``samplers.generate`` and ``metrics.fid`` called here, on the exact denoiser of 300 digits and a
-classifier trained for 40 steps: seconds); mean and std against numpy; the rule against hand-made curves whose best is
-known, and the log-SNR offset against the closed form of VPLinear's SNR; the table comparison on hand-made rows."""
+"""empirical.pipelines.late_start.cells and empirical.sampling.start_rule: argument errors; per-seed FIDs against an
+independent computation (``samplers.generate`` and ``metrics.scores`` called here, on the exact denoiser of 300 digits
+and a classifier trained for 40 steps: seconds); mean and std against numpy; the rule against hand-made curves whose
+best is known, and the log-SNR offset against the closed form of VPLinear's SNR; the table comparison on hand-made
+rows."""
 
 import json
 import math
@@ -11,15 +12,21 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from empirical import late_start_cells as cells_mod  # noqa: E402
 from empirical import load_dataset  # noqa: E402
-from empirical.classifier import train_classifier  # noqa: E402
-from empirical.denoiser import ExactDenoiser  # noqa: E402
-from empirical.late_start_cells import Config, compare_with_table, main, resolve_t_start, score_cells  # noqa: E402
-from empirical.metrics import fid  # noqa: E402
-from empirical.samplers import generate  # noqa: E402
-from empirical.stages_late_start import ALL_SAMPLERS, Drawer, Scorer  # noqa: E402
-from empirical.start_rule import calibrate, load_calibration, rule_t_start  # noqa: E402
+from empirical.metrics.classifier import train_classifier  # noqa: E402
+from empirical.metrics.scores import fid  # noqa: E402
+from empirical.models.denoiser import ExactDenoiser  # noqa: E402
+from empirical.pipelines.late_start import cells as cells_mod  # noqa: E402
+from empirical.pipelines.late_start.cells import (  # noqa: E402
+    Config,
+    compare_with_table,
+    main,
+    resolve_t_start,
+    score_cells,
+)
+from empirical.pipelines.late_start.stages import ALL_SAMPLERS, Drawer, Scorer  # noqa: E402
+from empirical.sampling.samplers import generate  # noqa: E402
+from empirical.sampling.start_rule import calibrate, load_calibration, rule_t_start  # noqa: E402
 from theory import DeltaMixture, VPLinear  # noqa: E402
 from theory.paths import repo_root  # noqa: E402
 
@@ -192,7 +199,7 @@ def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_threa
     assert c["t_start"] == pytest.approx(rule_t_start(3, 0.45, VPLinear(), by_n), abs=1e-12)
     assert data["calibration"]["source"].endswith("docs/results/late_start_digits.json")
     assert c["seeds"] == [1, 2] and len(c["fid"]) == 2 and data["comparison"] is None
-    assert data["command"].startswith("python -m empirical.late_start_cells --model")
+    assert data["command"].startswith("python -m empirical late-start-cells --model")
     assert data["classifier"] == {"steps": 20, "seed": 0, "accuracy": data["classifier"]["accuracy"]}
     assert data["complete"] is True and data["inception"] is None and "fid_inception" not in c
     # an unfinished file of the same config is resumed: its cell is kept, not drawn again
@@ -230,7 +237,7 @@ def test_compare_with_table():
 
 
 def test_ratio_table_sets_each_late_start_against_the_vanilla_cell_of_its_sampler_grid_and_n():
-    from empirical.late_start_cells import ratio_table
+    from empirical.pipelines.late_start.cells import ratio_table
 
     def cell(init, grid, fids, inception, t=1.0):
         return {"sampler": "ipndm", "grid": grid, "n_steps": 10, "init": init, "t_start": t,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import theory
-from empirical.denoiser import ExactDenoiser
-from empirical.measure import centre_branch, map_coeffs, measure_critical_time, stable_fixed_points
+from empirical.measure.fixed_points import centre_branch, map_coeffs, measure_critical_time, stable_fixed_points
+from empirical.models.denoiser import ExactDenoiser
 from theory import DeltaMixture, VPLinear
 from theory.systems import TwoDeltas
 
@@ -70,7 +70,7 @@ def test_bad_input():
 
 def test_krylov_path_agrees_with_dense(monkeypatch):
     # Above DENSE_MAX: Newton-Krylov (GMRES on jvps) and Arnoldi for the top eigenvalue; same points, same mu.
-    import empirical.measure as M
+    import empirical.measure.fixed_points as M
 
     rng = np.random.default_rng(1)
     P = rng.normal(size=(6, 5))

@@ -1,4 +1,4 @@
-"""The flow search of ``empirical.measure_flow`` against independent computations: a linear map's fixed point
+"""The flow search of ``empirical.measure.flow`` against independent computations: a linear map's fixed point
 (solved directly) where the plain iteration diverges, the theory's fixed points and critical time of analytic
 data, and the dense Jacobian's eigenvalues."""
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import theory
-from empirical.denoiser import ExactDenoiser
-from empirical.measure import map_coeffs, measure_critical_time
-from empirical.measure_flow import FlowSearch, damped_flow, newton_krylov, top_eig_krylov
+from empirical.measure.fixed_points import map_coeffs, measure_critical_time
+from empirical.measure.flow import FlowSearch, damped_flow, newton_krylov, top_eig_krylov
+from empirical.models.denoiser import ExactDenoiser
 from theory import DeltaMixture, VPLinear
 
 
@@ -112,7 +112,7 @@ def test_limits_on_one_unstable_root_pay_one_eigenvalue(monkeypatch):
     # Two deltas at (+-1, 0) after their split: the centre is a saddle (Re mu > 1) that attracts along the symmetry
     # line x = 0. Three starts on that line, stopped before they converge, all polish onto the centre: one ARPACK
     # call, not three, and no stable point.
-    import empirical.measure_flow as mf
+    import empirical.measure.flow as mf
 
     data = DeltaMixture(np.array([[-1.0, 0.0], [1.0, 0.0]]))
     t = 0.5 * theory.critical_time(data, VPLinear(), eta=1.0).t

@@ -1,5 +1,5 @@
-"""The cheap predictions (``empirical.stages.cheap_predictions``) against independent computations, and
-``empirical.steps_sweep``'s table row arithmetic, and each row's own command."""
+"""The cheap predictions (``empirical.pipelines.stages.cheap_predictions``) against independent computations, and
+``empirical.pipelines.steps_sweep``'s table row arithmetic, and each row's own command."""
 
 import json
 import math
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import theory
-from empirical import steps_sweep
-from empirical.denoiser import T_MIN
-from empirical.stages import cheap_predictions
-from empirical.steps_sweep import table_row
+from empirical.models.denoiser import T_MIN
+from empirical.pipelines import steps_sweep
+from empirical.pipelines.stages import cheap_predictions
+from empirical.pipelines.steps_sweep import table_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_rows_of_two_invocations_keep_their_own_commands(tmp_path):
     first, second = [*base, "--t-max", "0.9", "--t-min", "0.5"], [*base, "--t-max", "0.8", "--t-min", "0.5"]
     assert steps_sweep.main(first) == 0
     row = json.loads(out.read_text())["rows"][0]
-    assert row["command"] == "python -m empirical.steps_sweep " + " ".join(first)
+    assert row["command"] == "python -m empirical steps-sweep " + " ".join(first)
     assert row["options"]["t_max"] == 0.9
     assert steps_sweep.main(second) == 0  # the same (dataset, step): its row replaces the first one
     (row,) = json.loads(out.read_text())["rows"]
@@ -63,7 +63,7 @@ def test_rows_of_two_invocations_keep_their_own_commands(tmp_path):
 def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp_path):
     """--classes measures on the subset the checkpoint was trained on: a checkpoint of all images is refused for
     it, and a subset's row sits beside the full set's row of the same step instead of replacing it."""
-    from empirical.checkpoints import load_checkpoint, save_checkpoint
+    from empirical._util.checkpoints import load_checkpoint, save_checkpoint
 
     model = ROOT / "docs" / "results" / "digits_denoiser.pt"
     ckpt = load_checkpoint(model)
@@ -96,7 +96,7 @@ def test_rows_of_two_backbones_at_one_step_are_both_kept(tmp_path):
 
 
 def test_a_row_names_the_checkpoints_backbone(tmp_path):
-    from empirical.checkpoints import load_checkpoint
+    from empirical._util.checkpoints import load_checkpoint
 
     model = ROOT / "docs" / "results" / "digits_denoiser.pt"
     config = load_checkpoint(model)["config"]

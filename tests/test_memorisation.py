@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from empirical.memorisation import copy_fraction, measured_time, owned_images
+from empirical.measure.memorisation import copy_fraction, measured_time, owned_images
 
 
 def test_copy_rule_is_one_third_of_the_second_nearest():

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from empirical.metrics import class_composition, class_entropy_bits, fid, frechet_distance, inception_features, kid
+from empirical.metrics.scores import (
+    class_composition,
+    class_entropy_bits,
+    fid,
+    frechet_distance,
+    inception_features,
+    kid,
+)
 
 K = 4
 MU_A, COV_A = np.zeros(K), np.diag([1.0, 2.0, 0.5, 1.0])
@@ -105,7 +112,7 @@ def test_errors():
 )
 def test_inception_features():
     # About 4 images/s on 2 CPU cores after a ~2 s load: two images (a digit and a blank), twice.
-    from empirical.datasets import load_dataset
+    from empirical.data.datasets import load_dataset
 
     x = np.vstack([load_dataset("digits", n=1, seed=0).x, np.full((1, 64), -1.0)])
     start = time.perf_counter()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from empirical.checkpoints import CHECKPOINT
-from empirical.datasets import load_dataset
-from empirical.nets import UNet, build_net
-from empirical.recipe import (
+from empirical._util.checkpoints import CHECKPOINT
+from empirical.data.datasets import load_dataset
+from empirical.models.nets import UNet, build_net
+from empirical.pipelines.recipe import (
     MAX_EXPORT_BYTES,
     RECIPE,
     _classifier_metrics,
@@ -19,7 +19,7 @@ from empirical.recipe import (
     recipe_config,
     train_argv,
 )
-from empirical.train import build_parser, config_from_args, train
+from empirical.training.train import build_parser, config_from_args, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,13 +12,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from empirical import breaking_time, late_start, stopwatch  # noqa: E402
-from empirical.checkpoints import load_checkpoint  # noqa: E402
-from empirical.cli import config_from_args  # noqa: E402
-from empirical.config import ModelConfig, PipelineConfig, TrainConfig  # noqa: E402
-from empirical.denoiser import T_MIN  # noqa: E402
-from empirical.nets import _Attention  # noqa: E402
-from empirical.train import _make_net, build_parser, load_denoiser, train  # noqa: E402
+from empirical._util import stopwatch  # noqa: E402
+from empirical._util.checkpoints import load_checkpoint  # noqa: E402
+from empirical._util.cli import config_from_args  # noqa: E402
+from empirical.models.denoiser import T_MIN  # noqa: E402
+from empirical.models.nets import _Attention  # noqa: E402
+from empirical.pipelines.breaking_time import pipeline as breaking_time  # noqa: E402
+from empirical.pipelines.config import PipelineConfig  # noqa: E402
+from empirical.pipelines.late_start import pipeline as late_start  # noqa: E402
+from empirical.training.config import ModelConfig, TrainConfig  # noqa: E402
+from empirical.training.train import _make_net, build_parser, load_denoiser, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_FIELDS = [f.name for f in dataclasses.fields(ModelConfig)]
@@ -37,7 +40,7 @@ def test_model_fields_are_declared_once_and_passed_to_training():
 
 
 def test_default_command_reproduces_the_committed_digits_model():
-    """docs/results/digits_denoiser.pt was trained by `python -m empirical.breaking_time --dataset digits`: the
+    """docs/results/digits_denoiser.pt was trained by `python -m empirical breaking-time --dataset digits`: the
     stored config (written by that run) is what the pipeline's defaults give today, field for field."""
     path = ROOT / "docs" / "results" / "digits_denoiser.pt"
     if not path.exists():
@@ -90,7 +93,7 @@ def test_pipeline_config_checks_its_fields():
 
 
 def test_without_diffusers_the_adapter_says_what_to_install(monkeypatch, tmp_path):
-    from empirical.diffusers_adapter import load_diffusers
+    from empirical.interop.diffusers_unet import load_diffusers
 
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
     with pytest.raises(ImportError, match=r"pip install -e '\.\[diffusers\]'"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from empirical.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
-from empirical.samplers import SAMPLERS, GaussianInit, ddim, generate, nfe, sample, time_grid
+from empirical.models.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
+from empirical.sampling.samplers import SAMPLERS, GaussianInit, ddim, generate, nfe, sample, time_grid
 from theory import GaussianMixture, VPCosine, VPLinear
 from theory.systems import TwoDeltas, TwoGaussians
 

@@ -2,7 +2,7 @@
 
 The data is a tiny Gaussian mixture in 2D, its exact eps (``ExactDenoiser``) on the discrete DDPM schedule of
 diffusers' defaults (``theory.DDPM``: 1000 steps, betas linear from 1e-4 to 0.02). diffusers' timestep k has
-alphas_cumprod[k] = theta^2 at our t = (k + 1) / 1000 (``empirical.grids.t_of_timestep``), so each scheduler's
+alphas_cumprod[k] = theta^2 at our t = (k + 1) / 1000 (``empirical.sampling.grids.t_of_timestep``), so each scheduler's
 own timesteps, converted, are our grid, and every eps it asks for is our denoiser's at that t. diffusers computes
 its alphas_cumprod in float32 (1e-4 relative off at small t, where 1 - alphas_cumprod cancels; the first test
 checks they are ours to that precision): we hand each scheduler ours in float64, so the comparison is of the
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from empirical.denoiser import ExactDenoiser
-from empirical.grids import discrete_timesteps, t_of_timestep, time_grid
-from empirical.solvers import ddim, ipndm, pndm
-from empirical.solvers_dpm import dpm_solver_pp, unipc
+from empirical.models.denoiser import ExactDenoiser
+from empirical.sampling.grids import discrete_timesteps, t_of_timestep, time_grid
+from empirical.sampling.solvers import ddim, ipndm, pndm
+from empirical.sampling.solvers_dpm import dpm_solver_pp, unipc
 from theory import DDPM, GaussianMixture
 
 diffusers = pytest.importorskip("diffusers")  # the "diffusers" extra; imported here only
@@ -201,9 +201,9 @@ def test_bridge_agrees_with_ours_on_a_network(sampler, n):
     # A float32 MLP (random weights) on VPLinear: diffusers sees theta(t_k)^2 at t_k = (k + 1) / 1000, the network
     # eps in float32; ours runs the same timesteps. Same samples to float32 round-off (DPM-Solver and UniPC keep
     # their state in float32, and the network's eps of two float32-rounded states differ: up to 4e-5).
-    from empirical.denoiser import Denoiser
-    from empirical.diffusers_bridge import sample_diffusers, sample_ours
-    from empirical.nets import MLP
+    from empirical.interop.diffusers_schedulers import sample_diffusers, sample_ours
+    from empirical.models.denoiser import Denoiser
+    from empirical.models.nets import MLP
     from theory import VPLinear
 
     torch.manual_seed(0)
@@ -214,7 +214,7 @@ def test_bridge_agrees_with_ours_on_a_network(sampler, n):
 
 
 def test_bridge_errors():
-    from empirical.diffusers_bridge import make_scheduler
+    from empirical.interop.diffusers_schedulers import make_scheduler
     from theory import VPLinear
 
     with pytest.raises(ValueError, match="unknown sampler 'ipndm'"):

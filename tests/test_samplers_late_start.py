@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from empirical import late_start
-from empirical.samplers import AUTHOR_GRIDS
-from empirical.stages_late_start import grids_of
+from empirical.pipelines.late_start import pipeline as late_start
+from empirical.pipelines.late_start.stages import grids_of
+from empirical.sampling.samplers import AUTHOR_GRIDS
 
 TINY = {"n_steps": (4,), "n_samples": 20, "sweep_samples": 20, "sweep_t": (0.4, 0.7, 1.0), "classifier_steps": 20,
         "kid_subsets": 2, "inception_n": 0, "converged_steps": 0, "n_grid": 2, "width": 32, "depth": 1, "steps": 60,

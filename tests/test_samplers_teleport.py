@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from empirical.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
-from empirical.samplers import GaussianInit, Teleport, generate
+from empirical.models.denoiser import T_MIN, ExactDenoiser, schedule_coeffs
+from empirical.sampling.samplers import GaussianInit, Teleport, generate
 from theory import DeltaMixture, GaussianMixture, VPLinear
 
 LAM = np.array([0.05, 0.4, 1.5])

@@ -1,11 +1,11 @@
-"""``empirical.shell`` against theory's fixed points and the closed form of the noisy images' radius."""
+"""``empirical.measure.shell`` against theory's fixed points and the closed form of the noisy images' radius."""
 
 import json
 
 import numpy as np
 import pytest
 
-from empirical.shell import main, shell_distance
+from empirical.measure.shell import main, shell_distance
 from theory import VPLinear, fixed_points
 from theory.data import DeltaMixture
 
@@ -49,7 +49,7 @@ def test_cli_merges_rows_by_time(tmp_path, capsys):
     assert main(args) == 0 and main(args) == 0  # the second run replaces, not appends
     rows = json.loads(out.read_text())
     assert [r["t"] for r in rows] == [0.3, 0.6] and all(r["classes"] == [0, 1] and r["d"] == 64 for r in rows)
-    assert rows[0]["command"].startswith("python -m empirical.shell --dataset digits")
+    assert rows[0]["command"].startswith("python -m empirical shell --dataset digits")
     with pytest.raises(SystemExit):
         main(["--dataset", "digits", "--t", "1.5"])
     assert "--t" in capsys.readouterr().err

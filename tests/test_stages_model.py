@@ -1,6 +1,6 @@
-"""The pipelines' ``--model`` and ``--prediction`` (``empirical.stages``) and the cloning stage's size
-(``empirical.stages_breaking``): a file measured without training and not re-exported, the benchmark's exact
-prediction read and checked against the training images, cloning's cost counted through the network, and the
+"""The pipelines' ``--model`` and ``--prediction`` (``empirical.pipelines.stages``) and the cloning stage's size
+(``empirical.pipelines.breaking_time.stages``): a file measured without training and not re-exported, the benchmark's
+exact prediction read and checked against the training images, cloning's cost counted through the network, and the
 centre branches switched off."""
 
 import json
@@ -13,10 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import theory  # noqa: E402
-from empirical import breaking_time, late_start, stages, stages_breaking, steps_sweep  # noqa: E402
-from empirical.datasets import load_dataset  # noqa: E402
-from empirical.measure_flow import count_rows  # noqa: E402
-from empirical.train import export_weights, load_denoiser  # noqa: E402
+from empirical.data.datasets import load_dataset  # noqa: E402
+from empirical.measure.flow import count_rows  # noqa: E402
+from empirical.pipelines import stages, steps_sweep  # noqa: E402
+from empirical.pipelines.breaking_time import pipeline as breaking_time  # noqa: E402
+from empirical.pipelines.breaking_time import stages as stages_breaking  # noqa: E402
+from empirical.pipelines.late_start import pipeline as late_start  # noqa: E402
+from empirical.training.train import export_weights, load_denoiser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "results.json"
@@ -151,7 +154,7 @@ def test_centre_off_leaves_its_columns_empty():
     import matplotlib
 
     matplotlib.use("Agg")
-    from empirical.plots import breaking_figures
+    from empirical.pipelines.plots import breaking_figures
 
     cfg = breaking_time.Config(centre=False, search="flow")
     assert stages_breaking.centre_branches(None, None, cfg) == (None, None)

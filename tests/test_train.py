@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from empirical import load_dataset
-from empirical.checkpoints import CheckpointError, atomic_write, load_checkpoint, state_digest
-from empirical.denoiser import Denoiser
-from empirical.nets import build_net
-from empirical.train import TrainConfig, export_weights, load_denoiser, main, step_generator, train
+from empirical._util.checkpoints import CheckpointError, atomic_write, load_checkpoint, state_digest
+from empirical.models.denoiser import Denoiser
+from empirical.models.nets import build_net
+from empirical.training.train import TrainConfig, export_weights, load_denoiser, main, step_generator, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 32, "depth": 1, "batch_size": 32, "n_train": 200, "warmup": 10, "lr": 3e-3}
@@ -69,7 +69,7 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     """From the command line: a run of LONG steps SIGKILLed after its first checkpoint and then resumed by the
     same command, and, alongside it, the same run uninterrupted (the reference)."""
     ref_dir, out, logs = (tmp_path_factory.mktemp(name) for name in ("reference", "killed", "logs"))
-    train_cmd = [sys.executable, "-m", "empirical.train"]
+    train_cmd = [sys.executable, "-m", "empirical.training.train"]
     command = [*train_cmd, *_cli(out, steps=LONG, ckpt_every=10)]
     # Logs go to files: a full pipe would stall a process that nobody reads.
     with open(logs / "reference.err", "w") as ref_err, open(logs / "killed.err", "w") as err:
@@ -133,7 +133,7 @@ def test_torchrun_two_processes(tmp_path):
     # Every checkpoint first checks that the two ranks hold identical weights (sha256 digests, all-gathered):
     # without DDP's gradient all-reduce they would diverge and the run would fail.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*command, "-m", "empirical.train", *args])
+    _run([*command, "-m", "empirical.training.train", *args])
     assert json.loads((tmp_path / "config.json").read_text())["world_size"] == 2
     ckpt = _load(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == steps and ckpt["world_size"] == 2 and torch.isfinite(ckpt["loss"]).all()
@@ -396,7 +396,7 @@ def test_out_must_be_a_writable_directory(tmp_path, capsys):
 
 def test_the_loss_draws_its_times_in_the_window():
     """t_range=(T_MIN, T) is the default draw bit for bit; a window's times are the same uniforms mapped into it."""
-    from empirical.denoiser import T_MIN
+    from empirical.models.denoiser import T_MIN
 
     seen = []
 

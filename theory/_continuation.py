@@ -1,7 +1,7 @@
 r"""Continuation of fixed points in time, written once for every field.
 
 A *field* at frozen time t is anything with (the protocol, published in ``theory.fields``; ``MixtureField`` is
-the exact mixture, ``empirical.measure.LearnedField`` a trained denoiser):
+the exact mixture, ``empirical.measure.fixed_points.LearnedField`` a trained denoiser):
 
     scale, T                 the data's scale (for distances) and the schedule's end time
     newton(X, t, prev=None)  -> (X, converged mask): Newton (or chord) polish of the rows of X; prev = (t0, x0)

@@ -14,7 +14,7 @@ The engine: ``theory._field`` (the exact field of a mixture: residuals, Hessians
 points that carry posterior weight, Newton, descent, the fold system; data sharded over jax devices),
 ``theory._search`` (attractors from seeds, basin masses), ``theory._continuation`` (branches in time,
 crossings by Brent's method, folds by Newton on the extended system; shared with
-``empirical.measure``) and ``theory._critical`` (the critical-time search, documented there). In 1D
+``empirical.measure.fixed_points``) and ``theory._critical`` (the critical-time search, documented there). In 1D
 every fixed point is found by bracketing the sign changes of R on a grid (``theory._roots1d``).
 """
 

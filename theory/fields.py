@@ -1,7 +1,7 @@
 r"""The field protocol: what a vector field at frozen time t provides so that theory's continuation (branches in
 t, crossings, folds) and searches work on it. ``MixtureField`` (built by ``exact_field``) is the exact field of
-a finite data set or a Gaussian mixture; ``empirical.measure.LearnedField`` implements the same protocol for a
-trained denoiser.
+a finite data set or a Gaussian mixture; ``empirical.measure.fixed_points.LearnedField`` implements the same protocol
+for a trained denoiser.
 
 A field has:
 

@@ -233,7 +233,7 @@ class DDPM(Schedule):
     Step k sits at continuous time t_k = k T / N; in between, log theta is linear in t, so
     a(t) = N/(2T) ln(1 - beta_k) on (t_{k-1}, t_k]. With N = 1000 it is the discretisation of
     VPLinear(0.1, 20): beta_k ~ beta(t_k) T / N. ``DDPM.from_betas`` takes any other beta sequence
-    (a diffusers scheduler's, ``empirical.diffusers_adapter``); the model's timestep index j = 0..N-1
+    (a diffusers scheduler's, ``empirical.interop.diffusers_unet``); the model's timestep index j = 0..N-1
     (beta_{j+1}, alpha-bar_j in diffusers) sits at t = (j + 1) T / N.
 
     >>> s = DDPM.from_betas([0.1, 0.2], T=1.0)
