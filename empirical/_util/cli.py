@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
+import sys
 import types
 import typing
 
 import numpy as np
 
-__all__ = ["dataclass_parser", "config_from_args", "parse_bool", "is_int", "is_real"]
+__all__ = ["dataclass_parser", "config_from_args", "parse_bool", "is_int", "is_real", "command_line"]
 
 
 def is_int(value) -> bool:
@@ -82,3 +84,13 @@ def config_from_args(cls, args: argparse.Namespace):
     """The ``cls`` instance of parsed ``dataclass_parser`` options (lists of several values become tuples)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def command_line(command: str, argv: list[str] | None) -> str:
+    """The shell line that reruns ``python -m empirical <command>`` with ``argv`` (``sys.argv[1:]`` if None), as
+    stored in result rows.
+
+    >>> command_line("shell", ["--t", "0.5", "a b"])
+    "python -m empirical shell --t 0.5 'a b'"
+    """
+    return shlex.join(["python", "-m", "empirical", command, *(sys.argv[1:] if argv is None else argv)])

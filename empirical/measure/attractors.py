@@ -22,14 +22,13 @@ import argparse
 import json
 import math
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from empirical._util.cli import command_line
 from empirical._util.results import finite
 from empirical.measure.fixed_points import _starts, draw_starts, map_coeffs, stable_fixed_points
 from theory.checks import check_eta, check_in_range, check_int
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         den = load_denoiser(model).double().requires_grad_(False)  # measured in float64, as breaking_time
     except ValueError as err:  # a mismatched data set, a corrupt checkpoint (CheckpointError)
         p.error(str(err))
-    command = shlex.join(["python", "-m", "empirical.measure.attractors", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("attractors", argv)
     rows = []
     for t in a.t:
         t0 = time.perf_counter()

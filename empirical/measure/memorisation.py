@@ -1,4 +1,4 @@
-r"""Memorisation measured in a denoiser, against the exact collapse time of its training set (issue 13).
+r"""Memorisation measured in a denoiser, against the exact collapse time of its training set.
 
 Three measurements on a denoiser (a trained network, or ``ExactDenoiser`` for the exact finite-set score):
 

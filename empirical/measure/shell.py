@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 
 import numpy as np
 
+from empirical._util.cli import command_line
 from empirical.models.denoiser import schedule_coeffs
 from theory import EtaFamily, VPLinear
 from theory.checks import check_in_range, check_int
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.n < 2 or a.seed < 0:
         p.error(f"--n must be >= 2 and --seed >= 0; got {a.n} and {a.seed}")
     x = load_dataset(a.dataset, classes=a.classes).x
-    command = shlex.join(["python", "-m", "empirical.measure.shell", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("shell", argv)
     for t in a.t:
         row = {"dataset": a.dataset, "classes": a.classes, **shell_distance(x, t, n=a.n, seed=a.seed)}
         print(json.dumps({k: row[k] for k in ("dataset", "t", "fixed_point_bound", "radius_mean", "radius_std", "z")}))

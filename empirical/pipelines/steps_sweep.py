@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from empirical._util.checkpoints import load_checkpoint
+from empirical._util.cli import command_line
 from empirical._util.results import finite, upsert_row, write_json_atomic
 from empirical.measure.fixed_points import measure_critical_time
 from empirical.measure.flow import FlowSearch
@@ -157,7 +156,7 @@ def _merge(out: Path, row: dict) -> None:
     write_json_atomic(
         out,
         {
-            "command": " ".join(map(shlex.quote, ["python", "-m", "empirical.pipelines.steps_sweep", *sys.argv[1:]])),
+            "command": command_line("steps-sweep", None),
             "rows": rows,
         },
     )
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     x = data.load().x
     prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
-    command = " ".join(map(shlex.quote, ["python", "-m", "empirical.pipelines.steps_sweep", *(argv or sys.argv[1:])]))
+    command = command_line("steps-sweep", argv)
     rows = sweep(
         data, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
         out=a.out, command=command, device=a.device, search=a.search, t_max=a.t_max, t_min=a.t_min,

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from empirical._util.cli import config_from_args, dataclass_parser, is_int
+from empirical._util.cli import command_line, config_from_args, dataclass_parser, is_int
 from empirical._util.results import upsert_row
 from empirical.interop.diffusers_schedulers import DIFFUSERS_SAMPLERS, make_scheduler, sample_diffusers, sample_ours
 from empirical.sampling.grids import t_of_timestep
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.threads:  # the ops are small: one thread is the fastest on a busy machine
         torch.set_num_threads(cfg.threads)
-    rows = run(cfg, shlex.join(["python", "-m", "empirical.pipelines.late_start.diffusers_fid", *argv]))
+    rows = run(cfg, command_line("diffusers-fid", argv))
     for r in rows:
         fo, fd = (", ".join(f"{v:.3f}" for v in r[k]) for k in ("fid_ours", "fid_diffusers"))
         print(f"{r['sampler']:8s} n={r['n_steps']:<3d} nfe={r['nfe_ours']:<3d} ours [{fo}]  diffusers [{fd}]  "
