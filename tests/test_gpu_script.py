@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_datasets import needs_fashion
 
 from empirical.training.train import load_denoiser
 
@@ -24,6 +25,7 @@ def test_script_needs_an_output_folder_and_a_known_dataset(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
+@needs_fashion  # the script trains on Fashion-MNIST
 @pytest.mark.slow  # about 25 s: two python starts, 20 training steps, a two-time scan
 def test_script_smoke_on_cpu(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}

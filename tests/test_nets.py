@@ -5,6 +5,7 @@ command line, one training step of the recipe, and the sample grid layout."""
 import numpy as np
 import pytest
 import torch
+from test_datasets import needs_fashion
 
 from empirical._util.checkpoints import CHECKPOINT
 from empirical.data.datasets import load_dataset
@@ -121,6 +122,7 @@ def test_recipe_config_is_the_trainers_command_line():
     assert 4 * unet_count(cfg.ch, cfg.mult, cfg.blocks) < MAX_EXPORT_BYTES
 
 
+@needs_fashion  # the recipe trains on Fashion-MNIST
 def test_recipe_trains_one_step_and_resumes(tmp_path):
     cfg = recipe_config(out=str(tmp_path / "run"), steps=1, n_train=128, ckpt_every=1)
     path = train(cfg)
