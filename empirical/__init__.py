@@ -50,7 +50,8 @@ _PUBLIC = {
     "kid": "metrics.scores",
     "inception_features": "metrics.scores",
     # interop: the late start in a diffusers sampling loop
-    "late_start_timesteps": "interop.late_start",
+    "diffusers_late_start": "interop.late_start",
+    "schedule_of": "interop.late_start",
 }
 __all__ = sorted(_PUBLIC)
 
