@@ -33,9 +33,10 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 from theory._checks import check_int
-from theory._continuation import continue_branch, log_snr_grid
+from theory._continuation import BranchEnd, continue_branch, log_snr_grid
 from theory._engine import grid_search_setup, one_blas_thread
 from theory.schedules import Schedule
+from theory.tree import locate_end
 
 __all__ = ["CollapseTime", "BiroliTimes", "collapse_time", "biroli_times"]
 
@@ -159,12 +160,12 @@ class _Own:
     def __init__(self, field, j, x, t):
         self.f, self.j, self.x, self.t = field, j, x, t
         self.path = [(t, x)]
-        self.end, self.how = math.nan, ""
+        self.end, self.how, self.x_end = math.nan, "", x
 
-    def tied(self, x, t):
-        """j shares the top posterior weight at x exactly (to 1e-9): the attractor of symmetric points."""
+    def tied(self, x, t, tol=1e-9):
+        """j shares the top posterior weight at x (to ``tol``): the attractor of symmetric points."""
         r = self.f.responsibilities(x, t)[0]
-        return abs(r[self.j] - np.delete(r, self.j).max()) <= 1e-9 and r[self.j] >= r.max() - 1e-9
+        return abs(r[self.j] - np.delete(r, self.j).max()) <= tol and r[self.j] >= r.max() - tol
 
 
 @one_blas_thread
@@ -210,7 +211,7 @@ def collapse_time(
                 b.end, b.how = math.nan, ""
                 _carry(f, b, live, ts[i - 1], ts[i], tol_t, lipschitz)
                 if b.how == "halved":
-                    b.end, b.how = _refine(f, b, ts[i], tol_t)
+                    b.end, b.how = _refine(f, b, ts[i - 1], ts[i], tol_t)
         live = [b for b in live if not b.how]
         if not live:
             break
@@ -252,7 +253,7 @@ def _carry(f, b, live, t0, t1, tol_t, lipschitz):
     if end.reached:
         b.x, b.t = end.x, t1
     else:
-        b.end, b.how = float(end.t), end.how
+        b.end, b.how, b.x_end = float(end.t), end.how, end.x
 
 
 def _reject(f, b, others):
@@ -274,16 +275,24 @@ def _reject(f, b, others):
     return reject
 
 
-def _refine(f, b, t_hi, tol_t):
-    """A branch that ended by halved steps (Newton slows where the posterior ties, at a pitchfork of symmetric
-    points): the shared attractor just above, continued down, loses stability at the end; Brent's method
-    locates it. Returns (t, how)."""
-    t_up = b.end + 1e-3 * (t_hi - b.end)
-    X, _ = f.descend(b.path[-1][1][None], t_up, max_iter=20000)
+def _refine(f, b, t_lo, t_hi, tol_t):
+    """The end of a branch whose steps halved out in the cell (t_lo, t_hi). Two ways the steps stop short or
+    overshoot: near its end a branch moves as a square root, faster than the steps' Lipschitz bound, so they stop
+    short (the end is then located by the extended system, ``theory.tree.locate_end``); and past a pitchfork of
+    symmetric points Newton lands on the attractor they share, which Newton places off its symmetry plane by up
+    to |R| / |lam| (lam -> 0 there) so the posterior shows no tie, and the branch walks on along it. So the
+    attractor just above the end is continued down through the cell: where it loses stability (Brent's method)
+    below the end, the branch of the point met the shared attractor there: a pitchfork, "crossing". Returns
+    (t, how)."""
+    end = locate_end(f, BranchEnd(b.x_end, b.end, False, b.how), t_hi, tol_t)
+    t_end, how = float(end.t), end.how
+    t_up = t_end + 1e-3 * (t_hi - t_end)
+    X, _ = f.descend(end.x[None], t_up, max_iter=20000)
     X, ok = f.newton(X, t_up, n_iter=30)
     if not (ok[0] and f.stable(X[0], t_up)):
-        return b.end, b.how
-    end = continue_branch(f, X[0], t_up, b.end - 1e-3 * (t_hi - b.end), tol_t)
-    if end.how == "crossing" and abs(end.t - b.end) <= 1e-3 * (t_hi - b.end):
-        return float(end.t), "crossing"
-    return b.end, b.how
+        return t_end, how
+    cross = continue_branch(f, X[0], t_up, t_lo, tol_t)
+    # j must share the top weight there: Newton places the crossing to |R| / |lam|, lam = 0, hence 1e-3, not 1e-9.
+    if cross.how == "crossing" and cross.t <= t_end + 1e-3 * (t_hi - t_end) and b.tied(cross.x, cross.t, 1e-3):
+        return float(cross.t), "crossing"
+    return t_end, how

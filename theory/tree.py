@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory._checks import check_in_range, check_int
-from theory._continuation import continue_branch, log_snr_grid
+from theory._continuation import BranchEnd, continue_branch, locate_fold, log_snr_grid
 from theory._engine import grid_search_setup, one_blas_thread
 from theory._search import polish, stable_points
 from theory.schedules import Schedule
@@ -135,6 +135,22 @@ class BifurcationTree:
         return np.sort([n.t_birth for n in self.nodes if n.kind != "root"])[::-1]
 
 
+def locate_end(field, end, t_far, tol_t):
+    """A branch end that the steps left unverified (``halved``), located as ``critical_time`` locates births: by
+    the extended system R = 0, lam = 0 from the last good point, over the rest of the cell up to ``t_far``.
+
+    Near its end a branch moves as x_b + C sqrt|t_b - t|, faster than any Lipschitz bound L on the steps (which
+    keeps Newton from jumping onto a nearby attractor), so the steps stop about (C / 2L)^2 short of the end: 1e-6
+    for the paper's pair of points, beyond the 1e-6 T that the continuation's own polish looks ahead. At a
+    pitchfork the extended system converges to the parent's crossing, where R = 0 and lam = 0 as well.
+    Returns the located end ("fold") or ``end`` unchanged.
+    """
+    if end.reached or end.how != "halved" or not hasattr(field, "fold_system"):
+        return end
+    fold = locate_fold(field, end.x, end.t, t_far, tol_t)
+    return end if fold is None else BranchEnd(fold[0], fold[1], False, "fold")
+
+
 class _Node:
     """A node while the scan runs: its path [(t, x)] with t decreasing."""
 
@@ -218,6 +234,7 @@ class _Scan:
                 self.f, n.path[-1][1], t0, t1, self.tol_t, lipschitz=self.lipschitz, path=path, reject=self.on_other(k)
             )
             n.path += path
+            end = self.located(end, t1)
             if end.reached:
                 still.append(k)
             else:
@@ -255,10 +272,14 @@ class _Scan:
                 lipschitz=self.lipschitz, path=up, reject=self.on_other(None),
             )  # fmt: skip
             path += up
+            end = self.located(end, self.ts[j - 1])
             if not end.reached:
                 return float(end.t), end.x, end.how, path, j
             j, xj = j - 1, end.x
         return float(self.ts[0]), xj, "root", path, 0
+
+    def located(self, end, t_far):
+        return locate_end(self.f, end, t_far, self.tol_t)
 
     def make_node(self, tb, xb, how, path, j):
         """A node born at (tb, xb) in cell (ts[j], ts[j-1]): its kind and parent, then live."""
@@ -278,7 +299,10 @@ class _Scan:
             for k, n in enumerate(self.nodes):  # a child of a loss of stability at the same place: a pitchfork
                 if n.end != "crossing" or not lo <= n.t_end <= hi:
                     continue
-                if abs(n.t_end - tb) <= 1e-6 * self.f.T or np.linalg.norm(n.path[-1][1] - xb) <= self.near:
+                # Both ends are located to tol_t: the same time to 10 tol_t and the same place is the same event.
+                # An unverified birth ("halved") is matched by place only, as Newton can stop short of the point.
+                same_t = abs(n.t_end - tb) <= 10 * self.tol_t or how == "halved"
+                if same_t and np.linalg.norm(n.path[-1][1] - xb) <= self.near:
                     kind, parent, tb, xb, how = "pitchfork", k, n.t_end, n.path[-1][1], "crossing"
                     break
             if parent is None:
