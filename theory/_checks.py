@@ -13,15 +13,55 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def check_finite_array(name: str, x) -> np.ndarray:
-    """Return ``x`` as a float64 array, or raise if it holds NaN or inf."""
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:  # ragged nested lists, strings, objects
-        raise ValueError(f"{name} must be a rectangular array of real numbers; got {_short(x)} ({err})") from None
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite; it contains NaN or inf")
+# Magnitudes above this overflow float64 once squared and summed (1e200 N), or divided by a small sigma^2: the
+# numbers downstream would be inf or NaN, so inputs beyond it are refused by name.
+LARGE = 1e100
+
+
+def check_finite_array(name: str, x, max_abs: float = LARGE) -> np.ndarray:
+    """``x`` as a float64 array of real numbers, finite and at most ``max_abs`` in magnitude, or raise naming it.
+
+    The one input check for arrays: complex values (whose imaginary part a cast would drop) and booleans raise
+    TypeError; ragged lists, strings, NaN, inf and magnitudes above ``max_abs`` raise ValueError. Integers are
+    real numbers and become float64.
+    """
+    a = _real_array(name, x)
+    bad = ~np.isfinite(a)
+    if np.any(bad):
+        raise ValueError(f"{name} must be finite; it contains NaN or inf (first at index {_first(bad)})")
+    big = np.abs(a) > max_abs
+    if np.any(big):
+        raise ValueError(
+            f"{name} must have every |value| <= {max_abs:g} (larger numbers overflow float64 downstream); "
+            f"got {float(a[big].ravel()[0])!r}"
+        )
     return a
+
+
+def _real_array(name: str, x) -> np.ndarray:
+    """``x`` as a float64 array of real numbers; complex, boolean and non-numeric inputs are refused by name."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array of real numbers; got {_short(x)} ({err})") from None
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real; got complex values ({a.dtype}), whose imaginary part would be dropped")
+    if kind == "b":
+        raise TypeError(f"{name} must be real numbers, not booleans; got {_short(x)}")
+    if kind in "USV":
+        raise TypeError(f"{name} must be real numbers; got {_short(x)} ({a.dtype})")
+    try:
+        a = a.astype(np.float64, copy=False)
+    except (TypeError, ValueError) as err:  # an object array: a ragged list, or objects that are not numbers
+        raise ValueError(f"{name} must be a rectangular array of real numbers; got {_short(x)} ({err})") from None
+    return a
+
+
+def _first(mask: np.ndarray):
+    """The index of the first True of ``mask``: an int for 1D, a tuple otherwise, () for a scalar."""
+    idx = tuple(int(i[0]) for i in np.nonzero(np.atleast_1d(mask)))
+    return idx[0] if len(idx) == 1 else idx
 
 
 def _short(value, width: int = 60) -> str:
@@ -31,23 +71,38 @@ def _short(value, width: int = 60) -> str:
 
 
 def _as_float(name: str, value) -> float:
+    """A real scalar as a float: complex numbers, booleans and strings are refused (float() would accept the
+    last two, and drop the imaginary part of a numpy complex)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a real number; got {_short(value)}")
+    if np.asarray(value).dtype.kind == "c":
+        raise TypeError(f"{name} must be real; got the complex {_short(value)}, whose imaginary part would be dropped")
     try:
         return float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a real number; got {value!r}") from err
+    except (TypeError, ValueError, OverflowError) as err:
+        raise TypeError(f"{name} must be a real number; got {_short(value)}") from err
 
 
-def check_positive(name: str, value: float) -> float:
+def _upper(name: str, v: float, hi: float, value) -> None:
+    if v > hi:
+        raise ValueError(f"{name} must be a finite number <= {hi:g} (larger numbers overflow float64); got {value!r}")
+
+
+def check_positive(name: str, value: float, hi: float = LARGE) -> float:
+    """A finite number in (0, hi]."""
     v = _as_float(name, value)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    _upper(name, v, hi, value)
     return v
 
 
-def check_nonnegative(name: str, value: float) -> float:
+def check_nonnegative(name: str, value: float, hi: float = LARGE) -> float:
+    """A finite number in [0, hi]."""
     v = _as_float(name, value)
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    _upper(name, v, hi, value)
     return v
 
 
@@ -55,7 +110,7 @@ def check_in_range(name: str, x, lo: float, hi: float, *, open_lo=False, open_hi
     """Raise unless every value of ``x`` lies in the interval; skip traced values."""
     if is_traced(x):
         return x
-    a = np.asarray(x, dtype=np.float64)
+    a = _real_array(name, x)
     bad = ~np.isfinite(a)
     bad |= (a <= lo) if open_lo else (a < lo)
     bad |= (a >= hi) if open_hi else (a > hi)
@@ -81,8 +136,12 @@ def check_weights(weights, n: int) -> np.ndarray:
     return w
 
 
+ETA_MAX = 1e50  # (1 + eta^2)^2 and its products with the data's squared scale stay finite in float64
+
+
 def check_eta(eta) -> float:
-    return check_nonnegative("eta", eta)
+    """eta of the generative family: a finite number in [0, ETA_MAX]."""
+    return check_nonnegative("eta", eta, ETA_MAX)
 
 
 def check_data(data, name: str = "data"):

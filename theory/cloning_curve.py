@@ -26,7 +26,16 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from theory._checks import check_data, check_int, check_nonnegative, check_positive, check_schedule
+from theory._checks import (
+    check_data,
+    check_eta,
+    check_finite_array,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_schedule,
+)
 
 __all__ = ["CloningCurve", "biroli_cloning_probability", "cloning_curve"]
 
@@ -41,9 +50,9 @@ def biroli_cloning_probability(s, d: int, m_tilde: float = 1.0, sigma: float = 1
     """
     d = check_int("d", d)
     m_tilde, sigma = check_positive("m_tilde", m_tilde), check_nonnegative("sigma", sigma)
-    s = np.asarray(s, dtype=np.float64)
-    if np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError("s (Ornstein-Uhlenbeck time) must be finite and > 0")
+    s = check_finite_array("s (Ornstein-Uhlenbeck time)", s)
+    if np.any(s <= 0):
+        raise ValueError(f"s (Ornstein-Uhlenbeck time) must be > 0; got {float(s[s <= 0].ravel()[0])!r}")
     z, w = np.polynomial.hermite_e.hermegauss(check_int("n_nodes", n_nodes, 2))
     w = w / w.sum()
     e2 = np.exp(-2.0 * s)
@@ -77,18 +86,23 @@ def cloning_curve(
     is that of the point with the largest posterior weight at t_end (default 1e-3 T). ``n`` pairs a time,
     ``n_steps`` Euler-Maruyama steps from t to t_end.
     """
+    from theory.dynamics import _check_path_memory, simulate
+
     check_data(data)
     check_schedule(schedule)
-    ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+    check_eta(eta)
+    ts = np.atleast_1d(check_finite_array("ts", ts))
     n, n_steps, seed = check_int("n", n, 2), check_int("n_steps", n_steps), check_int("seed", seed, lo=0)
-    t_end = 1e-3 * schedule.T if t_end is None else float(t_end)
+    t_end = 1e-3 * schedule.T if t_end is None else check_in_range("t_end", t_end, 0.0, schedule.T, open_hi=True)
+    t_end = float(t_end)
     N = data.means.shape[0]
     lab = np.arange(N) if labels is None else np.asarray(labels)
     if lab.shape != (N,):
         raise ValueError(f"labels must have shape ({N},), one per data point or component; got {lab.shape}")
-    if np.any(ts <= t_end) or np.any(ts > schedule.T):
-        raise ValueError(f"ts must lie in (t_end={t_end}, T={schedule.T}]")
-    from theory.dynamics import simulate
+    check_in_range(f"ts (above t_end={t_end})", ts, t_end, schedule.T, open_lo=True)
+    # Before the first draw: the 2n paths of each branching time are the largest arrays (n draws come first,
+    # and an allocation that fails inside XLA aborts the process instead of raising).
+    _check_path_memory("cloning_curve", 2 * n, n_steps, data.dim, data)
 
     classes, code = np.unique(lab, return_inverse=True)
     onehot = np.eye(len(classes))[code]  # (N, L)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from theory._checks import check_int
+from theory._checks import check_finite_array, check_int, check_positive, check_schedule
 from theory._continuation import BranchEnd, continue_branch, log_snr_grid
 from theory._engine import grid_search_setup, one_blas_thread
 from theory.schedules import Schedule
@@ -58,7 +58,7 @@ class CollapseTime:
 
     def owned_fraction(self, t):
         """Share of the data points that own an attractor at each t (scalar or array)."""
-        t = np.asarray(t, dtype=np.float64)
+        t = check_finite_array("t", t)
         return np.mean(self.t_own[None, :] > t.reshape(-1, 1), axis=1).reshape(t.shape)
 
     def __repr__(self):
@@ -98,6 +98,10 @@ class BiroliTimes:
 def excess_entropy(Y, s, n_draws=4, seed=0):
     """Biroli et al.'s excess entropy f(s) per dimension of the data Y (N, d) at OU time s, the population's
     entropy estimated by the leave-one-out mixture (see the module docstring); ``n_draws`` noises per point."""
+    Y = check_finite_array("Y", Y)
+    if Y.ndim != 2 or Y.shape[0] < 2:
+        raise ValueError(f"Y must have shape (N, d) with N >= 2; got {Y.shape}")
+    s = check_positive("s (Ornstein-Uhlenbeck time)", s)
     N, d = Y.shape
     e, delta = math.exp(-s), -math.expm1(-2.0 * s)
     rng = np.random.default_rng(seed)
@@ -121,6 +125,7 @@ def biroli_times(data, schedule: Schedule, *, n_draws: int = 4, seed: int = 0) -
         (2.25, 0.405465, 0.405465)
     """
     Y, d, N = _points(data)
+    check_schedule(schedule)
     n_draws, seed = check_int("n_draws", n_draws), check_int("seed", seed, lo=0)
     C = np.cov(Y.T, bias=True).reshape(d, d)
     Lam, sigma2 = float(np.linalg.eigvalsh(C)[-1]), float(np.trace(C) / d)

@@ -32,7 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from theory._checks import check_finite_array, check_int, check_memory, check_schedule, check_weights, is_traced
+from theory._checks import (
+    _short,
+    check_finite_array,
+    check_int,
+    check_memory,
+    check_schedule,
+    check_weights,
+    is_traced,
+)
 from theory.schedules import Schedule
 
 __all__ = ["DeltaMixture", "GaussianMixture"]
@@ -175,8 +183,15 @@ class _Mixture:
         n = int(np.prod(np.shape(x)[:-1], dtype=np.int64))
         check_memory(f"{what} of {n} points with {self!r}", 8.0 * n * per_point, "evaluate x in smaller batches")
 
+    def _check_sample(self, n, per_sample: float) -> int:
+        """n checked as a count, and refused (MemoryError) before jax allocates its ``per_sample`` numbers each."""
+        n = check_int("n", n)
+        check_memory(f"sampling {n} points of {self!r}", 8.0 * n * per_sample, "draw them in smaller batches")
+        return n
+
     def _check_x(self, x, name="x"):
-        x = jnp.asarray(x, dtype=jnp.float64)
+        """x (..., d) as float64: real, finite (traced values are checked by shape only)."""
+        x = jnp.asarray(x if is_traced(x) else check_finite_array(name, x), dtype=jnp.float64)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"{name} must have shape (..., {self.dim}); got {x.shape}")
         return x
@@ -246,8 +261,8 @@ class DeltaMixture(_Mixture):
         Y = check_finite_array("points", points)
         if Y.ndim == 1:
             Y = Y[:, None]
-        if Y.ndim != 2 or Y.shape[0] < 1:
-            raise ValueError(f"points must have shape (N, d) with N >= 1; got {np.shape(points)}")
+        if Y.ndim != 2 or min(Y.shape) < 1:
+            raise ValueError(f"points must have shape (N, d) with N, d >= 1; got {np.shape(points)}")
         self.points = jnp.asarray(Y)
         self.weights = jnp.asarray(check_weights(weights, Y.shape[0]))
         self.dim = Y.shape[1]
@@ -276,7 +291,7 @@ class DeltaMixture(_Mixture):
 
     def sample(self, key, t, schedule, n: int):
         """n samples of x_t; returns (n, d). At t = 0 (sigma = 0) these are the points themselves."""
-        n = check_int("n", n)
+        n = self._check_sample(n, 4 * self.dim + 2)  # the draw, the noise, the gathered points, the sum
         th, s2 = self._ts(t, schedule)
         k1, k2 = jax.random.split(key)
         j = jax.random.choice(k1, self.points.shape[0], (n,), p=self.weights)
@@ -307,8 +322,8 @@ class GaussianMixture(_Mixture):
         M = check_finite_array("means", means)
         if M.ndim == 1:
             M = M[:, None]
-        if M.ndim != 2:
-            raise ValueError(f"means must have shape (K, d); got {np.shape(means)}")
+        if M.ndim != 2 or min(M.shape) < 1:
+            raise ValueError(f"means must have shape (K, d) with K, d >= 1; got {np.shape(means)}")
         K, d = M.shape
         C = check_finite_array("covariances", covariances)
         if C.shape == (K,):
@@ -317,11 +332,18 @@ class GaussianMixture(_Mixture):
             C = np.einsum("ki,ij->kij", C, np.eye(d))
         elif C.shape != (K, d, d):
             raise ValueError(f"covariances must have shape ({K},), ({K}, {d}) or ({K}, {d}, {d}); got {C.shape}")
-        if not np.allclose(C, np.swapaxes(C, 1, 2), rtol=1e-12, atol=1e-12):
-            raise ValueError("covariances must be symmetric")
-        lam, U = np.linalg.eigh(C)
+        asym = np.abs(C - np.swapaxes(C, 1, 2)).max(axis=(1, 2))
+        if np.any(asym > 1e-12 * (1.0 + np.abs(C).max())):
+            k = int(np.argmax(asym))
+            raise ValueError(
+                f"covariances must be symmetric; covariance {k} differs from its transpose by {asym[k]:.3g}"
+            )
+        lam, U = np.linalg.eigh(C)  # reads one triangle only: hence the symmetry check first
         if np.any(lam <= 0):
-            raise ValueError(f"covariances must be positive definite; smallest eigenvalue {lam.min():.3g}")
+            k = int(np.argmin(lam.min(axis=1)))
+            raise ValueError(
+                f"covariances must be positive definite; covariance {k} has the eigenvalue {lam[k].min():.3g}"
+            )
         self.dim = d
         self.means = jnp.asarray(M)
         self.covariances = jnp.asarray(C)
@@ -347,13 +369,18 @@ class GaussianMixture(_Mixture):
 
     def sample_components(self, key, idx):
         """One draw of x_0 from each listed component: idx (n,) -> (n, d)."""
+        idx = np.asarray(idx)
+        K = self.means.shape[0]
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or np.any((idx < 0) | (idx >= K)):
+            raise ValueError(f"idx must be a 1D array of component indices in [0, {K}); got {_short(idx)}")
+        check_memory(f"{len(idx)} draws of {self!r}", 8.0 * len(idx) * (self.dim**2 + 3 * self.dim), "use fewer")
         _, U, lam, _ = self._params
         eps = jax.random.normal(key, (len(idx), self.dim)) * jnp.sqrt(lam[idx])
         return self.means[idx] + jnp.einsum("nij,nj->ni", U[idx], eps)
 
     def sample(self, key, t, schedule, n: int):
         """n samples of x_t; returns (n, d)."""
-        n = check_int("n", n)
+        n = self._check_sample(n, self.dim * self.dim + 4 * self.dim + 2)  # the gathered eigenbases U[k]: n d^2
         th, s2 = self._ts(t, schedule)
         k1, k2 = jax.random.split(key)
         _, U, lam, _ = self._params

@@ -49,27 +49,33 @@ __all__ = [
 ]
 
 
+def _x(data, x):
+    """The checks every function of (x, t) makes first: data a theory mixture, x (..., d) real and finite."""
+    return check_data(data)._check_x(x)
+
+
 def drift(data, schedule: Schedule, x, t, eta: float = 1.0):
     """Generative drift -f + (1 + eta^2)/2 g^2 grad log p_t; x (..., d) -> (..., d)."""
+    x = _x(data, x)
     fam = EtaFamily(schedule, eta)
-    x = jnp.asarray(x, dtype=jnp.float64)
     return fam.drift(x, data.score(x, t, schedule), t)
 
 
 def potential(data, schedule: Schedule, x, t, eta: float = 1.0):
     """u_eta(x, t) = -(1 + eta^2)/2 g^2 log p_t(x) + a |x|^2 / 2, up to a constant in x; -> (...)."""
+    x = _x(data, x)
     fam = EtaFamily(schedule, eta)
-    x = jnp.asarray(x, dtype=jnp.float64)
     return -fam.k(t) * data.log_prob(x, t, schedule) + 0.5 * fam.a(t) * jnp.sum(x**2, axis=-1)
 
 
 def data_potential(data, schedule: Schedule, x, t):
     """-log p_t(x), the potential of the data alone (its convexity defines speciation)."""
-    return -data.log_prob(x, t, schedule)
+    return -check_data(data).log_prob(x, t, schedule)
 
 
 def drift_jacobian(data, schedule: Schedule, x, t, eta: float = 1.0):
     """d drift / dx = -a I + (1 + eta^2)/2 g^2 Hess log p_t (symmetric: minus Hess u_eta); -> (..., d, d)."""
+    check_data(data)
     fam = EtaFamily(schedule, eta)
     a, k = fam.a(t), fam.k(t)
     H = data.hessian(x, t, schedule)
@@ -211,6 +217,9 @@ def commitment(data, schedule: Schedule, traj: Trajectories, eta: float = 1.0, l
     check_data(data)
     if not isinstance(traj, Trajectories):
         raise TypeError(f"traj must be the Trajectories of simulate; got {type(traj).__name__}")
+    x = check_finite_array("traj.x", traj.x)
+    if x.ndim != 3 or x.shape[0] != len(traj.t) or x.shape[2] != data.dim:
+        raise ValueError(f"traj.x must have shape ({len(traj.t)}, n, {data.dim}) for traj.t; got {x.shape}")
     every = check_int("every", every)
     n_points = data.means.shape[0]
     lab = np.arange(n_points) if labels is None else np.asarray(labels)

@@ -20,13 +20,26 @@ from abc import ABC, abstractmethod
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_in_range, check_int, check_positive, is_traced
+from theory._checks import (
+    _as_float,
+    _real_array,
+    _short,
+    check_finite_array,
+    check_in_range,
+    check_int,
+    check_positive,
+    is_traced,
+)
 
 __all__ = ["Schedule", "VPLinear", "VPCosine", "VE", "DDPM"]
 
 
 class Schedule(ABC):
-    """Base class. Subclasses define ``log_theta``, ``a`` and ``t_from_theta`` (VE: ``sigma2`` too)."""
+    """Base class. Subclasses define ``_log_theta``, ``_a`` and ``t_from_theta`` (VE: ``_sigma2``, ``_g2`` too).
+
+    Every public method of t checks that t is real and lies in the schedule's domain [0, T] (NaN refused) before
+    it computes: beyond T the formulas extrapolate to numbers of no schedule. Inside jit (traced t) it cannot.
+    """
 
     T: float = 1.0
     variance_preserving: bool = True
@@ -39,24 +52,43 @@ class Schedule(ABC):
     def __hash__(self):
         return hash((type(self).__name__, repr(self)))
 
-    # --- the defining functions -------------------------------------------------------------
+    # --- the defining functions, on checked t ---------------------------------------------------
     @abstractmethod
-    def log_theta(self, t):
+    def _log_theta(self, t):
         """ln theta(t)."""
 
     @abstractmethod
+    def _a(self, t):
+        """d log theta / dt."""
+
+    def _sigma2(self, t):
+        return -jnp.expm1(2.0 * self._log_theta(t))  # VP: 1 - theta^2, exact near t = 0
+
+    def _g2(self, t):
+        return -2.0 * self._a(t)  # VP: beta(t)
+
+    def _t(self, t, name: str = "t"):
+        """t as float64, after the domain check."""
+        self.check_t(t, name)
+        return jnp.asarray(t, dtype=jnp.float64)
+
+    # --- public functions of t -------------------------------------------------------------------
+    def log_theta(self, t):
+        """ln theta(t)."""
+        return self._log_theta(self._t(t))
+
     def a(self, t):
         """Drift coefficient a(t) = d log theta / dt, so that f(x, t) = a(t) x."""
+        return self._a(self._t(t))
 
     def sigma2(self, t):
         """sigma(t)^2; for VP 1 - theta^2, computed as -expm1(2 log theta) (exact near t = 0)."""
-        return -jnp.expm1(2.0 * self.log_theta(t))
+        return self._sigma2(self._t(t))
 
     def g2(self, t):
         """Diffusion g(t)^2 = d sigma^2/dt - 2 a sigma^2; for VP this is beta(t) = -2 a(t)."""
-        return -2.0 * self.a(t)
+        return self._g2(self._t(t))
 
-    # --- derived quantities ------------------------------------------------------------------
     def theta(self, t):
         return jnp.exp(self.log_theta(t))
 
@@ -65,10 +97,12 @@ class Schedule(ABC):
 
     def f(self, x, t):
         """Forward drift f(x, t) = a(t) x; ``x`` of shape (..., d), ``t`` broadcastable to (...)."""
+        x = x if is_traced(x) else check_finite_array("x", x)
         return jnp.asarray(self.a(t))[..., None] * x
 
     def log_snr(self, t):
-        return 2.0 * self.log_theta(t) - jnp.log(self.sigma2(t))
+        t = self._t(t)
+        return 2.0 * self._log_theta(t) - jnp.log(self._sigma2(t))
 
     def snr(self, t):
         """Signal-to-noise ratio theta^2 / sigma^2."""
@@ -81,7 +115,7 @@ class Schedule(ABC):
     def t_from_ou_time(self, s: float) -> float:
         """Inverse of ``ou_time`` (a scalar): the t whose SNR is that of OU time s, 1 / (e^{2s} - 1); nan where
         no t in [0, T] has it (s <= 0, or less noise at T than at s)."""
-        s = float(s)
+        s = _as_float("s", s)
         if not math.isfinite(s) or s <= 0:
             return math.nan
         snr = 1.0 / math.expm1(2.0 * s)
@@ -89,7 +123,8 @@ class Schedule(ABC):
 
     def edm_sigma(self, t):
         """EDM noise level sigma / theta (the noise of x_t / theta)."""
-        return jnp.exp(0.5 * jnp.log(self.sigma2(t)) - self.log_theta(t))
+        t = self._t(t)
+        return jnp.exp(0.5 * jnp.log(self._sigma2(t)) - self._log_theta(t))
 
     @abstractmethod
     def t_from_theta(self, theta):
@@ -97,11 +132,11 @@ class Schedule(ABC):
 
     def t_from_snr(self, snr):
         """Inverse of snr(t); VP schedules go through theta = (1 + 1/snr)^(-1/2) (snr = inf gives t = 0)."""
-        snr = jnp.asarray(snr, dtype=jnp.float64)
+        snr = jnp.asarray(_check_snr(snr), dtype=jnp.float64)
         return self.t_from_theta(1.0 / jnp.sqrt(1.0 + 1.0 / snr))
 
     def check_t(self, t, name: str = "t"):
-        """Raise unless every t lies in [0, T]."""
+        """Raise unless every t is real and lies in [0, T]."""
         return check_in_range(name, t, 0.0, self.T)
 
     def _check_theta(self, theta):
@@ -111,6 +146,16 @@ class Schedule(ABC):
         lo = float(self.theta(self.T))
         check_in_range("theta", theta, 0.0, 1.0, open_lo=lo > 0)  # theta = 0 only where theta(T) = 0 (cosine)
         return check_in_range(f"theta (this schedule spans [theta(T)={lo:.6g}, 1])", theta, lo * (1 - 1e-12), 1.0)
+
+
+def _check_snr(snr):
+    """snr >= 0 (inf allowed: t = 0); NaN and negative values are refused by name."""
+    if is_traced(snr):
+        return snr
+    a = _real_array("snr", snr)
+    if np.any(np.isnan(a) | (a < 0)):
+        raise ValueError(f"snr must be a number >= 0 (inf: t = 0); got {float(a[np.isnan(a) | (a < 0)][0])!r}")
+    return a
 
 
 class VPLinear(Schedule):
@@ -131,14 +176,17 @@ class VPLinear(Schedule):
         return f"VPLinear(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
 
     def beta(self, t):
-        return self.beta_min + (jnp.asarray(t) / self.T) * (self.beta_max - self.beta_min)
+        """beta(t) = g^2(t)."""
+        return self._beta(self._t(t))
 
-    def log_theta(self, t):
-        t = jnp.asarray(t, dtype=jnp.float64)
+    def _beta(self, t):
+        return self.beta_min + (t / self.T) * (self.beta_max - self.beta_min)
+
+    def _log_theta(self, t):
         return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2 / self.T)
 
-    def a(self, t):
-        return -0.5 * self.beta(t)
+    def _a(self, t):
+        return -0.5 * self._beta(t)
 
     def t_from_theta(self, theta):
         """Closed form: the positive root of (beta_max - beta_min)/(2T) t^2 + beta_min t + 2 ln theta = 0."""
@@ -165,17 +213,15 @@ class VPCosine(Schedule):
     def _phi(self, t):
         return (jnp.asarray(t, dtype=jnp.float64) / self.T + self.s) / (1.0 + self.s) * (jnp.pi / 2)
 
-    def log_theta(self, t):
+    def _log_theta(self, t):
         # cos(phi0 + d) / cos(phi0) = 1 - 2 sin^2(d/2) - tan(phi0) sin(d): no cancellation at small t.
-        t = jnp.asarray(t, dtype=jnp.float64)
         d = t / (self.T * (1.0 + self.s)) * (jnp.pi / 2)  # phi(t) - phi(0)
         value = jnp.log1p(-2.0 * jnp.sin(0.5 * d) ** 2 - jnp.tan(self._phi(0.0)) * jnp.sin(d))
         # At t = T, cos(pi/2) rounds to 6e-17, not 0: return the limit theta = 0 exactly (so sigma^2 = 1, snr = 0).
         return jnp.where(t >= self.T, -jnp.inf, value)
 
-    def a(self, t):
+    def _a(self, t):
         # tan(pi/2) rounds to 1.6e16: return the limit a = -inf (g^2 = inf) at t = T.
-        t = jnp.asarray(t, dtype=jnp.float64)
         return jnp.where(t >= self.T, -jnp.inf, -jnp.tan(self._phi(t)) * jnp.pi / (2.0 * self.T * (1.0 + self.s)))
 
     def t_from_theta(self, theta):
@@ -200,18 +246,17 @@ class VE(Schedule):
     def __repr__(self):
         return f"VE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"
 
-    def log_theta(self, t):
-        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.float64))
+    def _log_theta(self, t):
+        return jnp.zeros_like(t)
 
-    def a(self, t):
-        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.float64))
+    def _a(self, t):
+        return jnp.zeros_like(t)
 
-    def sigma2(self, t):
-        t = jnp.asarray(t, dtype=jnp.float64)
+    def _sigma2(self, t):
         return self.sigma_min**2 * (self.sigma_max / self.sigma_min) ** (2.0 * t / self.T)
 
-    def g2(self, t):
-        return self.sigma2(t) * 2.0 * np.log(self.sigma_max / self.sigma_min) / self.T
+    def _g2(self, t):
+        return self._sigma2(t) * 2.0 * np.log(self.sigma_max / self.sigma_min) / self.T
 
     def t_from_theta(self, theta):
         raise ValueError("VE has theta = 1 at every t; invert the noise level with t_from_snr or t_from_sigma")
@@ -253,7 +298,7 @@ class DDPM(Schedule):
     @classmethod
     def from_betas(cls, betas, T: float = 1.0) -> DDPM:
         """The schedule of an explicit sequence beta_1..beta_N, each in (0, 1) (float64 copy)."""
-        b = np.array(betas, dtype=np.float64)
+        b = np.array(check_finite_array("betas", betas))
         if b.ndim != 1 or b.size < 1:
             raise ValueError(f"betas must be a non-empty 1D sequence; got shape {b.shape}")
         bad = ~(np.isfinite(b) & (b > 0) & (b < 1))
@@ -278,11 +323,10 @@ class DDPM(Schedule):
             return f"DDPM.from_betas(<{self.n_steps} betas, sha256 {digest}>, T={self.T})"
         return f"DDPM(n_steps={self.n_steps}, beta_start={self.beta_start}, beta_end={self.beta_end}, T={self.T})"
 
-    def log_theta(self, t):
-        return jnp.interp(jnp.asarray(t, dtype=jnp.float64), self._knots_t, self._knots_log_theta)
+    def _log_theta(self, t):
+        return jnp.interp(t, self._knots_t, self._knots_log_theta)
 
-    def a(self, t):
-        t = jnp.asarray(t, dtype=jnp.float64)
+    def _a(self, t):
         k = jnp.clip(jnp.ceil(t * self.n_steps / self.T).astype(int), 1, self.n_steps)
         return self.n_steps / (2.0 * self.T) * jnp.log1p(-jnp.asarray(self.betas)[k - 1])
 
@@ -296,12 +340,17 @@ class DDPM(Schedule):
         return np.exp(self._knots_log_theta)
 
     def t_of_step(self, k):
-        return np.asarray(k) * self.T / self.n_steps
+        """t_k = k T / N for steps k in [0, N] (scalar or array)."""
+        a = _real_array("k", k)
+        if np.any((a != np.round(a)) | (a < 0) | (a > self.n_steps)):
+            raise ValueError(f"k must be integer steps in [0, {self.n_steps}]; got {_short(k)}")
+        return a * self.T / self.n_steps
 
     def forward_step(self, theta_c: float) -> int:
         """The last forward step that is past the bifurcation: max{k : theta_k > theta_c}.
 
         In generation (k = N down to 0) it is the first step whose dynamics has broken symmetry;
-        the generative step is N - k.
+        the generative step is N - k. ``theta_c`` in [0, 1) (theta_0 = 1 is never past it).
         """
+        check_in_range("theta_c", theta_c, 0.0, 1.0, open_hi=True)
         return int(np.nonzero(self.theta_steps() > theta_c)[0].max())

@@ -25,10 +25,10 @@ from functools import cache
 import sympy as sp
 
 __all__ = [
-    "a", "beta", "equal_norm_theta_c", "eta", "lam", "lambdify", "latex", "m", "sigma2", "speciation_theta", "theta",
-    "two_delta_fixed_point_equation", "two_delta_log_density", "two_delta_normal_form", "two_delta_potential",
-    "two_delta_score", "two_delta_theta_c", "two_delta_u2_at_centre", "two_gaussian_critical_condition",
-    "two_gaussian_theta_c", "v0", "x",
+    "a", "beta", "critical_quadratic", "equal_norm_theta_c", "eta", "lam", "lambdify", "latex", "m", "sigma2",
+    "speciation_theta", "theta", "two_delta_fixed_point_equation", "two_delta_log_density", "two_delta_normal_form",
+    "two_delta_potential", "two_delta_score", "two_delta_theta_c", "two_delta_u2_at_centre",
+    "two_gaussian_critical_condition", "two_gaussian_theta_c", "v0", "x",
 ]  # fmt: skip
 
 x = sp.Symbol("x", real=True)
@@ -45,15 +45,24 @@ def _vp(expr):
     return expr.subs(_s2, sigma2)
 
 
+def _quadratic(condition):
+    """(A, B, C): F(theta) = 0 <=> A s^2 + B s + C = 0 in s = theta^2, signed so that A >= 0 (then C <= 0)."""
+    s = sp.Symbol("s", nonnegative=True)
+    coeffs = [sp.factor(c) for c in sp.Poly(sp.expand(condition.subs(theta, sp.sqrt(s))), s).all_coeffs()]
+    point = {sym: sp.Rational(k + 2, 7) for k, sym in enumerate(sorted(condition.free_symbols, key=str))}
+    return tuple(-c for c in coeffs) if coeffs[0].subs(point) < 0 else tuple(coeffs)
+
+
 def _critical_theta(condition):
     """theta_c from F(theta) = 0, quadratic in s = theta^2: sqrt of the root of A s^2 + B s + C = 0 with s >= 0.
 
     Every condition here has C / A = -eta^2 / (1 - v0)^2 <= 0 (v0 = 0 for deltas), so one branch of the quadratic
     formula is >= 0 and the other <= 0 for all parameters; evaluating both at one generic point (eta > 0)
-    identifies the nonnegative branch.
+    identifies the nonnegative branch. (For numbers, ``theory.systems`` evaluates the root from ``_quadratic``
+    in a form without cancellation: this one loses s_+ ~ eta^2 / B to round-off when B is large.)
     """
     s = sp.Symbol("s", nonnegative=True)
-    coeffs = [sp.factor(c) for c in sp.Poly(sp.expand(condition.subs(theta, sp.sqrt(s))), s).all_coeffs()]
+    coeffs = _quadratic(condition)
     A, B, C = sp.symbols("A B C")
     roots = [r.subs({A: coeffs[0], B: coeffs[1], C: coeffs[2]}) for r in sp.solve(A * s**2 + B * s + C, s)]
     point = {sym: sp.Rational(k + 2, 7) for k, sym in enumerate(sorted(condition.free_symbols, key=str))}
@@ -194,6 +203,24 @@ def two_gaussian_theta_c():
     """
     cond = two_gaussian_critical_condition()
     return _critical_theta(cond.lhs - cond.rhs)
+
+
+@cache
+def critical_quadratic(name: str):
+    r"""(A, B, C) of the centre's condition as A s^2 + B s + C = 0 in s = theta^2 (A >= 0 >= C), for ``name`` in
+    "two_delta" (a, eta), "equal_norm" (lam, eta), "two_gaussian" (m, v0, eta): theta_c = sqrt(s_+).
+
+    >>> critical_quadratic("two_delta")
+    (1, a**2*eta**2 + a**2 + eta**2 - 1, -eta**2)
+    """
+    conditions = {
+        "two_delta": (1 + eta**2) * (sigma2 - theta**2 * a**2) - sigma2**2,
+        "equal_norm": (1 + eta**2) * (sigma2 - theta**2 * lam) - sigma2**2,
+        "two_gaussian": two_gaussian_critical_condition().lhs - two_gaussian_critical_condition().rhs,
+    }
+    if name not in conditions:
+        raise ValueError(f"name must be one of {sorted(conditions)}; got {name!r}")
+    return _quadratic(conditions[name])
 
 
 def lambdify(expr, args, backend="numpy"):

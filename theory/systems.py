@@ -35,22 +35,35 @@ from functools import cache
 import numpy as np
 
 from theory import symbolic as S
-from theory._checks import check_eta, check_finite_array, check_int, check_positive, check_schedule, check_weights
+from theory._checks import (
+    check_eta,
+    check_finite_array,
+    check_in_range,
+    check_int,
+    check_positive,
+    check_schedule,
+    check_weights,
+)
 from theory.data import DeltaMixture, GaussianMixture
 
 __all__ = ["ReferenceSystem", "TwoDeltas", "EqualNormSet", "ThreeDeltas", "TwoGaussians", "reference_systems"]
 
 
 @cache
-def _fn(name):
-    """Lambdified closed forms, compiled once per process."""
-    table = {
-        "two_delta": (S.two_delta_theta_c, (S.a, S.eta)),
-        "equal_norm": (S.equal_norm_theta_c, (S.lam, S.eta)),
-        "two_gaussian": (S.two_gaussian_theta_c, (S.m, S.v0, S.eta)),
-    }
-    expr, args = table[name]
-    return S.lambdify(expr(), args)
+def _coefficients(name):
+    """(A, B, C) of the centre's quadratic in s = theta^2 (``theory.symbolic.critical_quadratic``), compiled once."""
+    args = {"two_delta": (S.a, S.eta), "equal_norm": (S.lam, S.eta), "two_gaussian": (S.m, S.v0, S.eta)}[name]
+    return S.lambdify(S.critical_quadratic(name), args)
+
+
+def _theta_c(name, *params) -> float:
+    """sqrt(s_+), s_+ the root >= 0 of A s^2 + B s + C (A >= 0 >= C), in the form without cancellation for the
+    sign of B: the textbook (-B + sqrt(B^2 - 4AC)) / 2A loses s_+ ~ -C / B to round-off when B >> 1 (far-apart
+    points: 0.707 instead of 1e-25 for deltas at +-1e25). hypot keeps B^2 from overflowing."""
+    A, B, C = (float(v) for v in _coefficients(name)(*(np.float64(p) for p in params)))
+    h = math.hypot(B, 2.0 * math.sqrt(-A * C))
+    s = -2.0 * C / (B + h) if B > 0 else (h - B) / (2.0 * A)
+    return math.sqrt(s)
 
 
 class ReferenceSystem(ABC):
@@ -131,7 +144,7 @@ class TwoDeltas(ReferenceSystem):
     def centre_theta_c(self, eta: float = 1.0) -> float:
         if not self.symmetric:
             raise ValueError(f"{self.name}: with unequal weights the centre is not a fixed point (no centre_theta_c)")
-        return float(_fn("two_delta")(self.a, check_eta(eta)))
+        return _theta_c("two_delta", self.a, check_eta(eta))
 
     def _ve_sigma2(self):
         if not self.symmetric:
@@ -144,7 +157,8 @@ class TwoDeltas(ReferenceSystem):
         Written in numpy from the posterior m = tanh(theta a x / sigma^2 + 1/2 ln(w_+ / w_-)): independent of the
         jax kernels, so tests can hold fixed points and folds against it.
         """
-        x = np.asarray(x, dtype=np.float64)
+        x = check_finite_array("x", x)
+        theta = check_in_range("theta", theta, 0.0, 1.0, open_hi=True)  # sigma^2 = 1 - theta^2 > 0
         s2 = 1.0 - theta**2
         wm, wp = self.weights
         m = np.tanh(theta * self.a * x / s2 + 0.5 * np.log(wp / wm))
@@ -185,7 +199,7 @@ class EqualNormSet(ReferenceSystem):
         return cls(np.concatenate([V, -V]) * radius, name=f"equal-norm, N={2 * n_dirs}, d={d}")
 
     def centre_theta_c(self, eta: float = 1.0) -> float:
-        return float(_fn("equal_norm")(self.lam, check_eta(eta)))
+        return _theta_c("equal_norm", self.lam, check_eta(eta))
 
     def _ve_sigma2(self):
         return self.lam
@@ -227,9 +241,7 @@ class TwoGaussians(ReferenceSystem):
         m, v0 = self.m, self.v0
         if (1 + eta**2) * m**2 <= v0 * (1 + eta**2 - v0):
             return math.nan  # the centre stays stable down to t = 0
-        if v0 == 1.0:  # the quadratic in s = theta^2 degenerates to a linear equation
-            return math.sqrt(eta**2 / ((1 + eta**2) * m**2))
-        return float(_fn("two_gaussian")(m, v0, eta))
+        return _theta_c("two_gaussian", m, v0, eta)  # A = (1 - v0)^2 = 0 at v0 = 1: B > 0 there, s = -C / B
 
     def _ve_sigma2(self):
         return self.m**2 - self.v0
