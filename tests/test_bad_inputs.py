@@ -33,16 +33,21 @@ from theory import (
     VPCosine,
     VPLinear,
     bifurcation_diagram,
+    bifurcation_tree,
     commitment,
     critical_time,
     descend,
     drift,
+    drift_jacobian,
     fixed_points,
+    potential,
     simulate,
     simulate_forward,
 )
 from theory import symbolic as S
-from theory.systems import EqualNormSet, TwoDeltas
+from theory.cloning_curve import biroli_cloning_probability, cloning_curve
+from theory.collapse import CollapseTime, biroli_times, excess_entropy
+from theory.systems import EqualNormSet, TwoDeltas, TwoGaussians
 
 TWO = DeltaMixture([[-1.0], [1.0]])
 GM = GaussianMixture([[-1.0], [1.0]], [0.1, 0.1])
@@ -211,7 +216,125 @@ THEORY = [
     ("system-centred", lambda: EqualNormSet([[1.0, 0.0], [0.0, 1.0]]), ValueError, r"points must be centred"),
     ("system-no-closed", lambda: TwoDeltas(1.0, [0.3, 0.7]).t_c(LIN), ValueError, r"no closed form for the critical"),
     ("system-schedule", lambda: TwoDeltas().centre_t_c("vp"), TypeError, r"schedule must be a theory Schedule"),
+    # --- times outside the schedule's domain [0, T], in every public function of t
+    ("theta-t-above-T", lambda: LIN.theta(1.5), ValueError, r"t must lie in \[0.0, 1.0\]; got 1.5"),
+    ("sigma2-t-neg-ddpm", lambda: DDPM().sigma2(-0.1), ValueError, r"t must lie in \[0.0, 1.0\]; got -0.1"),
+    ("g2-t-nan-ve", lambda: VE().g2(math.nan), ValueError, r"t must lie in \[0.0, 1.0\]; got nan"),
+    ("log_snr-t-array", lambda: COS.log_snr(np.array([0.5, 2.0])), ValueError, r"t must lie in .*; got 2.0"),
+    ("beta-t-above-T", lambda: LIN.beta(1.5), ValueError, r"t must lie in \[0.0, 1.0\]"),
+    ("drift-t-above-T", lambda: drift(TWO, LIN, X1, 2.0), ValueError, r"t must lie in \[0.0, 1.0\]; got 2.0"),
+    ("potential-t-neg", lambda: potential(GM, LIN, X1, -1.0), ValueError, r"t must lie in \[0.0, 1.0\]"),
+    ("t_from_snr-nan", lambda: LIN.t_from_snr(math.nan), ValueError, r"snr must be a number >= 0 \(inf: t = 0\)"),
+    ("t_from_snr-neg-ve", lambda: VE().t_from_snr(-1.0), ValueError, r"snr must be a number >= 0"),
+    ("t_of_step-fraction", lambda: DDPM().t_of_step(1.5), ValueError, r"k must be integer steps in \[0, 1000\]"),
+    ("forward_step-theta-1", lambda: DDPM().forward_step(1.0), ValueError, r"theta_c must lie in \[0.0, 1.0\)"),
+    (
+        "reduced_drift-theta-1",
+        lambda: TwoDeltas().reduced_drift(0.1, 1.0),
+        ValueError,
+        r"theta must lie in \[0.0, 1.0\)",
+    ),
+    ("cloning-ts-below", lambda: cloning_curve(TWO, LIN, [1e-4]), ValueError, r"ts \(above t_end=0.001\) must lie in"),
+    ("cloning-t_end-nan", lambda: cloning_curve(TWO, LIN, [0.5], t_end=math.nan), ValueError, r"t_end must lie in"),
+    # --- arrays: real, finite, floating (complex and booleans are a wrong type; integers are numbers)
+    ("points-complex", lambda: DeltaMixture([[1j], [1.0]]), TypeError, r"points must be real; got complex values"),
+    ("points-bool", lambda: DeltaMixture([[True], [False]]), TypeError, r"points must be real numbers, not booleans"),
+    (
+        "points-no-dims",
+        lambda: DeltaMixture(np.zeros((2, 0))),
+        ValueError,
+        r"points must have shape \(N, d\) with N, d >= 1",
+    ),
+    ("weights-complex", lambda: DeltaMixture([[0.0], [1.0]], [0.5 + 0j, 0.5]), TypeError, r"weights must be real"),
+    ("weights-nan", lambda: DeltaMixture([[0.0], [1.0]], [math.nan, 0.5]), ValueError, r"weights must be finite"),
+    ("means-nan", lambda: GaussianMixture([[math.nan]], [1.0]), ValueError, r"means must be finite"),
+    ("gm-no-components", lambda: GaussianMixture(np.zeros((0, 1)), np.zeros(0)), ValueError, r"with K, d >= 1"),
+    ("gm-cov-complex", lambda: GaussianMixture([[0.0]], [1 + 1j]), TypeError, r"covariances must be real"),
+    ("gm-cov-inf", lambda: GaussianMixture([[0.0]], [math.inf]), ValueError, r"covariances must be finite"),
+    (
+        "gm-cov-asymmetric",
+        lambda: GaussianMixture([[0.0, 0.0]], [[[1.0, 0.5], [0.0, 1.0]]]),
+        ValueError,
+        r"covariances must be symmetric; covariance 0 differs from its transpose by 0.5",
+    ),
+    (
+        "gm-cov-not-psd",
+        lambda: GaussianMixture([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]]),
+        ValueError,
+        r"covariances must be positive definite; covariance 0 has the eigenvalue -1",
+    ),
+    (
+        "score-x-nan",
+        lambda: TWO.score(np.array([math.nan]), 0.5, LIN),
+        ValueError,
+        r"x must be finite; it contains NaN",
+    ),
+    ("score-x-complex", lambda: TWO.score(np.array([0.5 + 1j]), 0.5, LIN), TypeError, r"x must be real; got complex"),
+    ("hvp-v-inf", lambda: GM.hvp(X1, np.array([math.inf]), 0.5, LIN), ValueError, r"v must be finite"),
+    ("score-t-complex", lambda: TWO.score(X1, 0.5 + 0j, LIN), TypeError, r"t must be real; got complex"),
+    ("score-t-str", lambda: TWO.score(X1, "0.5", LIN), TypeError, r"t must be real numbers; got '0.5'"),
+    ("drift-x-nan", lambda: drift(TWO, LIN, np.array([math.nan]), 0.5), ValueError, r"x must be finite"),
+    ("drift-x-complex", lambda: drift(TWO, LIN, np.array([1j]), 0.5), TypeError, r"x must be real; got complex"),
+    ("potential-x-inf", lambda: potential(TWO, LIN, np.array([math.inf]), 0.5), ValueError, r"x must be finite"),
+    ("jacobian-x-complex", lambda: drift_jacobian(GM, LIN, np.array([1j]), 0.5), TypeError, r"x must be real"),
+    ("jacobian-data-str", lambda: drift_jacobian("data", LIN, X1, 0.5), TypeError, r"data must be a theory Delta"),
+    ("f-x-nan", lambda: LIN.f(np.array([math.nan]), 0.5), ValueError, r"x must be finite"),
+    ("simulate-x_start-complex", lambda: simulate(TWO, LIN, 1, x_start=[[1j]]), TypeError, r"x_start must be real"),
+    ("simulate-t_end-complex", lambda: simulate(TWO, LIN, 1, t_end=0.1 + 0j), TypeError, r"t_end must be real"),
+    (
+        "drift-eta-complex",
+        lambda: drift(TWO, LIN, X1, 0.5, eta=1 + 0j),
+        TypeError,
+        r"eta must be real; got the complex",
+    ),
+    ("drift-eta-bool", lambda: drift(TWO, LIN, X1, 0.5, eta=True), TypeError, r"eta must be a real number; got True"),
+    ("fixed_points-t-complex", lambda: fixed_points(TWO, LIN, 0.5 + 0j), TypeError, r"\bt\b.* must be real"),
+    (
+        "commitment-traj-nan",
+        lambda: commitment(TWO, LIN, Trajectories(np.array([0.5, 0.4]), np.full((2, 2, 1), math.nan))),
+        ValueError,
+        r"traj.x must be finite",
+    ),
+    (
+        "commitment-traj-shape",
+        lambda: commitment(TWO, LIN, Trajectories(np.array([0.5, 0.4]), np.zeros((3, 2, 1)))),
+        ValueError,
+        r"traj.x must have shape \(2, n, 1\)",
+    ),
+    ("cloning-ts-nan", lambda: cloning_curve(TWO, LIN, [math.nan]), ValueError, r"ts must be finite"),
+    ("cloning-ts-complex", lambda: cloning_curve(TWO, LIN, [0.5 + 0j]), TypeError, r"ts must be real"),
+    (
+        "biroli-phi-s-complex",
+        lambda: biroli_cloning_probability(1 + 1j, 3),
+        TypeError,
+        r"s \(Ornstein-Uhlenbeck time\)",
+    ),
+    ("from_betas-complex", lambda: DDPM.from_betas([0.1 + 0j]), TypeError, r"betas must be real"),
+    ("owned_fraction-nan", lambda: _collapse().owned_fraction(math.nan), ValueError, r"t must be finite"),
+    ("excess_entropy-nan", lambda: excess_entropy(np.full((3, 2), math.nan), 0.5), ValueError, r"Y must be finite"),
+    ("biroli-schedule-str", lambda: biroli_times(TWO, "vp"), TypeError, r"schedule must be a theory Schedule"),
+    ("reduced_drift-x-nan", lambda: TwoDeltas().reduced_drift(math.nan, 0.5), ValueError, r"x must be finite"),
+    ("sample_components-idx", lambda: GM.sample_components(None, [5]), ValueError, r"idx must be .* in \[0, 2\)"),
+    # --- values so large that float64 overflows downstream: refused with the allowed range
+    ("eta-huge", lambda: drift(TWO, LIN, X1, 0.5, eta=1e200), ValueError, r"eta must be a finite number <= 1e\+50"),
+    ("critical-eta-huge", lambda: critical_time(TWO, LIN, eta=1e200), ValueError, r"eta must be a finite number <="),
+    ("tree-eta-huge", lambda: bifurcation_tree(TWO, LIN, eta=1e200), ValueError, r"eta must be a finite number <="),
+    ("system-a-huge", lambda: TwoDeltas(1e200), ValueError, r"a must be a finite number <= 1e\+100 .*; got 1e\+200"),
+    ("system-v0-huge", lambda: TwoGaussians(1.0, 1e200), ValueError, r"v0 must be a finite number <= 1e\+100"),
+    ("system-eta-huge", lambda: TwoDeltas().centre_t_c(LIN, 1e200), ValueError, r"eta must be a finite number <="),
+    ("points-huge", lambda: DeltaMixture([[1e200], [1.0]]), ValueError, r"points must have every \|value\| <= 1e\+100"),
+    ("x-huge", lambda: TWO.score(np.array([1e200]), 0.5, LIN), ValueError, r"x must have every \|value\| <= 1e\+100"),
+    ("ve-sigma_max-huge", lambda: VE(sigma_max=1e300), ValueError, r"sigma_max must be a finite number <= 1e\+100"),
+    # --- requests too large for the machine, refused before jax allocates (an XLA failure aborts the process)
+    ("cloning-memory", lambda: cloning_curve(TWO, LIN, [0.5], n=10**9), MemoryError, r"cloning_curve of 2000000000"),
+    ("sample-memory", lambda: TWO.sample(None, 0.5, LIN, 10**12), MemoryError, r"sampling 1000000000000 points"),
 ]
+
+
+def _collapse():
+    """A collapse result built directly (its owned fraction reads t_own only)."""
+    return CollapseTime(0.3, 0.6, 0.6, 0.5, np.array([0.3, 0.4]), ("fold", "fold"), None)
+
 
 EMPIRICAL = [
     # --- tolerances and counts
@@ -333,6 +456,22 @@ def test_cosine_schedule_has_its_limits_at_T():
     # Just below T, theta follows the closed form cos(phi(t)) / cos(phi(0)) (no spurious floor of 1e-16).
     phi = lambda t: (t + 0.008) / 1.008 * math.pi / 2  # noqa: E731
     assert float(COS.theta(1 - 1e-9)) == pytest.approx(math.cos(phi(1 - 1e-9)) / math.cos(phi(0)), rel=1e-6)
+
+
+def test_integer_arrays_are_real_numbers():
+    # Integers are exact real numbers: points and x of any integer dtype give the float64 result.
+    th, s2 = float(LIN.theta(0.3)), float(LIN.sigma2(0.3))
+    score = DeltaMixture(np.array([[-1], [1]], dtype=np.int8)).score(np.array([1], dtype=np.uint8), 0.3, LIN)
+    assert score.dtype == np.float64
+    assert float(score[0]) == pytest.approx((th * math.tanh(th / s2) - 1.0) / s2, rel=1e-13)
+
+
+@pytest.mark.parametrize("a", [1e3, 1e25, 1e100])
+def test_closed_form_holds_for_far_apart_points(a):
+    # eta = 1: s^2 + 2 a^2 s - 1 = 0, so theta_c^2 = 1 / (a^2 + sqrt(a^4 + 1)) (no cancellation; a^4 as (a^2)^2
+    # scaled). The textbook root gave 0.707 at a = 1e25 and overflowed at 1e100.
+    s = 1.0 / (a**2 + a**2 * math.sqrt(1.0 + a**-4))
+    assert TwoDeltas(a).centre_theta_c(1.0) == pytest.approx(math.sqrt(s), rel=1e-14)
 
 
 def test_heun_to_t_zero_lands_on_the_data():

@@ -268,7 +268,7 @@ class VE(Schedule):
         return self.T * r / np.log(self.sigma_max / self.sigma_min)
 
     def t_from_snr(self, snr):
-        return self.t_from_sigma(1.0 / jnp.sqrt(jnp.asarray(snr, dtype=jnp.float64)))
+        return self.t_from_sigma(1.0 / jnp.sqrt(jnp.asarray(_check_snr(snr), dtype=jnp.float64)))
 
 
 class DDPM(Schedule):
