@@ -107,3 +107,18 @@ def test_the_paper_pair_under_ddpm_is_one_pitchfork():
     ]
     assert abs(tree.nodes[1].t_birth - problem.system.t_c(schedule)) < 1e-10
     assert round(tree.nodes[1].t_birth, 10) == 0.2926953899
+
+
+@pytest.mark.parametrize(
+    "sname, eta",
+    [(s, 1.0) for s in SCHEDULES] + [pytest.param(s, e, marks=pytest.mark.slow) for s in SCHEDULES for e in (0.5, 2.0)],
+)
+def test_collapse_of_the_pair_is_the_closed_form_pitchfork(sname, eta):
+    """Each point of the pair owns its attractor up to the pitchfork, where the two meet the shared centre; past it
+    Newton lands on the centre off its symmetry plane (no tie shows), which must not extend the points' own."""
+    from theory import collapse_time
+
+    schedule, system = SCHEDULES[sname], PROBLEMS["deltas +-1 (paper)"].system
+    ct = collapse_time(system.data, schedule, eta, n_grid=32)
+    assert ct.how == ("crossing", "crossing")
+    assert abs(ct.t - system.t_c(schedule, eta)) < 1e-9
