@@ -79,7 +79,7 @@ def timed_critical_time(name, X, **kw):
         "centre_t": ct.centre_t,
         "macroscopic_t": None if m is None else m.t,
         "macroscopic_theta": None if m is None else m.theta,
-        "macroscopic_mass": None if m is None else m.basin_mass,
+        "macroscopic_m": None if m is None else m.m,
         "options": {k: v for k, v in kw.items() if k != "devices"},
     }
     print(json.dumps(row), flush=True)

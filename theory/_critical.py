@@ -1,4 +1,4 @@
-r"""The first bifurcation met in generation, and the first one whose new attractor holds mass.
+r"""The first bifurcation met in generation, the basin mass of its new attractor, and the macroscopic breaking time.
 
 How the search is seeded, and what it guarantees:
 1. The centre branch: the unique attractor at T, continued down a log-SNR grid until it loses
@@ -10,14 +10,14 @@ How the search is seeded, and what it guarantees:
 3. Each attractor found is continued back up (t increasing) until it ceases to exist; its fold,
    located by Newton on the extended system, is its birth. The largest birth time is the first
    saddle-node; a birth on the centre where the centre lost stability is the pitchfork itself.
-Guarantee: every attractor reachable from a seed at the scanned times, and every attractor
-continuously connected to one of them, is accounted for; an attractor born and dead between two
-grid times with no seed in its basin can be missed (refine ``n_grid``, raise ``n_seeds``).
+Guarantee (``theory._results.Seeding``): the first bifurcation among the attractors reachable from those
+seeds at the scanned times, and the branches continuously connected to them. Missed can be: the attractor
+of a data point outside the farthest-point subset whose basin holds no seed (``n_seeds`` < N), and an
+attractor born and dead between two grid times with no seed in its basin (refine ``n_grid``).
 
-The basin mass of a new attractor is the share of p_t that flows to it one grid cell (in log-SNR)
-below its birth, sampled (``n_mass`` draws; standard error sqrt(p (1 - p) / n)). The first
-bifurcation whose new attractor holds at least ``min_mass`` is reported apart (``macroscopic``):
-on real data the first saddle-node may create an attractor around a few outlying images.
+The basin mass of the first new attractor is the share of p_t that flows to it one grid cell (in log-SNR)
+below its birth, sampled (``n_mass`` draws; standard error sqrt(p (1 - p) / n)). The macroscopic breaking
+time, from the order parameter m(t) below the first bifurcation, is ``theory._order``'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from theory._continuation import (
     log_snr_grid,
     log_snr_shift,
 )
-from theory._search import basin_masses, descend_samples, heavy_attractors, polish, stable_points
+from theory._order import macroscopic_search
+from theory._search import basin_masses, descend_samples, polish, stable_points
 
 
 class _Run:
@@ -48,6 +49,8 @@ class _Run:
         self.n_seeds, self.tol_t, self.n_mass, self.seed = n_seeds, tol_t, n_mass, seed
         self.path = []  # (t, x) of the centre branch, t decreasing
         self.centre_t, self.centre_how = math.nan, ""
+        self.centre_to = 0  # the grid index the centre branch has reached
+        self.scanned = ()  # the grid times at which the attractors were collected
         self._centre = {}  # t -> the centre branch at t (centre_at)
         self.sep = 1e-6 * (1.0 + field.scale)
 
@@ -55,8 +58,13 @@ class _Run:
     def centre_branch(self, x_start, last=None):
         """The centre from ts[0] down to ts[last] (default: the grid's end) while it stays stable."""
         self.path.append((self.ts[0], x_start))
+        self.extend_centre(len(self.ts) - 1 if last is None else last)
+
+    def extend_centre(self, last):
+        """Carry the centre on from the grid index it has reached down to ts[last], unless it has ended."""
         lipschitz = 1e3 * (1.0 + self.f.scale) / self.T
-        for i in range(1, len(self.ts) if last is None else last + 1):
+        while not self.centre_how and self.centre_to < last:
+            i = self.centre_to + 1
             end = continue_branch(
                 self.f, self.path[-1][1], self.ts[i - 1], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
             )
@@ -65,6 +73,7 @@ class _Run:
                 if end.how in ("crossing", "fold"):
                     self.path.append((end.t, end.x))
                 return
+            self.centre_to = i
 
     def centre_at(self, t):
         """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""
@@ -228,12 +237,13 @@ def _close(a, b, rel):
 
 
 def first_bifurcations(
-    field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, n_mass, extra_cells=2, seed=0, centre="full"
+    field, schedule, *, t_min, n_grid, n_seeds, tol_t, threshold, n_mass, extra_cells=2, seed=0, centre="full"
 ):
     """The search of ``theory.critical_time``; returns a dict of what it found (see that function).
 
     ``centre="search"`` carries the centre branch only down to the lowest grid time the search visits (its
-    loss of stability below that cannot be the first bifurcation); ``"full"``: down to t_min."""
+    loss of stability below that cannot be the first bifurcation); ``"full"``: down to t_min. The macroscopic
+    search carries it further where it needs the centre."""
     run = _Run(field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed)
     ts = run.ts
     start = stable_points(field, ts[0], n_seeds)
@@ -255,37 +265,11 @@ def first_bifurcations(
     for j in range(i + 1, min(i + 1 + extra_cells, len(ts))):
         cur = stable_points(field, ts[j], n_seeds, extra=cur)
         found += [(j, x) for x in cur]
+    run.scanned = tuple(float(v) for v in ts[i : i + 1 + extra_cells])
     births = run.births_from(found)
     kind, t, x = run.classify(births, ts[i])
     first = {"kind": kind, "t": t, "x": x, "mass": run.mass_below(kind, t, x)}
     out = {"first": first, "run": run, "births": births}
-    if n_mass and min_mass > 0:
-        out["macroscopic"] = _macroscopic(run, first, births, min_mass, i + extra_cells)
+    if n_mass and len(start) == 1:
+        out["macroscopic"], out["order"] = macroscopic_search(run, t, threshold, n_mass, seed)
     return out
-
-
-def _macroscopic(run, first, births, min_mass, j0):
-    """The first bifurcation whose new attractor holds >= min_mass one grid cell below its birth."""
-    if first["mass"][0] >= min_mass:
-        return first
-    seen = list(births)
-    for tb, xb, how in births:
-        if how in ("cell", "bound"):
-            continue  # upper bounds only; heavy ones are found again by sampling below
-        if tb >= first["t"] and not _close(xb, first["x"], 1e-6):
-            mass = run.mass_below("saddle-node", tb, xb)
-            if mass[0] >= min_mass:
-                return {"kind": "saddle-node", "t": tb, "x": xb, "mass": mass}
-    for j in range(min(j0 + 1, len(run.ts) - 1), len(run.ts)):  # further down the grid, by sampling p_t
-        t = run.ts[j]
-        heavy = heavy_attractors(run.f, t, descend_samples(run.f, t, run.n_mass, run.seed), min_mass)
-        if not len(heavy):
-            continue
-        new = [b for b in run.births_from([(j, x) for x in heavy]) if b[2] not in ("cell", "bound")]
-        new = [b for b in new if not any(abs(b[0] - s[0]) <= 1e-9 * run.T for s in seen)]
-        seen += new
-        for tb, xb, _ in new:
-            mass = run.mass_below("saddle-node", tb, xb)
-            if mass[0] >= min_mass:
-                return {"kind": "saddle-node", "t": tb, "x": xb, "mass": mass}
-    return None

@@ -45,6 +45,103 @@ class Bifurcation:
 
 
 @dataclass(frozen=True)
+class Seeding:
+    """How ``critical_time`` searched, and what that guarantees (``guarantee``).
+
+    Attributes:
+        n_data: the number of data points (mixture components) N.
+        n_data_seeds: the farthest-point data attractors kappa y_j seeded at each scanned time (all N when
+            N <= ``n_seeds``).
+        n_grid: grid times, uniform in log-SNR, from T down to ``t_min``.
+        t_min: the grid's lowest time.
+        scanned: the grid times at which attractors were collected (the first with two, and the cells below).
+        centre: the ``centre`` option ("full": the centre branch down to t_min; "search": down to the scan).
+        n_mass: draws of p_t for the basin mass and the order parameter (no draw seeds the scan).
+    """
+
+    n_data: int
+    n_data_seeds: int
+    n_grid: int
+    t_min: float
+    scanned: tuple = ()
+    centre: str = "full"
+    n_mass: int = 0
+
+    @property
+    def every_point_seeded(self) -> bool:
+        return self.n_data_seeds >= self.n_data
+
+    @property
+    def guarantee(self) -> str:
+        if self.every_point_seeded:
+            seeds = f"all {self.n_data} data attractors kappa y_j"
+            miss = "an attractor born and gone between two grid times"
+        else:
+            seeds = f"{self.n_data_seeds} farthest-point data attractors kappa y_j of {self.n_data}"
+            miss = (
+                "the attractor of a data point outside the seeds whose basin holds no seed (raise n_seeds), "
+                "or one born and gone between two grid times"
+            )
+        times = ", ".join(f"{t:.6g}" for t in self.scanned) or "none"
+        return (
+            f"the first bifurcation among the attractors reached by descent from the centre and {seeds} at "
+            f"t = {times}, and the branches continued from them; {miss} can be missed"
+        )
+
+
+@dataclass(frozen=True)
+class OrderParameter:
+    """The order parameter m(t): the share of p_t that flows under the frozen drift to the central attractor.
+
+    The central attractor is the branch continued from the unique attractor at T; below ``centre_t``, where
+    it has lost stability or ceased to exist, m = 0. Each m is the share of ``n_samples`` seeded draws of p_t
+    whose descent ends there, with the binomial standard error sqrt(m (1 - m) / n).
+
+    Attributes:
+        t: (M,) forward times, decreasing.
+        m: (M,) the share at each time.
+        stderr: (M,) its standard error (0 where m is exact: below ``centre_t``).
+        n_samples: draws per time.
+        centre_t: where the central attractor ends (nan if it does not above the lowest time).
+    """
+
+    t: np.ndarray
+    m: np.ndarray
+    stderr: np.ndarray
+    n_samples: int
+    centre_t: float = math.nan
+
+    def macroscopic_time(self, threshold: float = 0.01) -> float:
+        """The largest of the times ``t`` at which 1 - m exceeds ``threshold`` (nan if none): the macroscopic
+        breaking time at the resolution of these times (``critical_time`` refines it by bisection)."""
+        from theory._checks import check_in_range
+
+        check_in_range("threshold", threshold, 0.0, 1.0, open_hi=True)
+        above = np.nonzero(1.0 - self.m > threshold)[0]
+        return float(np.max(self.t[above])) if len(above) else math.nan
+
+    def __repr__(self):
+        return f"OrderParameter(n_times={len(self.t)}, n_samples={self.n_samples}, centre_t={self.centre_t:.6g})"
+
+
+@dataclass(frozen=True)
+class MacroscopicTime:
+    """The macroscopic breaking time ``t``: the largest t at which 1 - m(t) exceeds ``threshold`` (m: the order
+    parameter), located by bisection in log-SNR on the same seeded draws at every time; ``m`` +- ``stderr``: the
+    order parameter at the bracket's lower end, where 1 - m > threshold."""
+
+    t: float
+    theta: float
+    snr: float
+    threshold: float
+    m: float
+    stderr: float
+
+    def __repr__(self):
+        return f"MacroscopicTime(t={self.t:.10g}, threshold={self.threshold:g}, m={self.m:.4g} +- {self.stderr:.2g})"
+
+
+@dataclass(frozen=True)
 class CriticalTime:
     """The first bifurcation met in the generative direction (t decreasing from T).
 
@@ -68,8 +165,11 @@ class CriticalTime:
         message: why kind is "none".
         basin_mass, basin_mass_se: the share of p_t that flows to the new attractor one grid cell (in
             log-SNR) below t, and its standard error (nan when not sampled).
-        macroscopic: the first bifurcation whose new attractor holds at least ``min_mass`` of p_t (this
-            one, a later one, or None if none was found down to t_min or masses were not sampled).
+        macroscopic: the macroscopic breaking time (a ``MacroscopicTime``): the largest t at which the share
+            of p_t that leaves the central attractor exceeds the threshold; None where not sampled or not
+            reached above t_min.
+        order: the order parameter m(t) at the grid times sampled for ``macroscopic`` (an ``OrderParameter``).
+        seeding: how the search was seeded (a ``Seeding``); ``guarantee`` says what that guarantees.
     """
 
     t: float
@@ -88,17 +188,26 @@ class CriticalTime:
     message: str = ""
     basin_mass: float = math.nan
     basin_mass_se: float = math.nan
-    macroscopic: Bifurcation | None = None
+    macroscopic: MacroscopicTime | None = None
+    order: OrderParameter | None = None
+    seeding: Seeding | None = None
+
+    @property
+    def guarantee(self) -> str:
+        """What the search guarantees about ``t``, from how it was seeded (``Seeding.guarantee``)."""
+        return "" if self.seeding is None else self.seeding.guarantee
 
     def __repr__(self):
         if self.kind == "none":
             msg = self.message if len(self.message) <= 160 else self.message[:157] + "..."
             return f"CriticalTime(kind='none', centre_t={self.centre_t:.10g}, message={msg!r})"
         macro = "None" if self.macroscopic is None else f"t={self.macroscopic.t:.10g}"
+        sd = self.seeding
+        seeds = "" if sd is None else f", seeds={sd.n_data_seeds} of {sd.n_data}, n_grid={sd.n_grid}"
         return (
             f"CriticalTime(kind={self.kind!r}, t={self.t:.10g}, theta={self.theta:.10g}, snr={self.snr:.6g}, "
             f"centre_t={self.centre_t:.10g}, eta={self.eta:g}, basin_mass={self.basin_mass:.4g}, "
-            f"macroscopic({macro}), d={len(self.x)})"
+            f"macroscopic({macro}), d={len(self.x)}{seeds})"
         )
 
 
@@ -129,12 +238,13 @@ def _at(schedule, t, fn):
     return float(getattr(schedule, fn)(t)) if np.isfinite(t) else math.nan
 
 
-def bifurcation(schedule, kind, t, x, mass) -> Bifurcation:
-    return Bifurcation(float(t), _at(schedule, t, "theta"), _at(schedule, t, "snr"), kind, x, *mass)
+def macroscopic_time(schedule, t, threshold, m, se) -> MacroscopicTime:
+    return MacroscopicTime(float(t), _at(schedule, t, "theta"), _at(schedule, t, "snr"), float(threshold), m, se)
 
 
-def critical_result(schedule, eta, kind, t, x, direction, centre_t, message="", mass=(math.nan, math.nan), macro=None):
-    """A CriticalTime with every derived number (theta, sigma, snr, OU time, DDPM steps) from the schedule."""
+def critical_result(schedule, eta, kind, t, x, direction, centre_t, message="", mass=(math.nan, math.nan), **found):
+    """A CriticalTime with every derived number (theta, sigma, snr, OU time, DDPM steps) from the schedule;
+    ``found``: macroscopic, order, seeding."""
     th = _at(schedule, t, "theta")
     step = gen = None
     if isinstance(schedule, DDPM) and np.isfinite(th):
@@ -157,5 +267,5 @@ def critical_result(schedule, eta, kind, t, x, direction, centre_t, message="", 
         message=message,
         basin_mass=float(mass[0]),
         basin_mass_se=float(mass[1]),
-        macroscopic=macro,
+        **found,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory._continuation import dedup, group
+from theory._continuation import dedup
 
 FLOAT32_MIN_WORK = 1e7  # N d above which the descent runs in float32 (it only chooses candidates)
 
@@ -79,16 +79,3 @@ def basin_masses(field, t, attractors, n_samples=256, seed=0, max_iter=3000, lim
     counts = np.bincount(dist.argmin(axis=1)[near], minlength=len(A))
     mass = counts / n
     return BasinMasses(float(t), mass, np.sqrt(mass * (1.0 - mass) / n), n, float(1.0 - near.mean()))
-
-
-def heavy_attractors(field, t, limits, min_mass):
-    """The attractors at t that hold at least ``min_mass`` of the draws whose descent ``limits`` are given:
-    the limits are grouped (within 1e-3 (1 + scale)) and only the heavy groups are polished and tested,
-    so the many light attractors of a large data set cost no Newton solve or eigenvalue."""
-    reps, counts = group(limits[np.all(np.isfinite(limits), axis=1)].reshape(-1, field.d), 1e-3 * (1.0 + field.scale))
-    keep = reps[counts >= min_mass * len(limits)]
-    if not len(keep):
-        return np.zeros((0, field.d))
-    Xp, ok = polish(field, keep, t)
-    X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))
-    return np.array([x for x in X if field.stable(x, t)]).reshape(-1, field.d)

@@ -24,18 +24,22 @@ import math
 
 import numpy as np
 
-from theory._checks import check_eta, check_in_range, check_int, check_tolerance
+from theory._checks import check_eta, check_finite_array, check_in_range, check_int, check_tolerance
 from theory._continuation import continue_branch, log_snr_grid
-from theory._critical import first_bifurcations
+from theory._critical import _Run, first_bifurcations
 from theory._engine import exact_field, grid_search_setup, one_blas_thread
+from theory._order import share_at
 from theory._results import (
     Bifurcation,
     BifurcationDiagram,
     CriticalTime,
     FixedPoint,
+    MacroscopicTime,
+    OrderParameter,
+    Seeding,
     SpeciationTime,
-    bifurcation,
     critical_result,
+    macroscopic_time,
 )
 from theory._roots1d import roots_1d
 from theory._search import stable_points
@@ -45,10 +49,14 @@ __all__ = [
     "FixedPoint",
     "Bifurcation",
     "CriticalTime",
+    "MacroscopicTime",
+    "OrderParameter",
+    "Seeding",
     "SpeciationTime",
     "BifurcationDiagram",
     "fixed_points",
     "critical_time",
+    "order_parameter",
     "speciation_time",
     "bifurcation_diagram",
     "descend",
@@ -137,7 +145,7 @@ def critical_time(
     n_grid: int = 64,
     n_seeds: int = 256,
     tol_t: float = 1e-13,
-    min_mass: float = 0.01,
+    threshold: float = 0.01,
     n_mass: int = 256,
     seed: int = 0,
     devices=None,
@@ -145,56 +153,98 @@ def critical_time(
 ) -> CriticalTime:
     """The first bifurcation of the fixed-point set in the generative direction (DESIGN.md).
 
-    Scans a grid uniform in log-SNR from T down to ``t_min`` (default 1e-4 T) for the first time
-    with a second stable fixed point, collects the attractors a few cells further down, and carries
-    each back up to its birth (a fold, located by Newton on the extended system to ``tol_t``); the
-    centre branch's loss of stability is located by Brent's method. The earlier of the two is the
-    critical time (``theory._critical`` says how the search is seeded and what it guarantees).
+    Scans a grid uniform in log-SNR from T down to ``t_min`` for the first time with a second stable fixed
+    point, collects the attractors a few cells further down, and carries each back up to its birth (a fold,
+    located by Newton on the extended system to ``tol_t``); the centre branch's loss of stability is located
+    by Brent's method. The earlier of the two is the critical time. The result's ``seeding`` says how the
+    search was seeded and ``guarantee`` what that guarantees: the first bifurcation among the attractors
+    reachable from those seeds (``theory._critical``). Where a cheaper option can miss a bifurcation:
 
-    With ``n_mass`` > 0, the share of p_t that flows to the new attractor one grid cell below its
-    birth is sampled (``n_mass`` draws, seeded by ``seed``), and ``macroscopic`` reports the first
-    bifurcation whose new attractor holds at least ``min_mass``. ``devices``: jax devices to shard
-    the data over (default: all local devices). ``centre="search"`` carries the centre branch only as far
-    down as the search for the first bifurcation goes (``centre_t`` is then nan where the centre is still
-    stable there, and ``message`` says so); ``"full"`` (the default) down to ``t_min``. On large data
-    sets the centre below the first bifurcation is most of the cost.
+    - ``n_seeds``: the data attractors kappa y_j seeded at each scanned time, a farthest-point subset when
+      N > n_seeds. Fewer seeds can miss the attractor of a point outside the subset whose basin holds no
+      seed: a heavy point inside the outliers' hull, born first with a basin that no sample of p_t reaches.
+      With n_seeds >= N every data attractor is seeded.
+    - ``n_grid``: grid times from T to ``t_min``. A coarser grid can miss an attractor born and gone between
+      two grid times; the cells carried back up are wider (more branches, same answer otherwise).
+    - ``t_min`` (default 1e-4 T): no bifurcation below it is looked for.
+    - ``tol_t``: the accuracy of the located time; it does not change which bifurcation is found.
+    - ``centre="search"``: the centre branch is continued only as far down as the search goes (its loss of
+      stability below that cannot be the first bifurcation; ``centre_t`` is then nan and ``message`` says
+      where it stopped). It misses no first bifurcation; on large data sets the centre below the first
+      bifurcation is most of the cost. ``"full"`` (the default): down to ``t_min``.
+    - ``n_mass``: draws of p_t (seeded by ``seed``) for the basin mass of the new attractor one grid cell
+      below its birth (``basin_mass``) and for the order parameter m(t), the share of p_t that flows to the
+      central attractor; ``macroscopic`` is the largest t at which 1 - m(t) exceeds ``threshold`` (located
+      by bisection; ``order``: m at the grid times sampled). 0: neither. Fewer draws give coarser shares.
+    - ``devices``: jax devices to shard the data over (default: all local devices).
 
     Examples:
         >>> import numpy as np
         >>> from theory import DeltaMixture, VPLinear, critical_time
         >>> ct = critical_time(DeltaMixture([[-1.0], [1.0]]), VPLinear())
-        >>> ct.kind, round(ct.theta, 10), round(ct.t, 10)
-        ('pitchfork', 0.6435942529, 0.2926416543)
+        >>> ct.kind, round(ct.theta, 10), round(ct.t, 10), ct.macroscopic.t == ct.t
+        ('pitchfork', 0.6435942529, 0.2926416543, True)
     """
     f, eta, t_min, n_grid, tol_t = grid_search_setup(data, schedule, eta, t_min, 1e-4, n_grid, tol_t, devices=devices)
     n_seeds, n_mass = check_int("n_seeds", n_seeds, 1), check_int("n_mass", n_mass, 0)
-    check_in_range("min_mass", min_mass, 0.0, 1.0)
+    check_in_range("threshold", threshold, 0.0, 1.0, open_hi=True)
     if centre not in ("full", "search"):
         raise ValueError(f"centre must be 'full' or 'search'; got {centre!r}")
-    res = first_bifurcations(
-        f,
-        schedule,
-        t_min=t_min,
-        n_grid=n_grid,
-        n_seeds=n_seeds,
-        tol_t=tol_t,
-        min_mass=min_mass,
-        n_mass=n_mass,
-        seed=seed,
-        centre=centre,
-    )
+    opts = {"t_min": t_min, "n_grid": n_grid, "n_seeds": n_seeds, "tol_t": tol_t, "n_mass": n_mass, "seed": seed}
+    res = first_bifurcations(f, schedule, threshold=float(threshold), centre=centre, **opts)
     run, nan = res["run"], math.nan
+    seeding = Seeding(f.n_components, min(n_seeds, f.n_components), n_grid, t_min, run.scanned, centre, n_mass)
     if "none" in res:
         empty = np.full(f.d, nan)
-        return critical_result(schedule, eta, "none", nan, empty, empty, run.centre_t, res["none"])
-    first, m = res["first"], res.get("macroscopic")
-    macro = None if m is None else bifurcation(schedule, m["kind"], m["t"], m["x"], m["mass"])
+        return critical_result(schedule, eta, "none", nan, empty, empty, run.centre_t, res["none"], seeding=seeding)
+    first, found = res["first"], {"seeding": seeding}
+    if "order" in res:
+        m, rows = res["macroscopic"], np.array(res["order"], dtype=np.float64).reshape(-1, 3)
+        found["order"] = OrderParameter(rows[:, 0], rows[:, 1], rows[:, 2], n_mass, run.centre_t)
+        found["macroscopic"] = None if m is None else macroscopic_time(schedule, m[0], threshold, m[1], m[2])
     direction = f.top_eig(first["x"], first["t"])[1]
     cut = centre == "search" and not run.centre_how and run.path
     note = f"centre branch not continued below t = {run.path[-1][0]:.6g} (centre='search')" if cut else ""
     return critical_result(
-        schedule, eta, first["kind"], first["t"], first["x"], direction, run.centre_t, note, first["mass"], macro
+        schedule, eta, first["kind"], first["t"], first["x"], direction, run.centre_t, note, first["mass"], **found
     )
+
+
+@one_blas_thread
+def order_parameter(
+    data, schedule: Schedule, times, eta: float = 1.0, *, n_samples: int = 256, seed: int = 0, devices=None
+) -> OrderParameter:
+    """The order parameter m(t): the share of p_t that flows under the frozen drift to the central attractor.
+
+    The central attractor is the unique attractor at T continued down in t (``centre_t``: where it loses
+    stability or ceases to exist; m = 0 below). At each of ``times`` (M,), ``n_samples`` draws of p_t
+    (seeded: the same data indices and noises at every time) descend the potential; m is the share that ends
+    at the centre, with standard error sqrt(m (1 - m) / n). ``macroscopic_time(threshold)`` of the result is
+    the largest of these times at which 1 - m exceeds the threshold (DESIGN.md: the macroscopic breaking
+    time; ``critical_time`` locates it by bisection).
+
+    Examples:
+        >>> from theory import DeltaMixture, VPLinear, order_parameter
+        >>> op = order_parameter(DeltaMixture([[-1.0], [1.0]]), VPLinear(), [0.5, 0.2], n_samples=64)
+        >>> op.t.tolist(), op.m.tolist(), op.macroscopic_time()
+        ([0.5, 0.2], [1.0, 0.0], 0.2)
+    """
+    ts = check_finite_array("times", times)
+    if ts.ndim != 1 or not len(ts):
+        raise ValueError(f"times must be a non-empty 1-D array of forward times; got shape {ts.shape}")
+    f = exact_field(data, schedule, check_eta(eta), ts, "times", devices=devices)
+    n, seed = check_int("n_samples", n_samples, 1), check_int("seed", seed, 0)
+    ts = np.sort(ts)[::-1]
+    run = _Run(f, schedule, min(float(ts[-1]), 0.5 * f.T), 64, 256, 1e-13, 0, seed)
+    start = stable_points(f, run.ts[0], 256)
+    if len(start) != 1:
+        raise ValueError(
+            f"{len(start)} stable fixed points at t = {run.ts[0]:.6g}: no central attractor for m(t) "
+            f"(eta = {eta}; see critical_time's message for this data set)"
+        )
+    run.centre_branch(start[0], int(np.searchsorted(-run.ts, -ts[-1])))
+    rows = np.array([share_at(run, float(t), n, seed) for t in ts]).reshape(-1, 2)
+    return OrderParameter(ts, rows[:, 0], rows[:, 1], n, run.centre_t)
 
 
 @one_blas_thread
