@@ -520,7 +520,7 @@ def shell() -> str:
     head = [
         "data",
         "$t$",
-        "bound $\\kappa \\max_i |x_i|$",
+        "bound $\\kappa \\max_i \\lvert x_i \\rvert$",
         "noisy-image radius (mean ± std)",
         "standard deviations inside",
     ]

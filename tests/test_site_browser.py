@@ -1,11 +1,12 @@
-"""The docs site as a reader sees it: built with mkdocs, served on 127.0.0.1, opened in headless Chromium.
+"""The docs site as a reader sees it: built with mkdocs, served on 127.0.0.1, every page opened in headless Chromium.
 
-A page fails on raw TeX left in its visible text (KaTeX did not run), on a KaTeX error, on a request that
-leaves 127.0.0.1 (a CDN script, style or font: the site must work with no network), on a request that fails
-(a missing figure, font or script) and on an image that does not decode. Chromium (Debian's ``chromium``;
-.ci/run installs it) is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``): no
-driver, no websocket client, no extra Python package. Without Chromium the browser tests skip, unless
-``SBD_REQUIRE_BROWSER=1`` (CI) makes that a failure.
+A page fails on raw TeX left in its visible text (KaTeX did not run), on a KaTeX error, on an error in the
+browser's console, on a request that leaves 127.0.0.1 (a CDN script, style or font: the site must work with no
+network), on a request that fails (a missing figure, font or script), on an image that does not decode, and on a
+link to a page or an anchor of the site that does not exist. A notebook page must show its cells. Chromium
+(Debian's ``chromium``; .ci/run installs it) is driven over the DevTools protocol on a pipe
+(``--remote-debugging-pipe``): one browser for all pages, no driver, no websocket client, no extra Python
+package. Without Chromium the browser tests skip, unless ``SBD_REQUIRE_BROWSER=1`` (CI) makes that a failure.
 """
 
 import fcntl
@@ -72,6 +73,8 @@ PAGE_REPORT = """(async () => {
     scripts: [...document.scripts].map((s) => s.src).filter(Boolean),
     images: images.map((i) => ({ src: i.currentSrc.slice(0, 100), ok: i.complete && i.naturalWidth > 0 })),
     font_errors: [...document.fonts].filter((f) => f.status === "error").map((f) => f.family),
+    notebook_cells: document.querySelectorAll(".jp-Cell").length,
+    links: [...document.querySelectorAll("a[href]")].map((a) => a.href),
   };
 })()"""
 
@@ -132,19 +135,26 @@ class Chromium:
         while not any(e.get("method") == method and e.get("sessionId") == session for e in self.events):
             self.events.append(self._read(timeout))
 
-    def open(self, url: str) -> tuple[dict, dict]:
-        """Load ``url`` in a new tab: the page's report (PAGE_REPORT) and its requests {url: status or error}."""
+    def open(self, url: str) -> tuple[dict, dict, list[str]]:
+        """Load ``url`` in a new tab: the page's report (PAGE_REPORT), its requests {url: status or error} and the
+        errors its console showed."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         s = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.send("Network.enable", session=s)
-        self.send("Page.enable", session=s)
+        for domain in ("Network", "Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable", session=s)
         self.send("Page.navigate", {"url": url}, session=s)
         self.wait_for("Page.loadEventFired", s)
         args = {"expression": PAGE_REPORT, "awaitPromise": True, "returnByValue": True}
         report = self.send("Runtime.evaluate", args, session=s)["result"]["value"]
-        urls, requests = {}, {}
+        urls, requests, console = {}, {}, []
         for e in (e for e in self.events if e.get("sessionId") == s):
             p = e.get("params", {})
+            if e["method"] == "Runtime.exceptionThrown":
+                console.append(p["exceptionDetails"].get("exception", {}).get("description", str(p)[:200]))
+            elif e["method"] == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+                console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])[:200])
+            elif e["method"] == "Log.entryAdded" and p["entry"]["level"] == "error":
+                console.append(f"{p['entry']['text']} {p['entry'].get('url', '')}"[:200])
             if e["method"] == "Network.requestWillBeSent":
                 urls[p["requestId"]] = p["request"]["url"]
                 requests.setdefault(p["request"]["url"], "sent")
@@ -154,7 +164,7 @@ class Chromium:
                 requests[urls.get(p["requestId"], p["requestId"])] = p["errorText"]
         self.send("Target.closeTarget", {"targetId": target})
         self.events = [e for e in self.events if e.get("sessionId") != s]
-        return report, requests
+        return report, requests, console
 
     def close(self) -> None:
         try:
@@ -244,7 +254,7 @@ def test_site_builds_strict_and_self_contained(site):
     assert not remote, remote
 
 
-def _problems(report: dict, requests: dict, origin: str) -> list[str]:
+def _problems(report: dict, requests: dict, console: list[str], origin: str) -> list[str]:
     """Everything wrong on one page, as messages (empty: the page is fine)."""
     text = report["text"]
     out = [f"raw TeX: ...{text[max(0, m.start() - 40) : m.end() + 40]!r}..." for m in RAW_TEX.finditer(text)]
@@ -254,33 +264,76 @@ def _problems(report: dict, requests: dict, origin: str) -> list[str]:
     out += [f"script not from the site: {s}" for s in report["scripts"] if not s.startswith(origin)]
     out += [f"image did not load: {i['src']}" for i in report["images"] if not i["ok"]]
     out += [f"font did not load: {f}" for f in report["font_errors"]]
+    out += [f"console: {c}" for c in console]
     for url, status in requests.items():
         parts = urlsplit(url)
         if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname != "127.0.0.1":
             out.append(f"request leaves 127.0.0.1: {url}")
         elif status != "sent" and (isinstance(status, str) or status >= 400):  # "sent": a worker's own request
             out.append(f"request failed ({status}): {url}")
-    return out[:20]
+    return out
 
 
-# page: (at least so many rendered formulas, at least so many images)
-PAGES = {
+ID = re.compile(r"""\sid=["']([^"']+)["']""")
+
+
+@functools.cache
+def _ids(path: Path) -> frozenset:
+    return frozenset(ID.findall(path.read_text(errors="replace")))
+
+
+def _broken_links(links: list[str], origin: str, folder: Path) -> list[str]:
+    """Links into the site whose page (or file) or anchor does not exist in the built folder."""
+    out = []
+    for link in dict.fromkeys(links):
+        parts = urlsplit(link)
+        if not link.startswith(origin):
+            continue  # another host: not loaded by the page, not checked here
+        target = folder / parts.path.lstrip("/")
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            out.append(f"broken link: {link}")
+        elif parts.fragment and target.suffix == ".html" and parts.fragment not in _ids(target):
+            out.append(f"broken anchor: {link}")
+    return out
+
+
+def _pages(folder: Path) -> list[str]:
+    """Every page of the built site, as its path from the root ("" is the home page)."""
+    rel = (p.parent.relative_to(folder) for p in folder.rglob("index.html"))
+    return sorted("" if r == Path(".") else f"{r}/" for r in rel)
+
+
+# page: at least so many rendered formulas and images: that KaTeX ran, and that the figures are there
+AT_LEAST = {
     "derivations/": (100, 0),  # the most mathematics
     "conventions/": (20, 0),  # formulas in headings, so in the table of contents too
     "late_start/": (5, 4),  # a results page: figures and formulas
     "notebooks/": (5, 20),  # every committed figure
-    "notebook": (2, 1),  # an executed notebook: markdown cells, outputs (LaTeX, figures)
 }
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("page", PAGES)
-def test_page_renders_offline(site, browser, page):
-    _, base, notebook = site
-    report, requests = browser.open(base + (notebook if page == "notebook" else page))
-    problems = _problems(report, requests, base.rstrip("/"))
-    assert not problems, "\n".join(problems)
-    n_formulas, n_images = PAGES[page]
-    assert report["katex"] >= n_formulas and len(report["images"]) >= n_images, (report["katex"], report["images"])
-    assert report["arithmatex"] == 0 or not report["unrendered"]  # every formula of a markdown page rendered
-    assert any(url.endswith("katex.min.js") and status == 200 for url, status in requests.items())
+def test_every_page_renders_offline(site, browser):
+    """Every page of the site, one after the other in one browser: nothing wrong on any of them (_problems, broken
+    links), every notebook page shows its cells, and the executed notebook its outputs."""
+    folder, base, notebook = site
+    origin = base.rstrip("/")
+    pages = _pages(folder)
+    assert len(pages) >= 40 and {"", "breaking_time/", "late_start/", notebook} <= set(pages), pages
+    failures, reports = {}, {}
+    for page in pages:
+        report, requests, console = browser.open(base + page)
+        problems = _problems(report, requests, console, origin) + _broken_links(report["links"], origin, folder)
+        if page.startswith("notebooks/") and page != "notebooks/" and report["notebook_cells"] == 0:
+            problems.append("no notebook cell on the page")
+        if report["arithmatex"] and report["unrendered"]:
+            problems.append(f"{len(report['unrendered'])} formulas not rendered")
+        if problems:
+            failures[page] = problems[:10]
+        reports[page] = report
+    assert not failures, "\n".join(f"{page}: {p}" for page, problems in failures.items() for p in problems)
+    for page, (n_formulas, n_images) in AT_LEAST.items():
+        assert reports[page]["katex"] >= n_formulas and len(reports[page]["images"]) >= n_images, page
+    assert reports[notebook]["katex"] >= 2 and reports[notebook]["images"], "the executed notebook: outputs shown"
