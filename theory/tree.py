@@ -6,7 +6,8 @@ the way down is a node. A node is born at a bifurcation and lives until it cease
 * a **saddle-node** (fold): a new attractor appears away from the others; its birth is the fold of its
   branch, located by Newton on the extended system R = 0, lambda_max(H) = 0 (``theory._continuation``);
 * a **pitchfork**: an attractor loses stability continuously (Brent's method on the top eigenvalue of H
-  along its branch) and the attractors born next to it are its children, born at that time;
+  along its branch) and the attractors whose branches, traced up, end at the same place and time (to
+  10 ``tol_t``) are its children, born at that time;
 * a **root**: an attractor already present at the grid's first time (one, for every finite data set on
   a VP schedule with eta > 0).
 
@@ -58,8 +59,8 @@ class TreeNode:
         kind: "root", "saddle-node" or "pitchfork".
         t_birth, theta_birth: forward time and theta of its birth; ``x_birth`` (d,) the birth point.
         birth_how: how the birth was located: "fold" (the extended system), "crossing" (the parent's loss of
-            stability, Brent's method), "root", or "halved" (Newton steps failed within tol_t: located to
-            tol_t but not verified as a fold).
+            stability, Brent's method), "root", or "halved" (the steps stopped and the extended system found
+            no fold next to them: not verified).
         t_end: where it ceases to be an attractor in generation (t_min if it lives to the end of the scan).
         end: "fold", "crossing" (it lost stability), "t_min", or "halved".
         times (k,), points (k, d): its position over its life, t decreasing from its birth.
@@ -136,15 +137,14 @@ class BifurcationTree:
 
 
 def locate_end(field, end, t_far, tol_t):
-    """A branch end that the steps left unverified (``halved``), located as ``critical_time`` locates births: by
-    the extended system R = 0, lam = 0 from the last good point, over the rest of the cell up to ``t_far``.
+    """A branch end the steps left unverified (``halved``), located as ``critical_time`` locates births: by the
+    extended system R = 0, lam = 0 from the last good point, over the rest of the cell up to ``t_far``; returns
+    the located end ("fold") or ``end`` unchanged.
 
     Near its end a branch moves as x_b + C sqrt|t_b - t|, faster than any Lipschitz bound L on the steps (which
-    keeps Newton from jumping onto a nearby attractor), so the steps stop about (C / 2L)^2 short of the end: 1e-6
-    for the paper's pair of points, beyond the 1e-6 T that the continuation's own polish looks ahead. At a
-    pitchfork the extended system converges to the parent's crossing, where R = 0 and lam = 0 as well.
-    Returns the located end ("fold") or ``end`` unchanged.
-    """
+    keeps Newton off nearby attractors): they stop about (C / 2L)^2 short, 1e-6 for the paper's pair of points,
+    beyond the 1e-6 T the continuation's own polish looks ahead. At a pitchfork the extended system converges to
+    the parent's crossing, where R = 0 and lam = 0 too."""
     if end.reached or end.how != "halved" or not hasattr(field, "fold_system"):
         return end
     fold = locate_fold(field, end.x, end.t, t_far, tol_t)
@@ -234,7 +234,7 @@ class _Scan:
                 self.f, n.path[-1][1], t0, t1, self.tol_t, lipschitz=self.lipschitz, path=path, reject=self.on_other(k)
             )
             n.path += path
-            end = self.located(end, t1)
+            end = locate_end(self.f, end, t1, self.tol_t)
             if end.reached:
                 still.append(k)
             else:
@@ -272,14 +272,11 @@ class _Scan:
                 lipschitz=self.lipschitz, path=up, reject=self.on_other(None),
             )  # fmt: skip
             path += up
-            end = self.located(end, self.ts[j - 1])
+            end = locate_end(self.f, end, self.ts[j - 1], self.tol_t)
             if not end.reached:
                 return float(end.t), end.x, end.how, path, j
             j, xj = j - 1, end.x
         return float(self.ts[0]), xj, "root", path, 0
-
-    def located(self, end, t_far):
-        return locate_end(self.f, end, t_far, self.tol_t)
 
     def make_node(self, tb, xb, how, path, j):
         """A node born at (tb, xb) in cell (ts[j], ts[j-1]): its kind and parent, then live."""
@@ -358,24 +355,12 @@ def scan_tree(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, max_n
             vals, counts = np.unique(labels[members], return_counts=True)
             comp = {v.item(): int(c) for v, c in zip(vals, counts, strict=True)}
         times = np.array([p[0] for p in n.path])
-        out.append(
-            TreeNode(
-                index=idx,
-                parent=n.parent,
-                kind=n.kind,
-                t_birth=n.t_birth,
-                theta_birth=float(schedule.theta(n.t_birth)),
-                x_birth=np.asarray(n.x_birth),
-                birth_how=n.birth_how,
-                t_end=float(n.t_end),
-                end=n.end,
-                times=times,
-                points=np.array([p[1] for p in n.path]).reshape(len(times), -1),
-                members=members,
-                share=len(members) / N,
-                composition=comp,
-            )
-        )
+        out.append(TreeNode(
+            index=idx, parent=n.parent, kind=n.kind, t_birth=n.t_birth, theta_birth=float(schedule.theta(n.t_birth)),
+            x_birth=np.asarray(n.x_birth), birth_how=n.birth_how, t_end=float(n.t_end), end=n.end, times=times,
+            points=np.array([p[1] for p in n.path]).reshape(len(times), -1), members=members,
+            share=len(members) / N, composition=comp,
+        ))  # fmt: skip
     eta = math.nan if field.eta is None else float(field.eta)
     return BifurcationTree(tuple(out), scan.ts, float(scan.ts[-1]), field.T, eta, scan.truncated)
 
