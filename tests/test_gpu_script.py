@@ -1,5 +1,5 @@
-"""scripts/gpu_breaking_time.sh (issue 10, section 5): its stages run end to end on a CPU, tiny (SMOKE=1), and it
-refuses to run without a folder for its results or with a data set it has no prediction for."""
+"""scripts/gpu_breaking_time.sh (the window networks on a GPU): its stages run end to end on a CPU, tiny
+(SMOKE=1), and it refuses to run without a folder for its results or with a data set it has no prediction for."""
 
 import json
 import os

@@ -141,7 +141,7 @@ def reduced(tmp_path_factory, one_torch_thread):
 
 
 def test_gls_beats_vanilla_at_three_steps(reduced):
-    """The issue's acceptance check at reduced size: FID (project features) of gls at the theory's t_start is
+    """The results page's acceptance check at reduced size: FID (project features) of gls at the theory's t_start is
     below the vanilla start's at n = 3, for every sampler; the KID agrees."""
     _, curves, _ = reduced
     rows = {(r["sampler"], r["init"], r["t_start_rule"]): r for r in curves["rows"] if r["n_steps"] == 3}
@@ -193,7 +193,7 @@ def test_rows_written_and_consistent(reduced):
 
 
 def test_committed_table():
-    """docs/results/late_start.json (the full run): the issue's fields, and both starts for every sampler and n."""
+    """docs/results/late_start.json (the full run): the table's fields, and both starts for every sampler and n."""
     path = ROOT / "docs" / "results" / "late_start.json"
     if not path.exists():
         pytest.skip("no committed results yet")
