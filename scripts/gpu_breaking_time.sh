@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The 28x28 breaking time with a wider network and several seeds, on a GPU in under 10 minutes.
 #
-# Per dataset and seed: train the window recipe of docs/appendix/breaking_time_28.md (U-Net, --t-train 0.4 0.9,
-# 3,000 steps) at width $CH, then measure its breaking time with the flow search (steps_sweep --search flow) and
-# merge the row into $OUT/breaking_vs_steps.json. All networks train first (fast), then the scans run while time is left: a global
-# deadline ($DEADLINE seconds from the start) bounds every stage, so a slow scan costs its own row, not the others.
-# What comes back is small: the rows, the log, the exported EMA weights of each network (< 8 files).
+# Per dataset and seed: train the window recipe of docs/appendix/breaking_time_28.md (U-Net, --t-train 0.4 0.9, 3,000
+# steps) at width $CH, then measure its breaking time with the flow search (steps_sweep --search flow) and merge the
+# row into $OUT/breaking_vs_steps.json. All networks train first (fast), then the scans run while time is left: a
+# global deadline ($DEADLINE seconds from the start) bounds every stage, so a slow scan costs its own row, not the
+# others. What comes back is small: the rows, the log, the exported EMA weights of each network (< 8 files).
 #
 # On the GPU machine (where the data are not installed, carry them: docs/appendix/breaking_time_28.md):
 #   FASHION_MNIST_DIR=.gpu-data/fashion-mnist OUT=$OUT scripts/gpu_breaking_time.sh
