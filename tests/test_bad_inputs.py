@@ -64,7 +64,7 @@ class NanDenoiser(ExactDenoiser):
     """A model that has gone wrong: eps = NaN everywhere."""
 
     def forward(self, x, t):
-        return super().forward(x, t) * math.nan
+        return torch.full_like(x, math.nan)
 
 
 def _measure(**kwargs):
@@ -472,6 +472,35 @@ def test_closed_form_holds_for_far_apart_points(a):
     # scaled). The textbook root gave 0.707 at a = 1e25 and overflowed at 1e100.
     s = 1.0 / (a**2 + a**2 * math.sqrt(1.0 + a**-4))
     assert TwoDeltas(a).centre_theta_c(1.0) == pytest.approx(math.sqrt(s), rel=1e-14)
+
+
+_UNDER_A_LIMIT = """
+import resource
+from theory import DeltaMixture, VPLinear
+from theory._checks import _read_number
+from theory.cloning_curve import cloning_curve
+vm = _read_number("/proc/self/status", "VmSize:", 1024)
+resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, resource.RLIM_INFINITY))  # ulimit -v: 1 GiB more
+try:
+    cloning_curve(DeltaMixture([[-1.0], [1.0]]), VPLinear(), [0.5], n=10**6)  # 6 GiB of paths
+except MemoryError as err:
+    print("refused:", err)
+"""
+
+
+def test_memory_guard_sees_an_address_space_limit():
+    # Under `ulimit -v` the machine's MemAvailable still shows every free GiB: the guard must see the limit,
+    # or the paths are allocated inside XLA, which aborts the process (std::bad_alloc) instead of raising.
+    import subprocess
+    import sys
+
+    env = {"OMP_NUM_THREADS": "1", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    root = str(__import__("pathlib").Path(__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", _UNDER_A_LIMIT], capture_output=True, text=True, timeout=300, env=env, cwd=root
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "refused: cloning_curve of 2000000 paths of 200 steps in d = 1 would need about 6.1 GiB" in out.stdout
 
 
 def test_heun_to_t_zero_lands_on_the_data():

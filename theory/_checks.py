@@ -183,15 +183,53 @@ def check_tolerance(name: str, value) -> float:
 
 
 def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo; total RAM elsewhere)."""
+    """Bytes a new allocation can get now: the least of MemAvailable (/proc/meminfo; total RAM where there is
+    none), the room under the process's cgroup memory limit (a container's), and the room under its address-space
+    limit (``ulimit -v``). Past any of them an allocation inside XLA aborts the process instead of raising."""
+    room = [_read_number("/proc/meminfo", "MemAvailable:", 1024), _cgroup_room(), _address_space_room()]
+    room = [r for r in room if r is not None]
+    return min(room) if room else os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_number(path, key=None, unit=1):
+    """The number in a file (or on its line starting with ``key``), times ``unit``; None if absent or "max"."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                if key is None or line.startswith(key):
+                    word = line.split()[1 if key else 0]
+                    return None if word == "max" else int(word) * unit
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _cgroup_room():
+    """limit - usage of this process's memory cgroup (v2 memory.max, v1 memory.limit_in_bytes), or None."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = [parts for parts in (line.rstrip("\n").split(":", 2) for line in f) if len(parts) == 3]
+    except OSError:
+        return None
+    for _, ctrl, path in lines:
+        v2 = ctrl == ""
+        if v2 or "memory" in ctrl.split(","):
+            base = "/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/memory"
+            for d in (base + path, base):  # inside a container the own cgroup is mounted at the root
+                limit = _read_number(f"{d}/memory.max" if v2 else f"{d}/memory.limit_in_bytes")
+                used = _read_number(f"{d}/memory.current" if v2 else f"{d}/memory.usage_in_bytes")
+                if limit is not None and used is not None:
+                    return limit - used
+    return None
+
+
+def _address_space_room():
+    """RLIMIT_AS minus the address space in use (VmSize), or None without a limit."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = _read_number("/proc/self/status", "VmSize:", 1024)
+    return None if soft == resource.RLIM_INFINITY or used is None else soft - used
 
 
 def check_memory(what: str, n_bytes: float, hint: str = "") -> None:
