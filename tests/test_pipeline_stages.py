@@ -50,8 +50,8 @@ def test_default_command_reproduces_the_committed_digits_model():
     same = {k for k in stored if k not in ("device", "bf16", "out")}
     assert {k: stored[k] for k in same} == {k: now[k] for k in same}
     added = now.keys() - stored.keys()  # fields added since the model was trained: their defaults = what it did
-    assert added <= {"attn", "snapshot_every", "t_train"}
-    assert now["attn"] is True and now["snapshot_every"] == 0
+    assert added <= {"attn", "snapshot_every", "t_train", "data"}
+    assert now["attn"] is True and now["snapshot_every"] == 0 and now["data"] is None
     assert tuple(now.get("t_train", (T_MIN, 1.0))) == (T_MIN, 1.0)  # the whole range, as Denoiser.loss drew it then
     assert stored["out"] == now["out"] == "runs/breaking-digits"
 

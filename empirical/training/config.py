@@ -1,14 +1,12 @@
 r"""The configuration dataclasses, composed instead of copied: ``DataConfig`` (which images), ``ModelConfig`` (the
-backbone), ``TrainConfig`` (both, plus the optimiser) and ``PipelineConfig`` (both, plus what the pipelines'
-shared denoiser, prediction and folders need; ``empirical.pipelines.breaking_time.pipeline.Config`` and
-``empirical.pipelines.late_start.pipeline.Config`` extend it).
+backbone) and ``TrainConfig`` (both, plus the optimiser); ``empirical.pipelines.config.PipelineConfig`` extends
+the first two for the pipelines.
 
 Each field is declared once; fields stay flat, so command lines (``--net unet --ch 16``), checkpoints'
-``config`` dicts and the committed commands keep their form. ``PipelineConfig`` changes three defaults of the
-trainer's (the pipelines' shared digits model: MLP depth 3, 12,000 steps, batch 256).
+``config`` dicts and the committed commands keep their form.
 
-    >>> PipelineConfig().train_config().depth, TrainConfig().depth
-    (3, 4)
+    >>> TrainConfig(net="unet", ch=16).net_kwargs()["ch"]
+    16
 """
 
 from __future__ import annotations
