@@ -8,6 +8,7 @@ draws of the data.
 """
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ pytest.importorskip("diffusers")  # the "diffusers" extra
 # diffusers calls np.array on torch tensors (numpy 2's copy keyword): not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
+MODEL = Path(__file__).resolve().parents[1] / "docs" / "results" / "digits_denoiser.pt"
 N = 300
 
 
@@ -79,11 +81,13 @@ def test_a_different_sampler_is_seen(den, score):
         (["--n-samples", "5"], "n_samples must be an int >= 10; got 5"),
         (["--model", "no/such/model.pt"], "model must be a checkpoint file of empirical.training.train"),
         (["--threads", "-1"], "threads must be an int >= 0"),
+        ([], "model: pass the checkpoint to sample"),
     ],
 )
 def test_cli_refuses_bad_arguments(argv, message, capsys):
     from empirical.pipelines.late_start.diffusers_fid import main
 
+    argv = argv if "--model" in argv or not argv else ["--model", str(MODEL), *argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -91,7 +95,7 @@ def test_cli_refuses_bad_arguments(argv, message, capsys):
 def test_cli_refuses_a_folder_as_out(tmp_path, capsys):
     from empirical.pipelines.late_start.diffusers_fid import main
 
-    assert main(["--out", str(tmp_path)]) == 2
+    assert main(["--model", str(MODEL), "--out", str(tmp_path)]) == 2
     assert f"out must be a JSON file path; {tmp_path} is a directory" in capsys.readouterr().err
 
 
@@ -101,7 +105,19 @@ def test_cli_rows_on_the_digits_model(tmp_path, capsys):
     from empirical.pipelines.late_start.diffusers_fid import main
 
     out = tmp_path / "rows.json"
-    argv = ["--samplers", "ddim", "pndm", "--n-steps", "5", "--n-samples", "40", "--classifier-steps", "20"]
+    argv = [
+        "--model",
+        str(MODEL),
+        "--samplers",
+        "ddim",
+        "pndm",
+        "--n-steps",
+        "5",
+        "--n-samples",
+        "40",
+        "--classifier-steps",
+        "20",
+    ]
     for _ in range(2):
         assert main([*argv, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -110,6 +126,6 @@ def test_cli_rows_on_the_digits_model(tmp_path, capsys):
         ("pndm", 5, 14, 14),
     ]
     assert all(r["dataset"] == "digits" and r["n_ref"] == 1797 and r["model"] == "docs/results/digits_denoiser.pt"
-               and r["command"].startswith("python -m empirical diffusers-fid --samplers ddim pndm")
+               and r["command"].startswith("python -m empirical diffusers-fid --model ")
                for r in rows)  # fmt: skip
     assert all(max(abs(d) for d in r["fid_diff"]) < 1e-3 * r["seed_range_ours"] for r in rows)

@@ -251,3 +251,10 @@ def test_ratio_table_sets_each_late_start_against_the_vanilla_cell_of_its_sample
     lines = ratio_table(cells).splitlines()
     assert lines[2:] == ["| ipndm | edm | 10 | gls (0.6091) | 30.00 | 10.00 | 3.00x | 100.00 | 40.00 | 2.50x |"]
     assert "Inception" not in ratio_table([{k: v for k, v in c.items() if k != "fid_inception"} for c in cells])
+
+
+def test_the_packaged_calibration_is_the_committed_curves():
+    """The rule's calibration shipped with the package equals the one computed from docs/results' digits curves."""
+    from empirical.sampling.start_rule import DIGITS_CURVES, packaged_calibration
+
+    assert packaged_calibration() == json.loads(json.dumps(load_calibration(repo_root() / DIGITS_CURVES, VPLinear())))

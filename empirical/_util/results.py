@@ -21,7 +21,7 @@ def write_json_atomic(path, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False, default=_jsonable)
+            json.dump(_strict(obj), f, indent=1, allow_nan=False, default=_jsonable)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -30,6 +30,17 @@ def write_json_atomic(path, obj) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _strict(obj):
+    """``obj`` with every non-finite float (nan, inf) as None, in nested dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return finite(obj)
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
 
 
 def _jsonable(v):

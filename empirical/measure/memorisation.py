@@ -154,20 +154,18 @@ def run(n_train: int, steps: int, out: str, *, n_samples: int = 256, seed: int =
 
 def main(argv=None) -> int:
     import argparse
-    import json
+    from pathlib import Path
 
-    from theory.paths import results_dir
+    from empirical._util.results import upsert_row
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-train", type=int, default=64, help="training images (digits, seeded subset)")
     p.add_argument("--steps", type=int, default=12000, help="Adam steps (batch 256)")
     p.add_argument("--out", default=None, help="checkpoint folder (default: runs/memorise-<n>)")
-    p.add_argument("--results", default=None, help="folder of memorisation.json (default: docs/results)")
+    p.add_argument("--results", default="results", help="folder of memorisation.json")
     a = p.parse_args(argv)
     row = run(a.n_train, a.steps, a.out or f"runs/memorise-{a.n_train}")
-    path = results_dir(a.results) / "memorisation.json"
-    rows = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["n_train"] != a.n_train]
-    path.write_text(json.dumps(sorted(rows + [row], key=lambda r: r["n_train"]), indent=1) + "\n")
+    upsert_row(Path(a.results) / "memorisation.json", row, ("n_train",))
     print({k: v for k, v in row.items() if not k.endswith("scan")})
     return 0
 

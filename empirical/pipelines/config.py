@@ -38,7 +38,9 @@ class PipelineConfig(ModelConfig, DataConfig):
     batch_size: int = field(default=256, metadata={"help": "batch size of the denoiser's training"})
     seed: int = field(default=0, metadata={"help": "seed of the training run, the classifier and the draws"})
     run_dir: str | None = field(default=None, metadata={"help": "training run folder (omit: runs/breaking-<dataset>)"})
-    results: str | None = field(default=None, metadata={"help": "results folder (omit: docs/results)"})
+    results: str | None = field(
+        default=None, metadata={"help": "results folder (omit: results/ under the current directory)"}
+    )
     device: str = field(default="auto", metadata={"help": "auto: cuda if available", "choices": DEVICES})
     diffusers: str | None = field(
         default=None, metadata={"help": "a diffusers UNet2DModel folder to measure instead of training"}

@@ -27,7 +27,6 @@ from empirical.models.denoiser import Denoiser
 from empirical.pipelines.config import PipelineConfig
 from empirical.training.config import DataConfig, TrainConfig, resolve_device
 from empirical.training.train import check_out_dir, load_denoiser, train
-from theory.paths import results_dir
 from theory.symbolic import equal_norm_theta_c, lambdify
 from theory.symbolic import eta as eta_sym
 from theory.symbolic import lam as lam_sym
@@ -58,9 +57,9 @@ class Model:
 
 
 def folders(cfg: PipelineConfig) -> Path:
-    """The results folder (None: the repository's docs/results, wherever the command runs) and the run folder,
+    """The results folder (None: results/ under the current directory) and the run folder,
     created and checked before any long work; returns the results folder."""
-    results = check_out_dir(results_dir() if cfg.results is None else cfg.results, "results")
+    results = check_out_dir("results" if cfg.results is None else cfg.results, "results")
     check_out_dir(cfg.run_dir, "run_dir")
     return results
 

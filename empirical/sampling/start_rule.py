@@ -16,7 +16,7 @@ offset in log-SNR from t_c is invariant under a change of time variable; a ratio
 
 delta(n) = log SNR(t*_n) - log SNR(t_c^digits), where t*_n is the sweep time that minimises the median over the
 digits' gls curves at n (every sampler and grid of the sweep, each curve divided by its own minimum) of the
-relative FID: the quantity the issue's "within 10% of the sweep's best" test measures, pooled over samplers so that
+relative FID: the quantity that "within 10% of the sweep's best" measures, pooled over samplers so that
 one noisy argmin does not set the rule. When t*_n is the schedule's T (starting from the Gaussian at T, i.e. the
 vanilla start, is best), the rule is "start at T", not an offset.
 
@@ -37,9 +37,12 @@ import numpy as np
 
 from empirical._util.cli import is_int, is_real
 
-__all__ = ["DIGITS_CURVES", "calibrate", "load_calibration", "rule_t_start"]
+__all__ = ["DIGITS_CURVES", "PACKAGED", "calibrate", "load_calibration", "packaged_calibration", "rule_t_start"]
 
 DIGITS_CURVES = "docs/results/late_start_digits.json"  # the calibration's source (relative to the repository)
+# The calibration on DIGITS_CURVES, shipped with the package (``load_calibration`` of that file on VPLinear; a test
+# recomputes it from the committed curves), so the rule needs no checkout.
+PACKAGED = Path(__file__).with_name("start_rule_digits.json")
 
 
 def calibrate(curves: list[dict], t_c: float, schedule, init: str = "gls") -> dict:
@@ -93,6 +96,11 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(repo_root().resolve()))
     except ValueError:
         return str(path)
+
+
+def packaged_calibration() -> dict:
+    """The digits' calibration that ships with the package (``PACKAGED``)."""
+    return json.loads(PACKAGED.read_text())
 
 
 def load_calibration(path, schedule, init: str = "gls") -> dict:

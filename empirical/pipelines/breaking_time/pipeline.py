@@ -11,8 +11,8 @@ al. 1/2 ln Lambda estimate; (3) measures it in the trained network (``empirical.
 a classifier trained here, and the potential along a path between two generated trajectories. It writes
 (atomically) the row of ``<results>/breaking_time.json`` for (dataset, device), the curves in
 ``<results>/breaking_<dataset>.json``, the figures ``<results>/figures/breaking_<dataset>_*.png`` and
-the resolved config next to the checkpoint (``results`` defaults to docs/results of the repository,
-whatever the working directory). The stages are in ``empirical.pipelines.stages`` (shared with
+the resolved config next to the checkpoint (``results`` defaults to results/ under the current
+directory; the committed rows are in docs/results). The stages are in ``empirical.pipelines.stages`` (shared with
 ``empirical.pipelines.late_start.pipeline``) and ``empirical.pipelines.breaking_time.stages``.
 
 Instead of training: ``--model FILE`` measures a checkpoint or exported-weights file of ``empirical.training.train``

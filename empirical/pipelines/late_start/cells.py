@@ -52,8 +52,7 @@ from empirical.pipelines.late_start import stages as stage
 from empirical.pipelines.late_start.plots import WITHIN
 from empirical.sampling.grids import GRIDS
 from empirical.sampling.samplers import INITS, nfe
-from empirical.sampling.start_rule import DIGITS_CURVES, load_calibration, rule_t_start
-from theory.paths import repo_root, results_dir
+from empirical.sampling.start_rule import load_calibration, packaged_calibration, rule_t_start
 
 __all__ = ["Config", "resolve_t_start", "score_cells", "compare_with_table", "ratio_table", "run", "main"]
 
@@ -76,7 +75,7 @@ class Config(PipelineConfig):
     kid_subsets: int = 20
     inception_n: int = 0  # Inception FID of each cell's first inception_n samples (0: skip; N >= 1000 to compare)
     eta: float = 1.0  # the eta family's member of the critical time (1: the reverse SDE, the tables')
-    calibration: str = DIGITS_CURVES  # the rule's source: a late_start curves file (relative to the repository)
+    calibration: str | None = None  # the rule's source: a late_start curves file (None: the packaged digits one)
     table: str | None = None  # a late_start curves file of the same data to compare with
     out: str | None = None  # the output file (omit: <results>/late_start_cells_<dataset>.json)
     threads: int = 1
@@ -115,14 +114,10 @@ class Config(PipelineConfig):
         if not (is_int(self.threads) and self.threads >= 0):
             raise ValueError(f"threads must be an int >= 0 (0: torch's default); got {self.threads!r}")
 
-    def calibration_path(self) -> Path:
-        """The rule's source: ``calibration``, a relative path being relative to the repository."""
-        return repo_root() / self.calibration if not Path(self.calibration).is_absolute() else Path(self.calibration)
-
     def out_path(self) -> Path:
         if self.out is not None:
             return Path(self.out)
-        return (results_dir() if self.results is None else Path(self.results)) / f"late_start_cells_{self.dataset}.json"
+        return Path("results" if self.results is None else self.results) / f"late_start_cells_{self.dataset}.json"
 
 
 def _check_spec(spec) -> None:
@@ -250,7 +245,9 @@ def run(cfg: Config, command: str) -> dict:
     den = model.denoiser
     calibration = None
     if "rule" in cfg.t_start:
-        calibration = load_calibration(cfg.calibration_path(), den.schedule)
+        calibration = (
+            packaged_calibration() if cfg.calibration is None else load_calibration(cfg.calibration, den.schedule)
+        )
     with clock("predict"):
         pred = stages.predict(x_train, cfg.eta, den.schedule, known)
     t_c = float(pred["t_c_predicted"])
@@ -302,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, _ = pipeline_config(Config, args)
-        for name, path in (("table", cfg.table), ("calibration", cfg.calibration_path())):
+        for name, path in (("table", cfg.table), ("calibration", cfg.calibration)):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name} must be a late_start curves file; {path} is not a file")
         if cfg.out_path().is_dir():

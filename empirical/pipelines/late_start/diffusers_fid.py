@@ -39,7 +39,7 @@ from empirical._util.results import upsert_row
 from empirical.interop.diffusers_schedulers import DIFFUSERS_SAMPLERS, make_scheduler, sample_diffusers, sample_ours
 from empirical.sampling.grids import t_of_timestep
 from theory import VPLinear
-from theory.paths import repo_root, results_dir
+from theory.paths import repo_root
 
 __all__ = ["Config", "counting", "draw_pair", "compare", "run", "main"]
 
@@ -50,7 +50,10 @@ ROW_KEYS = ("dataset", "model", "sampler", "n_steps")
 class Config:
     """What one run depends on; every field is checked on construction (each (sampler, n) against the bridge)."""
 
-    model: str | None = dataclasses.field(default=None, metadata={"help": "checkpoint (default: digits model)"})
+    model: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "checkpoint (required; the project's digits model: docs/results/digits_denoiser.pt)"},
+    )
     samplers: tuple[str, ...] = dataclasses.field(default=tuple(DIFFUSERS_SAMPLERS), metadata={"help": "samplers"})
     n_steps: tuple[int, ...] = dataclasses.field(default=(5, 10), metadata={"help": "inference steps n"})
     seeds: tuple[int, ...] = dataclasses.field(default=(0, 1), metadata={"help": "seeds of x_T (>= 2)"})
@@ -58,7 +61,7 @@ class Config:
     train_timesteps: int = dataclasses.field(default=1000, metadata={"help": "diffusers' num_train_timesteps"})
     classifier_steps: int = dataclasses.field(default=1000, metadata={"help": "classifier training steps"})
     seed: int = dataclasses.field(default=0, metadata={"help": "classifier seed (the late-start table's)"})
-    out: str | None = dataclasses.field(default=None, metadata={"help": "rows file (default: docs/results/...)"})
+    out: str = dataclasses.field(default="results/diffusers_fid.json", metadata={"help": "rows file"})
     threads: int = dataclasses.field(default=1, metadata={"help": "torch threads (0: torch's default)"})
 
     def __post_init__(self):
@@ -66,9 +69,7 @@ class Config:
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
         if self.model is None:
-            self.model = os.fspath(results_dir() / "digits_denoiser.pt")
-        if self.out is None:
-            self.out = os.fspath(results_dir() / "diffusers_fid.json")
+            raise ValueError("model: pass the checkpoint to sample (the project's: docs/results/digits_denoiser.pt)")
         if not Path(self.model).is_file():
             raise ValueError(f"model must be a checkpoint file of empirical.training.train; {self.model} is not a file")
         if Path(self.out).is_dir():

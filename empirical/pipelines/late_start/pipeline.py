@@ -17,7 +17,7 @@ i.e. what the start costs once the step error is gone; (6) Inception FID (the st
 small headline subset (DDIM at ``inception_steps``: vanilla, gls at t_c and at the sweep's best). It writes
 (atomically) the rows of ``<results>/late_start.json`` for (dataset, device), the curves, summary and sample pixels in
 ``<results>/late_start_<dataset>.json`` and the figures ``<results>/figures/late_start_<dataset>_*.png``
-(``results`` defaults to docs/results of the repository, whatever the working directory).
+(``results`` defaults to results/ under the current directory; the committed rows are in docs/results).
 
 The theory's rule, fixed before any sweep was run: **t_start = t_c**, the first bifurcation in the generative
 direction of the training set's empirical distribution (``theory.critical_time`` through
