@@ -79,7 +79,7 @@ class PipelineConfig(ModelConfig, DataConfig):
                     f"prediction must be FILE:KEY (benchmarks/results.json:fashion); got {self.prediction!r}"
                 )
         if self.run_dir is None:
-            self.run_dir = f"runs/breaking-{self.dataset}"
+            self.run_dir = f"runs/breaking-{self.dataset if self.data is None else Path(self.data).stem}"
 
     def train_config(self) -> TrainConfig:
         """The denoiser's ``TrainConfig``: the same data and model fields, the pipeline's steps, batch and seed."""

@@ -100,9 +100,10 @@ def run(cfg: Config, command: str) -> dict:
     results = stages.folders(cfg)
     x_train = (ds := stages.load_data(cfg)).x
     known = stages.known_prediction(cfg, x_train)  # a --prediction of other images fails here, before any work
+    name = ds.name  # the data set's name, or the data file's stem
     with clock("train"):
         model = stages.denoiser(cfg, x_train.shape[1])
-    model_file = stage.model_file(model, results, cfg.dataset)
+    model_file = stage.model_file(model, results, name)
     # Measurements in float64, on the GPU when there is one (d = 784 needs it), else on the CPU.
     den = model.denoiser.to("cuda" if torch.cuda.is_available() else "cpu").double().requires_grad_(False)
     with clock("predict"):
@@ -118,7 +119,8 @@ def run(cfg: Config, command: str) -> dict:
         arcs = stage.arcs(den, clf, x_train, pred["t_c_predicted"], cfg)
     row = stage.table_row(cfg, x_train, pred, m, cb, cb_exact, cloned, accuracy, model, model_file)
     row |= {"seconds": clock.seconds(digits=1), "device": stages.device_name(model.device), "command": command}
-    stage.write(results, cfg.dataset, stage.curves(row, m, cb, cb_exact, cloned, arcs))
+    row |= {"data": cfg.data} if cfg.data is not None else {}
+    stage.write(results, name, stage.curves(row, m, cb, cb_exact, cloned, arcs))
     return row
 
 
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, train_cfg = pipeline_config(Config, args)
+        if len(set(stages.load_data(cfg).labels.tolist())) < 2:  # cloning's classifier learns the labels
+            raise ValueError(f"data {cfg.data} holds one class: pass an .npz with x and labels of >= 2 classes")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
