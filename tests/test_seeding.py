@@ -142,3 +142,18 @@ def test_the_first_attractor_holds_no_mass_so_generation_commits_later(default_s
     assert np.all(1.0 - op.m[op.t > ct.macroscopic.t] <= 0.01) and 1.0 - op.m[-1] > 0.01
     assert "256 farthest-point data attractors" in ct.guarantee and "raise n_seeds" in ct.guarantee
     assert "seeds=256 of 527" in repr(ct)
+
+
+def test_the_seeding_of_a_small_set_seeds_every_point():
+    """Two weighted deltas: both data attractors seeded, the three scanned grid times (the first with two
+    attractors and the two cells below it, uniform in log-SNR) below the birth, and the guarantee says so."""
+    from theory._continuation import log_snr_grid
+
+    ct = critical_time(DeltaMixture([[-1.0], [1.0]], [0.3, 0.7]), VPLinear(), n_mass=0)
+    sd = ct.seeding
+    assert (sd.n_data, sd.n_data_seeds, sd.n_grid, sd.centre, sd.n_mass) == (2, 2, 64, "full", 0)
+    grid = log_snr_grid(VPLinear(), sd.t_min, 1.0, 64)
+    i = int(np.argmax(grid < ct.t))  # the first grid time below the birth
+    assert sd.scanned == tuple(grid[i : i + 3]) and sd.every_point_seeded
+    assert ct.guarantee.startswith("the first bifurcation among the attractors reached by descent from the centre")
+    assert "all 2 data attractors" in ct.guarantee and "raise n_seeds" not in ct.guarantee
