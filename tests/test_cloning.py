@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import theory
-from empirical.measure.cloning import cloning, potential_along_path, simulate
+from empirical.measure.cloning import cloning, euler_maruyama, potential_along_path
 from empirical.models.denoiser import ExactDenoiser
 from theory import DeltaMixture, VPLinear
 
@@ -36,7 +36,7 @@ def test_probability_flow_matches_theory_simulator():
     data = DeltaMixture([[-1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     x0 = np.random.default_rng(0).normal(size=(16, 2))
     want = theory.simulate(data, S, 16, eta=0.0, n_steps=100, t_start=1.0, t_end=0.05, x_start=x0).x
-    got = simulate(ExactDenoiser(data), torch.as_tensor(x0), np.linspace(1.0, 0.05, 101), eta=0.0).numpy()
+    got = euler_maruyama(ExactDenoiser(data), torch.as_tensor(x0), np.linspace(1.0, 0.05, 101), eta=0.0).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
@@ -46,7 +46,7 @@ def test_every_eta_keeps_the_marginal(eta):
     # score weight (1 + eta^2)/2 g^2 must balance; a wrong k changes the variance at t = 0.3 by >= 10%.
     n = 4000
     gen = torch.Generator().manual_seed(1)
-    x = simulate(ExactDenoiser(DeltaMixture([[0.0]])), torch.randn(n, 1, generator=gen, dtype=torch.float64),
+    x = euler_maruyama(ExactDenoiser(DeltaMixture([[0.0]])), torch.randn(n, 1, generator=gen, dtype=torch.float64),
                  np.linspace(1.0, 0.3, 401), eta=eta, generator=gen)[-1, :, 0]  # fmt: skip
     s2 = float(S.sigma2(0.3))
     assert float(x.var()) == pytest.approx(s2, rel=4 * np.sqrt(2 / n) + 0.01)  # 4 standard errors + Euler bias

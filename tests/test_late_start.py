@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 from empirical import load_dataset  # noqa: E402
 from empirical.pipelines.breaking_time import pipeline as breaking_time  # noqa: E402
 from empirical.pipelines.late_start.pipeline import (  # noqa: E402
-    INITS,
     RULES,
-    SAMPLERS,
+    TABLE_INITS,
+    TABLE_SAMPLERS,
     Config,
     best_and_knee,
     build_parser,
@@ -112,7 +112,7 @@ def test_dry_run(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["late_start"]["n_steps"] == [3, 5] and out["late_start"]["sweep_t"] == [0.2, 0.5, 1.0]
     assert out["train"]["out"] == "runs/breaking-digits"
-    assert build_parser().parse_args([]).samplers == tuple(SAMPLERS)
+    assert build_parser().parse_args([]).samplers == tuple(TABLE_SAMPLERS)
 
 
 # --- a reduced run of the whole pipeline -------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_gls_beats_vanilla_at_three_steps(reduced):
     below the vanilla start's at n = 3, for every sampler; the KID agrees."""
     _, curves, _ = reduced
     rows = {(r["sampler"], r["init"], r["t_start_rule"]): r for r in curves["rows"] if r["n_steps"] == 3}
-    for sampler in SAMPLERS:
+    for sampler in TABLE_SAMPLERS:
         vanilla, gls = rows[sampler, "vanilla", "none"], rows[sampler, "gls", "theory"]
         assert gls["fid"] < vanilla["fid"], (sampler, gls["fid"], vanilla["fid"])
         assert gls["kid"] < vanilla["kid"], (sampler, gls["kid"], vanilla["kid"])
@@ -155,13 +155,13 @@ def test_rows_written_and_consistent(reduced):
     cfg, curves, results = reduced
     s = curves["summary"]
     table = json.loads((results / "late_start.json").read_text())
-    assert len(table) == len(SAMPLERS) * len(cfg.n_steps) * 5
+    assert len(table) == len(TABLE_SAMPLERS) * len(cfg.n_steps) * 5
     keys = {(r["dataset"], r["sampler"], r["n_steps"], r["init"], r["t_start_rule"], r["device"]) for r in table}
     assert len(keys) == len(table)  # one row per key
     sweep = {(c["sampler"], c["n_steps"], c["init"]): c for c in curves["sweep"]}
     for r in table:
         assert all(f in r for f in ROW_FIELDS), set(ROW_FIELDS) - set(r)
-        assert r["sampler"] in SAMPLERS and r["init"] in INITS and r["t_start_rule"] in RULES
+        assert r["sampler"] in TABLE_SAMPLERS and r["init"] in TABLE_INITS and r["t_start_rule"] in RULES
         assert r["n_samples"] == cfg.n_samples and r["fid_inception"] is None and r["command"] == "pytest"
         assert 0 <= r["entropy_bits"] <= math.log2(10) + 1e-12 and abs(sum(r["composition"]) - 1) < 1e-3
         c = sweep.get((r["sampler"], r["n_steps"], r["init"]))
@@ -202,13 +202,13 @@ def test_committed_table():
     for r in rows:
         assert all(f in r for f in ROW_FIELDS), set(ROW_FIELDS) - set(r)
     cells = {(r["sampler"], r.get("grid", "uniform"), r["n_steps"], r["init"], r["t_start_rule"]): r for r in rows}
-    for s in SAMPLERS:
+    for s in TABLE_SAMPLERS:
         for n in (3, 5, 10):
             assert {(s, "uniform", n, "vanilla", "none"), (s, "uniform", n, "gls", "theory")} <= cells.keys()
     assert any(r["fid_inception"] is not None for r in rows)
     # The README's claim, from the committed rows: at n = 3 on the uniform grid the Gaussian late start at t_c beats
     # the vanilla start (docs/late_start.md shows where it does not on the samplers' own grids).
-    for s in SAMPLERS:
+    for s in TABLE_SAMPLERS:
         assert cells[s, "uniform", 3, "gls", "theory"]["fid"] < cells[s, "uniform", 3, "vanilla", "none"]["fid"], s
     # Against other sources: the theory's t_start is the critical time that the breaking-time pipeline predicted
     # (another command, another file, an earlier engine: equal to the 1e-8 the engine guarantees), and the training

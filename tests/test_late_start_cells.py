@@ -24,7 +24,7 @@ from empirical.pipelines.late_start.cells import (  # noqa: E402
     resolve_t_start,
     score_cells,
 )
-from empirical.pipelines.late_start.stages import ALL_SAMPLERS, Drawer, Scorer  # noqa: E402
+from empirical.pipelines.late_start.stages import ALL_TABLE_SAMPLERS, Drawer, Scorer  # noqa: E402
 from empirical.sampling.samplers import generate  # noqa: E402
 from empirical.sampling.start_rule import calibrate, load_calibration, rule_t_start  # noqa: E402
 from theory import DeltaMixture, VPLinear  # noqa: E402
@@ -145,8 +145,8 @@ def test_per_seed_fids_equal_an_independent_computation(tiny):
         t = {"tc": 0.41, "0.5": 0.5, "none": None}[c["t_start_spec"]]
         assert c["t_start"] == (1.0 if c["init"] == "vanilla" else t)
         for seed, value in zip(cfg.seeds, c["fid"], strict=True):
-            x = generate(den, ALL_SAMPLERS[c["sampler"]], 3, 40, init=c["init"], t_start=t, x_train=ds.x, seed=seed,
-                         grid=c["grid"]).numpy()  # fmt: skip
+            name = ALL_TABLE_SAMPLERS[c["sampler"]]
+            x = generate(den, name, 3, 40, init=c["init"], t_start=t, x_train=ds.x, seed=seed, grid=c["grid"]).numpy()
             assert value == fid(clf.features(np.clip(x, -1, 1).astype(np.float32)), ref)
         assert c["mean"] == np.mean(c["fid"]) and c["std"] == np.std(c["fid"], ddof=1)
         assert c["fid"][0] != c["fid"][1]  # two seeds, two draws

@@ -21,10 +21,10 @@ from empirical.measure.fixed_points import _device
 from empirical.models.denoiser import T_MIN, Denoiser, schedule_coeffs
 from theory.family import EtaFamily
 
-__all__ = ["simulate", "CloningCurve", "cloning", "potential_along_path"]
+__all__ = ["euler_maruyama", "MeasuredCloningCurve", "cloning", "potential_along_path"]
 
 
-def simulate(denoiser: Denoiser, x_start, ts, *, eta: float = 1.0, generator: torch.Generator | None = None):
+def euler_maruyama(denoiser: Denoiser, x_start, ts, *, eta: float = 1.0, generator: torch.Generator | None = None):
     """Euler-Maruyama for the eta family with the learned score on the decreasing grid ``ts`` (M,):
 
         x_{i+1} = x_i + h_i b(x_i, t_i) + eta g(t_i) sqrt(h_i) xi_i,   h_i = t_i - t_{i+1} > 0,
@@ -50,7 +50,7 @@ def simulate(denoiser: Denoiser, x_start, ts, *, eta: float = 1.0, generator: to
 
 
 @dataclass(frozen=True)
-class CloningCurve:
+class MeasuredCloningCurve:
     """Probability that two clones branched at ``t`` end in the same class; ``chance`` = sum_c p_c^2 of
     the parents' final classes (the value before any commitment); ``midpoint`` where the curve crosses
     (chance + 1) / 2 (linear interpolation; nan if it does not)."""
@@ -74,7 +74,7 @@ def cloning(
     eta: float = 1.0,
     seed: int = 0,
     t_end: float = T_MIN,
-) -> CloningCurve:
+) -> MeasuredCloningCurve:
     """Generate ``n_parents`` paths from N(0, I) at T, branch each into ``n_clones`` copies at every
     time of ``t_branch`` (copies share the state, not the noise), finish them, and classify the
     denoised end points (``classify``: (n, d) tensor -> (n,) int labels).
@@ -86,7 +86,7 @@ def cloning(
         raise ValueError(f"need n_parents >= 1 and n_clones >= 2; got {n_parents}, {n_clones}")
     ts = np.linspace(T, t_end, n_steps + 1)
     gen = torch.Generator().manual_seed(seed)
-    parents = simulate(
+    parents = euler_maruyama(
         denoiser,
         torch.randn(n_parents, d, generator=gen).to(_device(denoiser), _dtype(denoiser)),
         ts,
@@ -95,7 +95,7 @@ def cloning(
     )
 
     def finish(x, i):
-        end = simulate(denoiser, x, ts[i:], eta=eta, generator=gen)[-1] if i < n_steps else x
+        end = euler_maruyama(denoiser, x, ts[i:], eta=eta, generator=gen)[-1] if i < n_steps else x
         with torch.no_grad():
             return np.asarray(classify(denoiser.x0(end, t_end)))
 
@@ -117,7 +117,7 @@ def cloning(
             w = (half - p_arr[j - 1]) / (p_arr[j] - p_arr[j - 1])
             mid = float(t_arr[j - 1] + w * (t_arr[j] - t_arr[j - 1]))
             break
-    return CloningCurve(t_arr, p_arr, chance, mid, n_parents, n_clones)
+    return MeasuredCloningCurve(t_arr, p_arr, chance, mid, n_parents, n_clones)
 
 
 def potential_along_path(denoiser: Denoiser, xa, xb, t: float, *, eta: float = 1.0, n: int = 101, extend: float = 0.25):

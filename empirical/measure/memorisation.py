@@ -3,7 +3,7 @@ r"""Memorisation measured in a denoiser, against the exact collapse time of its 
 Three measurements on a denoiser (a trained network, or ``ExactDenoiser`` for the exact finite-set score):
 
 1. **Copies** (Bonnaire et al. 2025): n samples generated with the learned score (the reverse SDE by
-   Euler-Maruyama, ``empirical.measure.cloning.simulate``, from p_T down to T_MIN); a sample is a copy when its
+   Euler-Maruyama, ``empirical.measure.cloning.euler_maruyama``, from p_T down to T_MIN); a sample is a copy when its
    distance to the nearest training image is under 1/3 of its distance to the second nearest.
 2. **Attractors** at frozen times t: the stable fixed points of the learned drift
    (``empirical.measure.fixed_points.stable_fixed_points``) reached from the theory's seeds (kappa y_j, the diffused
@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from empirical.measure.cloning import simulate
+from empirical.measure.cloning import euler_maruyama
 from empirical.measure.fixed_points import map_coeffs, stable_fixed_points
 from empirical.models.denoiser import T_MIN, Denoiser, schedule_coeffs
 
@@ -71,7 +71,7 @@ def generate(denoiser: Denoiser, x_train, n: int, *, n_steps: int = 500, eta: fl
     idx = torch.randint(len(Y), (n,), generator=g)
     x = th * Y[idx] + s * torch.randn((n, Y.shape[1]), generator=g, dtype=torch.float64)
     ts = np.linspace(T, T_MIN, n_steps + 1)
-    return simulate(denoiser, x.to(_dtype(denoiser)), ts, eta=eta, generator=g)[-1].double().numpy()
+    return euler_maruyama(denoiser, x.to(_dtype(denoiser)), ts, eta=eta, generator=g)[-1].double().numpy()
 
 
 def _dtype(denoiser):

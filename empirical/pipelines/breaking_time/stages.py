@@ -18,7 +18,7 @@ import torch
 
 import theory
 from empirical._util.results import finite, upsert_row, write_json_atomic
-from empirical.measure.cloning import cloning, potential_along_path, simulate
+from empirical.measure.cloning import cloning, euler_maruyama, potential_along_path
 from empirical.measure.fixed_points import centre_branch, map_coeffs, measure_critical_time
 from empirical.measure.flow import FlowSearch
 from empirical.models.denoiser import T_MIN, ExactDenoiser
@@ -93,7 +93,7 @@ def arcs(den, clf, x_train: np.ndarray, t_c: float, cfg) -> list[dict]:
     ts = np.linspace(den.schedule.T, T_MIN, 201)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     start = torch.randn(16, x_train.shape[1], generator=gen, dtype=torch.float64).to(next(den.parameters()).device)
-    ends = den.x0(simulate(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])
+    ends = den.x0(euler_maruyama(den, start, ts, eta=cfg.eta, generator=gen)[-1], ts[-1])
     labels = clf.predict(ends.float())
     a, b = 0, int(np.flatnonzero(labels != labels[0])[0]) if np.any(labels != labels[0]) else 1
     exact = ExactDenoiser(theory.DeltaMixture(x_train), den.schedule)

@@ -85,7 +85,7 @@ class Config(PipelineConfig):
         for name in ("samplers", "grids", "n_steps", "inits", "seeds", "t_start"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
-        for name, allowed in (("samplers", tuple(stage.ALL_SAMPLERS)), ("grids", GRIDS), ("inits", INITS)):
+        for name, allowed in (("samplers", tuple(stage.ALL_TABLE_SAMPLERS)), ("grids", GRIDS), ("inits", INITS)):
             value = getattr(self, name)
             if not value or any(v not in allowed for v in value) or len(set(value)) < len(value):
                 raise ValueError(f"{name} must be a non-empty subset of {allowed} (no repeats); got {value!r}")
@@ -153,7 +153,7 @@ def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None, incepti
         t_start = resolve_t_start(spec, n, t_c, draw.den.schedule, calibration)
         for init in cfg.inits:
             t = draw.den.schedule.T if init == "vanilla" else t_start
-            cell = {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_SAMPLERS[sampler], n),
+            cell = {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_TABLE_SAMPLERS[sampler], n),
                     "init": init, "t_start_spec": "none" if init == "vanilla" else spec, "t_start": float(t),
                     "seeds": list(cfg.seeds), "n_samples": cfg.n_samples}  # fmt: skip
             if _cell_key(cell) in done:

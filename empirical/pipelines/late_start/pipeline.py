@@ -66,11 +66,17 @@ from empirical.metrics.scores import class_entropy_bits
 from empirical.pipelines import stages
 from empirical.pipelines.config import PipelineConfig, pipeline_config
 from empirical.pipelines.late_start import stages as stage
-from empirical.pipelines.late_start.stages import ALL_SAMPLERS, GRID_CHOICES, SAMPLERS, best_and_knee, grids_of
+from empirical.pipelines.late_start.stages import (
+    ALL_TABLE_SAMPLERS,
+    GRID_CHOICES,
+    TABLE_SAMPLERS,
+    best_and_knee,
+    grids_of,
+)
 
-__all__ = ["Config", "SAMPLERS", "INITS", "RULES", "best_and_knee", "gls_ratios", "run", "main"]
+__all__ = ["Config", "TABLE_SAMPLERS", "TABLE_INITS", "RULES", "best_and_knee", "gls_ratios", "run", "main"]
 
-INITS = ("vanilla", "late", "gls", "teleport")
+TABLE_INITS = ("vanilla", "late", "gls", "teleport")  # the table's inits (of sampling.samplers.INITS)
 RULES = ("none", "theory", "sweep-best", "sweep-knee")  # how a row's t_start was chosen
 # The paper's (Raya & Ambrogioni 2023, MNIST, DDIM) FID ratios vanilla / gls at n = 3, 5, 10 steps.
 PAPER_DDIM_RATIOS = {3: 3.58, 5: 1.91, 10: 1.83}
@@ -83,7 +89,7 @@ class Config(PipelineConfig):
     """Everything one run depends on: the shared denoiser's fields (``PipelineConfig``, one model with
     ``breaking_time``) and the samplers', sweep's and metrics'."""
 
-    samplers: tuple[str, ...] = tuple(SAMPLERS)
+    samplers: tuple[str, ...] = tuple(TABLE_SAMPLERS)
     grids: tuple[str, ...] = ("uniform",)  # empirical.sampling.grids names, or "authors": each sampler's AUTHOR_GRIDS
     teleport: bool = False  # add the analytic teleportation to t_c as a table cell
     n_steps: tuple[int, ...] = (3, 5, 10)
@@ -104,9 +110,11 @@ class Config(PipelineConfig):
         for name in ("samplers", "grids", "n_steps", "sweep_t", "inception_steps"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
-        bad = [s for s in self.samplers if s not in ALL_SAMPLERS]
+        bad = [s for s in self.samplers if s not in ALL_TABLE_SAMPLERS]
         if not self.samplers or bad:
-            raise ValueError(f"samplers must be a non-empty subset of {tuple(ALL_SAMPLERS)}; got {self.samplers!r}")
+            raise ValueError(
+                f"samplers must be a non-empty subset of {tuple(ALL_TABLE_SAMPLERS)}; got {self.samplers!r}"
+            )
         if not self.grids or any(g not in GRID_CHOICES for g in self.grids):
             raise ValueError(f"grids must be a non-empty subset of {GRID_CHOICES}; got {self.grids!r}")
         if not isinstance(self.teleport, bool):

@@ -21,15 +21,15 @@ from empirical.metrics.scores import class_composition, class_entropy_bits, fid,
 from empirical.sampling.samplers import AUTHOR_GRIDS, GRIDS, generate, nfe
 
 __all__ = [
-    "SAMPLERS", "ALL_SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep",
+    "TABLE_SAMPLERS", "ALL_TABLE_SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep",
     "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "inception_reference", "summary",
     "write",
 ]  # fmt: skip
 
 # Table names of the samplers -> empirical.sampling.samplers' names: the default table's four, and all that may be asked
 # for.
-SAMPLERS = {"ddpm": "ddpm", "ddim": "ddim", "pndm": "pndm", "dpm-solver++": "dpm++2m"}
-ALL_SAMPLERS = SAMPLERS | {"ipndm": "ipndm", "dpm-solver++(3m)": "dpm++3m", "unipc": "unipc"}
+TABLE_SAMPLERS = {"ddpm": "ddpm", "ddim": "ddim", "pndm": "pndm", "dpm-solver++": "dpm++2m"}
+ALL_TABLE_SAMPLERS = TABLE_SAMPLERS | {"ipndm": "ipndm", "dpm-solver++(3m)": "dpm++3m", "unipc": "unipc"}
 ROW_KEYS = ("dataset", "sampler", "grid", "n_steps", "init", "t_start_rule", "device")
 GRID_CHOICES = (*GRIDS, "authors")  # "authors": each sampler on its authors' grids (samplers.AUTHOR_GRIDS)
 
@@ -38,7 +38,7 @@ def grids_of(cfg, sampler: str) -> tuple[str, ...]:
     """The grids one sampler runs on: cfg.grids, with "authors" expanded to the sampler's own grids."""
     out = []
     for g in cfg.grids:
-        for name in AUTHOR_GRIDS[ALL_SAMPLERS[sampler]] if g == "authors" else (g,):
+        for name in AUTHOR_GRIDS[ALL_TABLE_SAMPLERS[sampler]] if g == "authors" else (g,):
             if name not in out:
                 out.append(name)
     return tuple(out)
@@ -130,7 +130,7 @@ class Drawer:
 
     def __call__(self, sampler, n_steps, init, t_start, n, seed, grid: str = "uniform") -> np.ndarray:
         x = generate(
-            self.den, ALL_SAMPLERS[sampler], n_steps, n, init=init,
+            self.den, ALL_TABLE_SAMPLERS[sampler], n_steps, n, init=init,
             t_start=None if init == "vanilla" else float(t_start), x_train=self.x_train, seed=seed, grid=grid,
         )  # fmt: skip
         return x.numpy()
@@ -188,7 +188,7 @@ def table_row(cfg, sampler, n_steps, init, rule, t_start, scores: dict, context:
         "sampler": sampler,
         "grid": grid,
         "n_steps": n_steps,
-        "nfe": nfe(ALL_SAMPLERS[sampler], n_steps),
+        "nfe": nfe(ALL_TABLE_SAMPLERS[sampler], n_steps),
         "init": init,
         "t_start": float(t_start),
         "t_start_rule": rule,
