@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import time
 from pathlib import Path
 
@@ -21,8 +20,9 @@ import numpy as np
 
 from empirical._util.checkpoints import atomic_write
 from empirical.data.datasets import load_dataset
+from empirical.training.config import DataConfig
 
-__all__ = ["nested_indices", "write_subsets", "measure", "main"]
+__all__ = ["nested_indices", "write_subsets", "network_row", "exact_row", "copies", "merge_row", "plot_sweep", "main"]
 
 
 def nested_indices(n_total: int, sizes, seed: int = 0) -> dict[int, np.ndarray]:
@@ -62,45 +62,101 @@ def recipe_for(data_file: Path, out: Path, steps: int, dataset: str):
     return recipe_config(dataset=dataset, data=str(data_file), out=str(out), steps=steps)
 
 
-def measure(
-    dataset: str, data_file: Path, run: Path, *, n_starts: int, n_grid: int, t_max: float, t_min: float, n_copies: int
-):
-    """One row of the sweep (module docstring) for the network of ``run`` trained on ``data_file``."""
-    import torch
-
-    from empirical._util.results import finite
-    from empirical.measure.memorisation import copy_fraction
-    from empirical.pipelines.stages import cheap_predictions
+def network_row(dataset: str, data_file: Path, run: Path, *, n_starts: int, n_grid: int, t_max: float,
+                t_min: float, n_copies: int) -> dict:  # fmt: skip
+    """The network's side of a row: its breaking time (flow search) and the share of its samples that copy a
+    training image (``n_copies`` DDPM-100 samples; nearest image under 1/3 of the second nearest)."""
     from empirical.pipelines.steps_sweep import sweep
-    from empirical.sampling.samplers import generate
     from empirical.training.config import DataConfig
-    from empirical.training.train import load_denoiser
-    from theory import DeltaMixture, VPLinear, critical_time
 
     data = DataConfig(dataset=dataset, data=str(data_file))
-    x = data.load().x
-    t0 = time.perf_counter()
-    exact = critical_time(DeltaMixture(x), VPLinear(), eta=1.0)
-    exact_s = time.perf_counter() - t0
     (row,) = sweep(data, [run / "checkpoint.pt"], n_starts=n_starts, n_grid=n_grid, tol_t=1e-3, search="flow",
                    t_max=t_max, t_min=t_min)  # fmt: skip
-    torch.manual_seed(0)
-    samples = generate(load_denoiser(run / "checkpoint.pt"), "ddpm", 100, n_copies, seed=0).numpy()
-    t = row["t_c_measured"]
     return {
-        "n_train": len(x), "data": str(data_file), "step": row["step"],
-        "t_measured": t, "t_lo": row["t_lo"], "t_hi": row["t_hi"], "search": row["options"],
-        "network_evaluations": row.get("network_evaluations"), "measure_s": row["seconds"],
-        "t_exact": finite(float(exact.t)), "kind_exact": exact.kind, "exact_s": exact_s, "exact": repr(exact),
-        **cheap_predictions(x),
-        "copy_share": copy_fraction(samples, x), "n_samples": n_copies, "sampler": "ddpm-100",
-        "relative_gap": None if t is None or not math.isfinite(exact.t) else (t - exact.t) / exact.t,
+        "n_train": len(data.load().x), "data": str(data_file), "model": str(run / "checkpoint.pt"),
+        "step": row["step"], "t_measured": row["t_c_measured"], "t_lo": row["t_lo"], "t_hi": row["t_hi"],
+        "search": row["options"], "network_evaluations": row.get("network_evaluations"), "measure_s": row["seconds"],
+        **copies(run / "checkpoint.pt", data.load().x, n_copies),
     }  # fmt: skip
+
+
+def copies(model: Path, x: np.ndarray, n: int) -> dict:
+    """The share of ``n`` DDPM-100 samples of ``model`` that copy an image of ``x``."""
+    from empirical.measure.memorisation import copy_fraction
+    from empirical.sampling.samplers import generate
+    from empirical.training.train import load_denoiser
+
+    samples = generate(load_denoiser(model), "ddpm", 100, n, seed=0).numpy()
+    return {"copy_share": copy_fraction(samples, x), "n_samples": n, "sampler": "ddpm-100"}
+
+
+def exact_row(x: np.ndarray) -> dict:
+    """The predictions from the N images themselves: the exact first bifurcation and macroscopic breaking time
+    (``theory.critical_time`` with its defaults, VP linear, eta = 1) and the Gaussian ones (equal-norm closed form,
+    Biroli et al.'s 1/2 ln Lambda)."""
+    from empirical._util.results import finite
+    from empirical.pipelines.stages import cheap_predictions
+    from theory import DeltaMixture, VPLinear, critical_time
+
+    t0 = time.perf_counter()
+    exact = critical_time(DeltaMixture(x), VPLinear(), eta=1.0)
+    macro = exact.macroscopic
+    return {
+        "t_exact": finite(float(exact.t)), "kind_exact": exact.kind, "basin_mass": finite(exact.basin_mass),
+        "t_macroscopic": None if macro is None else finite(float(macro.t)), "exact_s": time.perf_counter() - t0,
+        "exact_guarantee": getattr(exact, "guarantee", None), **cheap_predictions(x),
+    }  # fmt: skip
+
+
+def plot_sweep(rows: list[dict], path: Path) -> None:
+    """Breaking time against N: measured in the networks (with the bracket of the search) and predicted from the
+    same N images (exact first bifurcation, exact macroscopic, equal-norm, Biroli); the copy share below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["n_train"])
+    n = np.array([r["n_train"] for r in rows], float)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for key, label, style in (
+        ("t_exact", "exact first bifurcation", "C3o-"),
+        ("t_macroscopic", "exact macroscopic", "C1s--"),
+        ("t_c_equal_norm", "equal-norm", "C2^:"),
+        ("t_c_biroli", "Biroli", "C4v:"),
+    ):
+        y = np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+        ax.plot(n, y, style, label=label)
+    t = np.array([np.nan if r.get("t_measured") is None else r["t_measured"] for r in rows], float)
+    ax.plot(n, t, "ko-", lw=2, label="measured in the network")
+    ax.set(xscale="log", ylabel="breaking time t (VP linear)")
+    ax.legend(fontsize=8)
+    bx.plot(n, [r.get("copy_share", np.nan) for r in rows], "ko-")
+    bx.set(xscale="log", xlabel="training images N", ylabel="copies", ylim=(-0.05, 1.05))
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def merge_row(path: Path, n_train: int, fields: dict, command: str) -> dict:
+    """Add ``fields`` to the row of ``n_train`` in the rows file (a new row if none), atomically; the gap to the
+    exact prediction is recomputed when both times are there."""
+    from empirical._util.results import upsert_row
+
+    rows = json.loads(Path(path).read_text()) if Path(path).exists() else []
+    row = next((r for r in rows if r["n_train"] == n_train), {"n_train": n_train}) | fields
+    t, exact = row.get("t_measured"), row.get("t_exact")
+    row["relative_gap"] = None if t is None or exact is None else (t - exact) / exact
+    row.setdefault("commands", [])
+    row["commands"] = sorted(set(row["commands"]) | {command})
+    upsert_row(path, row, ("n_train",))
+    return row
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m empirical n-sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("subsets", "train", "measure"), help="write the subsets; train; measure")
+    p.add_argument("command", choices=("subsets", "train", "measure", "exact", "plot"), help="see the docstring")
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"), help="28x28 data set")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 4096], help="the subset sizes N")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps of each network")
@@ -112,17 +168,28 @@ def main(argv=None) -> int:
     p.add_argument("--t-max", type=float, default=0.9, help="measure: the scan's first time")
     p.add_argument("--t-min", type=float, default=0.3, help="measure: the scan's last time")
     p.add_argument("--n-copies", type=int, default=256, help="measure: generated samples tested for copies")
+    p.add_argument("--figure", default="n_sweep.png", help="plot: the figure of the rows")
     a = p.parse_args(argv)
-    if a.command == "measure":
+    if a.command == "plot":
+        plot_sweep(json.loads(Path(a.rows).read_text()), Path(a.figure))
+        return 0
+    if a.command in ("measure", "exact"):
         from empirical._util.cli import command_line
-        from empirical._util.results import upsert_row
 
         for n in a.sizes:
             path, run = Path(a.out) / f"{a.dataset}-N{n}.npz", Path(a.out) / f"{a.dataset}-N{n}"
-            row = measure(a.dataset, path, run, n_starts=a.n_starts, n_grid=a.n_grid, t_max=a.t_max, t_min=a.t_min,
-                          n_copies=a.n_copies)  # fmt: skip
-            upsert_row(a.rows, {**row, "command": command_line("n-sweep", argv)}, ("n_train",))
-            print(json.dumps({k: row[k] for k in ("n_train", "t_measured", "t_exact", "copy_share")}), flush=True)
+            if a.command == "exact":
+                fields = exact_row(DataConfig(dataset=a.dataset, data=str(path)).load().x)
+            else:
+                fields = network_row(a.dataset, path, run, n_starts=a.n_starts, n_grid=a.n_grid, t_max=a.t_max,
+                                     t_min=a.t_min, n_copies=a.n_copies)  # fmt: skip
+            row = merge_row(Path(a.rows), n, fields, command_line("n-sweep", argv))
+            print(
+                json.dumps(
+                    {k: row.get(k) for k in ("n_train", "t_measured", "t_exact", "t_macroscopic", "copy_share")}
+                ),
+                flush=True,
+            )
         return 0
     paths = write_subsets(a.dataset, a.sizes, a.out, a.seed)
     if a.command == "train":
