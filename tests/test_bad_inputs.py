@@ -16,12 +16,16 @@ import pytest
 import torch
 
 from empirical._util.checkpoints import CheckpointError, load_checkpoint, state_digest
+from empirical._util.files import OutputInUse
 from empirical.data.datasets import load_dataset
+from empirical.measure.fixed_points import measure_critical_time
+from empirical.measure.flow import FlowSearch
 from empirical.metrics.classifier import Classifier, train_classifier
 from empirical.metrics.scores import class_composition, fid, kid
 from empirical.models.denoiser import Denoiser, ExactDenoiser
 from empirical.pipelines.breaking_time import pipeline as breaking_time
 from empirical.pipelines.late_start import pipeline as late_start
+from empirical.pipelines.stages import read_prediction
 from empirical.sampling.samplers import GaussianInit, generate, sample
 from empirical.training.train import TrainConfig, load_denoiser, train
 from theory import (
@@ -124,6 +128,58 @@ def _out_is_a_file(ckpt, tmp):
 def _out_below_a_file(ckpt, tmp):
     (tmp / "a_file").write_text("x")  # a folder that cannot be made (root can write anywhere else)
     return _tiny_train(tmp, out=str(tmp / "a_file" / "run"))
+
+
+def _out_in_use(ckpt, tmp):
+    from empirical._util.files import locked
+
+    with locked(tmp, wait=False):  # another run holds the folder (flock: also against this process's second open)
+        _tiny_train(tmp, out=str(tmp))
+
+
+def _disk_full_on_save(ckpt, tmp, monkeypatch):
+    import errno
+
+    import empirical._util.checkpoints as checkpoints
+
+    def full(state, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.torch, "save", full)
+    _tiny_train(tmp, out=str(tmp / "run"))
+
+
+def _prediction_file(tmp, entry):
+    import json
+
+    (tmp / "pred.json").write_text(json.dumps({"k": entry}))
+    from empirical.pipelines.stages import read_prediction
+
+    return read_prediction(f"{tmp / 'pred.json'}:k")
+
+
+def _diffusers_folder(tmp, damage):
+    """A tiny UNet2DModel folder (config.json, weights, scheduler_config.json), then one thing damaged."""
+    diffusers = pytest.importorskip("diffusers")
+    from empirical.interop.diffusers_unet import load_diffusers
+
+    size = 7 if damage == "odd-size" else 8  # two down blocks: the image is halved once
+    diffusers.UNet2DModel(
+        sample_size=size, in_channels=1, out_channels=1, block_out_channels=(4, 8), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+    ).save_pretrained(tmp)  # fmt: skip
+    diffusers.DDPMScheduler().save_pretrained(tmp)
+    weights = tmp / "diffusion_pytorch_model.safetensors"
+    if damage == "config-cut":
+        (tmp / "config.json").write_text((tmp / "config.json").read_text()[:40])
+    elif damage == "scheduler-list":
+        (tmp / "scheduler_config.json").write_text("[1, 2]")
+    elif damage == "weights-missing":
+        weights.unlink()
+    elif damage == "weights-cut":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return load_diffusers(tmp)
 
 
 def _classifier_file(tmp, damage):
@@ -384,6 +440,23 @@ EMPIRICAL = [
     ("fid-width", lambda: fid(np.ones((5, 2)), np.ones((5, 3))), ValueError, r"feats_a and feats_b must have the same"),
     ("kid-subsets", lambda: kid(np.ones((5, 2)), np.ones((5, 2)), n_subsets=0), ValueError, r"n_subsets must be"),
     ("composition-n", lambda: class_composition([0, 1], 0), ValueError, r"n_classes must be an integer >= 1"),
+    # --- NaN in the measurement's images; the flow search's options; a prediction that states no N and d
+    (
+        "measure-x_train-nan",
+        lambda: measure_critical_time(DEN, np.array([[math.nan], [1.0]])),
+        ValueError,
+        r"x_train must be finite; it contains NaN or inf \(first at index \(0, 0\)\)",
+    ),
+    ("flow-newton_tol-0", lambda: FlowSearch(DEN, newton_tol=0.0), ValueError, r"newton_tol must be a finite number"),
+    ("flow-tol-nan", lambda: FlowSearch(DEN, tol=math.nan), ValueError, r"tol must be a finite number > 0; got nan"),
+    ("flow-max_iter-0", lambda: FlowSearch(DEN, max_iter=0), ValueError, r"max_iter must be an integer >= 1; got 0"),
+    ("flow-den", lambda: FlowSearch("unet"), TypeError, r"den64 must be an empirical Denoiser; got str"),
+    (
+        "prediction-no-N-d",
+        lambda: read_prediction("benchmarks/results.json:paper", np.zeros((1797, 64)), "digits"),
+        ValueError,
+        r"prediction 'benchmarks/results.json:paper' does not state N and d",
+    ),
 ]
 
 FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
@@ -397,6 +470,35 @@ FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
     ("clf-truncated", lambda c, t: _classifier_file(t, "truncate"), CheckpointError, r"clf\.pt cannot be read"),
     ("clf-flipped", lambda c, t: _classifier_file(t, "flip"), CheckpointError, r"clf\.pt is corrupt"),
     ("data-bad-gzip", _corrupt_gzip, ValueError, r"train-images-idx3-ubyte\.gz is corrupt or truncated"),
+    ("train-out-in-use", _out_in_use, OutputInUse, r"out=.* is in use by another process \(pid \d+"),
+    ("ckpt-disk-full", _disk_full_on_save, OSError, r"cannot write .*run/checkpoint\.pt: no space left on the disk"),
+    (
+        "prediction-t_c-above-T",
+        lambda c, t: _prediction_file(t, {"N": 2, "d": 1, "t_c": 7.5}),
+        ValueError,
+        r"has t_c = 7.5; a critical time must lie in \(0, T=1.0\]",
+    ),
+    ("prediction-no-d", lambda c, t: _prediction_file(t, {"N": 2, "t_c": 0.3}), ValueError, r"does not state d \("),
+    ("diffusers-config-cut", lambda c, t: _diffusers_folder(t, "config-cut"), ValueError, r"config\.json is not valid"),
+    (
+        "diffusers-scheduler-list",
+        lambda c, t: _diffusers_folder(t, "scheduler-list"),
+        ValueError,
+        r"scheduler config: .*scheduler_config\.json must hold a JSON object of settings; got a list",
+    ),
+    (
+        "diffusers-weights-missing",
+        lambda c, t: _diffusers_folder(t, "weights-missing"),
+        ValueError,
+        r"UNet weights: .* holds none of diffusion_pytorch_model\.safetensors",
+    ),
+    ("diffusers-weights-cut", lambda c, t: _diffusers_folder(t, "weights-cut"), ValueError, r"UNet weights: .*cannot"),
+    (
+        "diffusers-odd-size",
+        lambda c, t: _diffusers_folder(t, "odd-size"),
+        ValueError,
+        r"config\.json has sample_size=7 with 2 down blocks; each size must be divisible by 2\^1 = 2",
+    ),
 ]
 
 
@@ -444,7 +546,8 @@ def test_empirical_bad_input(name, call, expected, pattern):
 
 @pytest.mark.parametrize("name, call, expected, pattern", FILES, ids=[r[0] for r in FILES])
 def test_bad_files(name, call, expected, pattern, checkpoint, tmp_path, monkeypatch):
-    args = (checkpoint, tmp_path, monkeypatch) if name == "data-bad-gzip" else (checkpoint, tmp_path)
+    takes_monkeypatch = name in ("data-bad-gzip", "ckpt-disk-full")
+    args = (checkpoint, tmp_path, monkeypatch) if takes_monkeypatch else (checkpoint, tmp_path)
     _expect(lambda: call(*args), expected, pattern)
 
 
@@ -456,6 +559,18 @@ def test_cosine_schedule_has_its_limits_at_T():
     # Just below T, theta follows the closed form cos(phi(t)) / cos(phi(0)) (no spurious floor of 1e-16).
     phi = lambda t: (t + 0.008) / 1.008 * math.pi / 2  # noqa: E731
     assert float(COS.theta(1 - 1e-9)) == pytest.approx(math.cos(phi(1 - 1e-9)) / math.cos(phi(0)), rel=1e-6)
+
+
+def test_exact_denoiser_of_integer_images_is_float64():
+    # eps of a uint8 image is a real number: float64 (it was cast back to uint8: 255 for -1.0752).
+    x8 = torch.tensor([[3]], dtype=torch.uint8)
+    eps = DEN(x8, 0.5)
+    th, s2 = float(LIN.theta(0.5)), float(LIN.sigma2(0.5))
+    score = (
+        th * math.tanh(3 * th / s2) - 3
+    ) / s2  # the pair at +-1: grad log p_t = (theta tanh(theta x / s2) - x) / s2
+    assert eps.dtype == torch.float64 and float(eps[0, 0]) == pytest.approx(-math.sqrt(s2) * score, rel=1e-12)
+    assert DEN(x8.float(), 0.5).dtype == torch.float32  # a floating input keeps its dtype
 
 
 def test_integer_arrays_are_real_numbers():

@@ -174,7 +174,7 @@ def test_a_killed_run_resumes_and_each_seed_gets_its_inception_fid(tiny):
         score_cells(Drawer(den, ds.x, bar), scorer, cfg, 0.41, None, inception, on_cell=kill)
     assert len(saved) == 1 and len(calls) == 2  # the first cell, both seeds
     out = score_cells(Drawer(den, ds.x, bar), scorer, cfg, 0.41, None, inception, done=saved)
-    assert out[0] is saved[0] and len(calls) == 4  # only the second cell was drawn again
+    assert out[0] == saved[0] and len(calls) == 4  # only the second cell was drawn again
     for c in out:
         for seed, value in zip(cfg.seeds, c["fid_inception"], strict=True):
             t = None if c["init"] == "vanilla" else 0.41
@@ -182,7 +182,7 @@ def test_a_killed_run_resumes_and_each_seed_gets_its_inception_fid(tiny):
             assert value == float(x.mean())
 
 
-def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_thread):
+def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_thread, capsys):
     """The command on the committed digits model (one cell, 20 samples, the classifier at 20 steps), the theory's
     t_c stubbed (its search takes minutes; tests/test_pipeline_stages.py tests it), the rule from the committed
     digits curves."""
@@ -206,11 +206,18 @@ def test_run_writes_the_output_atomically(tmp_path, monkeypatch, one_torch_threa
     out.write_text(json.dumps(data | {"complete": False, "cells": [c | {"fid": [-1.0, -2.0]}]}))
     assert main(argv) == 0
     assert json.loads(out.read_text())["cells"][0]["fid"] == [-1.0, -2.0]
-    # an unfinished file of another config is not resumed
+    # one more seed: the seeds an unfinished run scored are kept, only the new one is drawn
     out.write_text(json.dumps(data | {"complete": False, "cells": [c | {"fid": [-1.0, -2.0]}]}))
-    assert main([*argv[:-2], "--seeds", "1", "--out", str(out)]) == 0
-    (c,) = json.loads(out.read_text())["cells"]
-    assert c["seeds"] == [1] and c["fid"][0] == data["cells"][0]["fid"][0]
+    assert main([*argv, "--seeds", "1", "2", "3"]) == 0
+    (c3,) = json.loads(out.read_text())["cells"]
+    assert c3["seeds"] == [1, 2, 3] and c3["fid"][:2] == [-1.0, -2.0] and c3["fid"][2] > 0
+    # an unfinished run of another config (other numbers: n_samples) is refused before any work, its file kept
+    unfinished = json.dumps(data | {"complete": False})
+    out.write_text(unfinished)
+    capsys.readouterr()
+    assert main([*argv, "--n-samples", "30"]) == 2
+    assert "holds an unfinished run whose config differs in n_samples" in capsys.readouterr().err
+    assert out.read_text() == unfinished
 
 
 def test_compare_with_table():

@@ -50,6 +50,11 @@ def test_cli_merges_rows_by_time(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["t"] for r in rows] == [0.3, 0.6] and all(r["classes"] == [0, 1] and r["d"] == 64 for r in rows)
     assert rows[0]["command"].startswith("python -m empirical shell --dataset digits")
-    with pytest.raises(SystemExit):
-        main(["--dataset", "digits", "--t", "1.5"])
-    assert "--t" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["--dataset", "digits", "--t", "1.5"]) == 2
+    assert "t must be one or more times in (0, 1); got [1.5]" in capsys.readouterr().err
+    (tmp_path / "object.json").write_text("{}")  # refused before any work: rows cannot be merged into an object
+    assert main(["--dataset", "digits", "--t", "0.5", "--out", str(tmp_path / "object.json")]) == 2
+    assert "holds a JSON object, not a list of rows" in capsys.readouterr().err
+    assert main(["--dataset", "digits", "--t", "0.5", "--classes", "0", "1", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["shell"]["classes"] == [0, 1]

@@ -6,7 +6,8 @@ A checkpoint is a dict of plain tensors and numbers (loadable with ``torch.load(
 key and number). torch.load does not check the zip CRCs, so flipped bytes would otherwise load as other weights.
 A file that is truncated, corrupt, fails its digest or holds NaN/inf weights raises ``CheckpointError`` naming
 it; one written before digests existed still loads, with a warning. Saving first renames the current file to
-``checkpoint.prev.pt`` (``PREVIOUS``), the fall-back of ``resume_from``.
+``checkpoint.prev.pt`` (``PREVIOUS``), the fall-back of ``resume_from``. A full disk during a save raises
+``OSError(ENOSPC)`` naming the file and its disk (``empirical._util.files.atomic_write``).
 
 >>> import torch
 >>> state = {"step": 3, "config": {}, "model": {"w": torch.zeros(2)}}
@@ -16,16 +17,15 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
-import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from empirical._util.files import atomic_write
 
 __all__ = [
     "CHECKPOINT",
@@ -135,30 +135,6 @@ def resume_from(out: Path) -> tuple[Path, dict, bool] | None:
     if errors:
         raise CheckpointError(f"no usable checkpoint in {out}: " + "; ".join(errors) + " (move them away to restart)")
     return None
-
-
-def atomic_write(path: Path, write: Callable[[typing.BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same directory (fsync, os.replace), so a reader or a
-    process killed mid-write sees the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself (not possible on every file system)
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
 
 
 def _to_cpu(obj):

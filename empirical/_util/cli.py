@@ -1,6 +1,8 @@
 """Typed command lines built from a config dataclass: one option per field (``--batch-size`` for ``batch_size``),
-the element type from the annotation (``X | None`` counts as X, ``tuple[int, ...]`` takes several values), help
-and choices from the field's metadata, and ``--dry-run``."""
+the element type from the annotation (``X | None`` counts as X, ``tuple[int, ...]`` takes several values), help,
+choices, ``required`` and ``positional`` (an argument without a dash, such as checkpoint files) from the field's
+metadata, and ``--dry-run``. ``parse_args`` ends a numeric list at its first non-number, so a positional file after
+``--classes 1 8`` is never read as a label."""
 
 from __future__ import annotations
 
@@ -13,7 +15,18 @@ import typing
 
 import numpy as np
 
-__all__ = ["dataclass_parser", "config_from_args", "parse_bool", "is_int", "is_real", "command_line"]
+__all__ = [
+    "dataclass_parser",
+    "config_from_args",
+    "parse_args",
+    "typed_command",
+    "refuse",
+    "print_config",
+    "parse_bool",
+    "is_int",
+    "is_real",
+    "command_line",
+]
 
 
 def is_int(value) -> bool:
@@ -72,12 +85,59 @@ def dataclass_parser(cls, prog: str, description: str, parser: argparse.Argument
             kind, extra["metavar"] = parse_bool, "{true,false}"
         if "choices" in f.metadata:
             extra["choices"] = f.metadata["choices"]
+        help = f.metadata.get("help", " ")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=kind, help=help, **extra)
+            continue
+        if f.metadata.get("required"):
+            extra["required"] = True
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
-            help=f.metadata.get("help", " "), **extra,
-        )  # fmt: skip
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default, help=help, **extra
+        )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a list of numbers (``--classes 1 8``) ends at its first token that is
+    not a number: that token and what follows up to the next option are positional arguments, not a bad label.
+
+    >>> p = argparse.ArgumentParser()
+    >>> _ = p.add_argument("files", nargs="+"); _ = p.add_argument("--classes", type=int, nargs="+")
+    >>> parse_args(p, ["--classes", "1", "8", "a.pt", "b.pt"])
+    Namespace(files=['a.pt', 'b.pt'], classes=[1, 8])
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not any(not a.option_strings for a in parser._actions):
+        return parser.parse_args(argv)
+    options, positional, value_of = [], [], None
+    for i, token in enumerate(argv):
+        if token == "--":
+            positional += argv[i + 1 :]
+            break
+        action = parser._option_string_actions.get(token.split("=")[0]) if token.startswith("-") else None
+        if action is not None and not _number(token, float):
+            options.append(token)
+            value_of = None if "=" in token else action
+            left = 0 if action.nargs == 0 else 1 if action.nargs is None else None
+            continue
+        if value_of is not None and (left is None or left > 0):
+            if left is None and value_of.type in (int, float) and not _number(token, value_of.type):
+                value_of = None  # a numeric list ends here: the token is positional
+            else:
+                options.append(token)
+                left = None if left is None else left - 1
+                continue
+        positional.append(token)
+    return parser.parse_args(options + (["--", *positional] if positional else []))
+
+
+def _number(token: str, kind) -> bool:
+    try:
+        kind(token)
+    except ValueError:
+        return False
+    return True
 
 
 def config_from_args(cls, args: argparse.Namespace):
@@ -94,3 +154,30 @@ def command_line(command: str, argv: list[str] | None) -> str:
     "python -m empirical shell --t 0.5 'a b'"
     """
     return shlex.join(["python", "-m", "empirical", command, *(sys.argv[1:] if argv is None else argv)])
+
+
+def typed_command(cls, prog: str, description: str, argv: list[str] | None):
+    """(config, parsed arguments) of a typed command line: ``dataclass_parser`` options parsed by ``parse_args``,
+    the ``cls`` instance built (its checks raise ValueError naming the field, which the command prints)."""
+    parser = dataclass_parser(cls, prog, description)
+    parser.formatter_class = _Formatter
+    args = parse_args(parser, argv)
+    return config_from_args(cls, args), args
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written (its example commands), and each option's default."""
+
+
+def refuse(err: Exception) -> int:
+    """Print a refused command line's error and return the exit status 2 (argparse's for a usage error)."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def print_config(command: str, cfg) -> int:
+    """``--dry-run``: print the resolved config as JSON under the command's name; returns 0."""
+    import json
+
+    print(json.dumps({command: dataclasses.asdict(cfg)}, indent=1))
+    return 0

@@ -1,35 +1,31 @@
-"""Result files: strict JSON written atomically, and tables kept as lists of rows keyed by some fields."""
+"""Result files: strict JSON written atomically under the file's lock, and tables kept as lists of rows keyed by
+some fields, merged under the same lock so that concurrent writers of one file never lose a row."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_json_atomic", "upsert_row", "finite"]
+from empirical._util.files import atomic_write, locked, remove_stale_temporaries
+
+__all__ = ["write_json_atomic", "update_json", "upsert_row", "finite"]
 
 
 def write_json_atomic(path, obj) -> None:
-    """Write ``obj`` as strict JSON (numpy arrays and scalars allowed) to a temporary file in the same
-    folder, fsync it, then rename it over ``path``: a kill leaves the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_strict(obj), f, indent=1, allow_nan=False, default=_jsonable)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as strict JSON (numpy arrays and scalars allowed; nan and inf as null) through a temporary
+    file renamed over ``path``, under the file's lock: a kill leaves the old file or the new one, never half."""
+    with locked(path):
+        _write(Path(path), obj)
+
+
+def _write(path: Path, obj) -> None:
+    remove_stale_temporaries(path)  # of writers killed earlier: every writer of path holds the lock
+    text = json.dumps(_strict(obj), indent=1, allow_nan=False, default=_jsonable) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _strict(obj):
@@ -59,7 +55,8 @@ def finite(v):
 
 
 def upsert_row(path, row: dict, keys: tuple[str, ...]) -> list[dict]:
-    """Replace the row of the JSON list at ``path`` that agrees with ``row`` on ``keys`` (or append it); atomic.
+    """Replace the row of the JSON list at ``path`` that agrees with ``row`` on ``keys`` (or append it); atomic, and
+    under the file's lock (``update_json``).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.json"
@@ -67,8 +64,21 @@ def upsert_row(path, row: dict, keys: tuple[str, ...]) -> list[dict]:
     >>> upsert_row(p, {"a": 1, "v": 3}, ("a",))
     [{'a': 2, 'v': 2}, {'a': 1, 'v': 3}]
     """
+
+    def merge(rows):
+        if not isinstance(rows, list):
+            raise ValueError(f"{path} holds a JSON {type(rows).__name__}, not a list of rows")
+        return [r for r in rows if any(r.get(k) != row.get(k) for k in keys)] + [row]
+
+    return update_json(path, merge, [])
+
+
+def update_json(path, change: Callable, default):
+    """Read the JSON at ``path`` (``default`` if there is none), write ``change(content)`` back atomically, and
+    return it; the read and the write happen under the file's lock, so a concurrent update waits instead of being
+    lost. Bare NaN in an older file is read, and written back as null."""
     path = Path(path)
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if any(r.get(k) != row.get(k) for k in keys)] + [row]
-    write_json_atomic(path, rows)
-    return rows
+    with locked(path):
+        new = change(json.loads(path.read_text()) if path.exists() else default)
+        _write(path, new)
+    return new

@@ -153,9 +153,47 @@ class DiffusersDenoiser(Denoiser):
 
 
 def _read_json(path: Path, what: str) -> dict:
+    """The JSON object of a config file; ValueError naming the file if it is missing, cut or not an object."""
     if not path.is_file():
         raise ValueError(f"{what}: {path} does not exist")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{what}: {path} is not valid JSON (truncated or corrupt): {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{what}: {path} must hold a JSON object of settings; got a {type(config).__name__}")
+    return config
+
+
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _check_unet_config(config: dict, path: Path) -> None:
+    """Every down block but the last halves the image, so the size must divide by 2^(blocks - 1); diffusers
+    would fail only at the first forward pass, on mismatched skip connections."""
+    size, blocks = config.get("sample_size"), config.get("down_block_types", ["DownBlock2D"] * 4)  # its default
+    sizes = [size] if isinstance(size, int) else size
+    if not (isinstance(sizes, list) and sizes and all(isinstance(v, int) and v >= 1 for v in sizes)):
+        raise ValueError(f"UNet config: {path} has sample_size={size!r}; it must be an int or [H, W] of ints >= 1")
+    if not (isinstance(blocks, list) and blocks):
+        raise ValueError(f"UNet config: {path} has down_block_types={blocks!r}; it must be a non-empty list")
+    halvings = 2 ** (len(blocks) - 1)
+    if any(v % halvings for v in sizes):
+        raise ValueError(
+            f"UNet config: {path} has sample_size={size} with {len(blocks)} down blocks; each size must be "
+            f"divisible by 2^{len(blocks) - 1} = {halvings} (the image is halved {len(blocks) - 1} times)"
+        )
+
+
+def _load_unet(diffusers, unet_dir: Path):
+    """The UNet2DModel of a folder; ValueError naming the folder for missing weights or weights that cannot be
+    read (a cut or corrupt file)."""
+    if not any((unet_dir / name).is_file() for name in WEIGHTS):
+        raise ValueError(f"UNet weights: {unet_dir} holds none of {', '.join(WEIGHTS)}")
+    try:
+        return diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
+    except Exception as err:  # safetensors, torch and diffusers raise their own types for a damaged file
+        raise ValueError(f"UNet weights: {unet_dir} cannot be loaded (truncated or corrupt?): {err}") from err
 
 
 def load_diffusers(
@@ -179,5 +217,6 @@ def load_diffusers(
     if unet_cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise ValueError(f"{unet_dir} holds a {unet_cfg['_class_name']}; only UNet2DModel is supported")
     scheduler_config = _read_json(sched_file, "scheduler config")
-    unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
+    _check_unet_config(unet_cfg, unet_dir / "config.json")
+    unet = _load_unet(diffusers, unet_dir)
     return DiffusersDenoiser(unet, scheduler_config, timesteps).to(device).eval().requires_grad_(False)

@@ -30,7 +30,7 @@ import scipy.sparse.linalg as sla
 import torch
 
 from empirical.models.denoiser import Denoiser, schedule_coeffs
-from theory.checks import check_eta, check_int, check_tolerance
+from theory.checks import check_eta, check_finite_array, check_int, check_tolerance
 from theory.family import EtaFamily
 from theory.fields import continue_branch, log_snr_grid, log_snr_mid
 
@@ -285,6 +285,9 @@ def measure_critical_time(
         raise ValueError(f"need 0 < t_min < t_max <= T={T}; got t_min={t_min}, t_max={t_max}")
     n_grid, n_starts = check_int("n_grid", n_grid, 2), check_int("n_starts", n_starts, 1)
     tol_t, max_iter = check_tolerance("tol_t", tol_t), check_int("max_iter", max_iter, 1)
+    x_train = check_finite_array("x_train", x_train)  # a NaN image would make every count, and t, NaN
+    if x_train.ndim != 2 or len(x_train) == 0:
+        raise ValueError(f"x_train must have shape (N, d) with N >= 1; got {x_train.shape}")
     x0, eps, _ = draw_starts(x_train, n_starts, seed)
     evaluations, last = [], []
 

@@ -27,6 +27,8 @@ import scipy.sparse.linalg as sla
 import torch
 
 from empirical.measure.fixed_points import MeasuredFixedPoint, _device, _jvp_operator, _near, _phi, map_coeffs
+from empirical.models.denoiser import Denoiser
+from theory.checks import check_int, check_tolerance
 
 __all__ = ["FlowSearch", "damped_flow", "newton_krylov", "top_eig_krylov", "count_rows"]
 
@@ -153,6 +155,13 @@ class FlowSearch:
     def __post_init__(self):
         import copy
 
+        if not isinstance(self.den64, Denoiser):
+            raise TypeError(f"den64 must be an empirical Denoiser; got {type(self.den64).__name__}")
+        self.max_iter = check_int("max_iter", self.max_iter, 1)
+        for name in ("tol", "merge_tol", "newton_tol"):  # a zero tolerance divides by zero or never stops
+            setattr(self, name, check_tolerance(name, getattr(self, name)))
+        if not isinstance(self.log, list):
+            raise TypeError(f"log must be a list; got {type(self.log).__name__}")
         self.den32 = copy.deepcopy(self.den64).float()
         self._counters = [count_rows(self.den64), count_rows(self.den32)]
 

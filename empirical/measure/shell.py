@@ -14,17 +14,18 @@ Rows are merged by (dataset, classes, t, n, seed) into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from empirical._util.cli import command_line
+from empirical._util.cli import command_line, is_real, print_config, refuse, typed_command
+from empirical.data.datasets import DATASETS
 from empirical.models.denoiser import schedule_coeffs
 from theory import EtaFamily, VPLinear
 from theory.checks import check_in_range, check_int
 
-__all__ = ["shell_distance", "main"]
+__all__ = ["shell_distance", "Config", "main"]
 
 KEYS = ("dataset", "classes", "t", "n", "seed")
 
@@ -54,33 +55,54 @@ def shell_distance(x_train, t: float, *, schedule=None, n: int = 2000, seed: int
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    from empirical._util.results import upsert_row
-    from empirical.data.datasets import DATASETS, load_dataset
+@dataclass
+class Config:
+    """The options of ``python -m empirical shell``; every field is checked on construction."""
 
-    p = argparse.ArgumentParser(
-        prog="python -m empirical shell", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    dataset: str | None = field(
+        default=None, metadata={"help": "the training images", "choices": DATASETS, "required": True}
     )
-    p.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--classes", type=int, nargs="+", help="keep only these labels (all if omitted)")
-    p.add_argument("--t", type=float, nargs="+", required=True, help="forward times in (0, 1)")
-    p.add_argument("--n", type=int, default=2000, help="noisy images drawn per time (>= 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the images and their noise (>= 0)")
-    p.add_argument("--out", help="merge the rows (keyed by dataset, classes, t, n, seed) into this JSON file")
-    a = p.parse_args(argv)
-    if a.dataset not in DATASETS:
-        p.error(f"--dataset: unknown data set {a.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if bad := [t for t in a.t if not 0.0 < t < 1.0]:
-        p.error(f"--t: every time must lie in (0, 1); got {bad}")
-    if a.n < 2 or a.seed < 0:
-        p.error(f"--n must be >= 2 and --seed >= 0; got {a.n} and {a.seed}")
-    x = load_dataset(a.dataset, classes=a.classes).x
+    classes: tuple[int, ...] | None = field(default=None, metadata={"help": "keep only these labels (omit for all)"})
+    t: tuple[float, ...] = field(default=(), metadata={"help": "forward times in (0, 1)", "required": True})
+    n: int = field(default=2000, metadata={"help": "noisy images drawn per time (>= 2)"})
+    seed: int = field(default=0, metadata={"help": "seed of the images and their noise (>= 0)"})
+    out: str | None = field(
+        default=None, metadata={"help": "merge the rows (keyed by dataset, classes, t, n, seed) into this JSON file"}
+    )
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        self.t = tuple(self.t)
+        if not self.t or not all(is_real(t) and 0.0 < t < 1.0 for t in self.t):
+            raise ValueError(f"t must be one or more times in (0, 1); got {list(self.t)}")
+        if self.classes is not None:
+            self.classes = tuple(self.classes)
+        check_int("n", self.n, lo=2)
+        check_int("seed", self.seed, lo=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from empirical._util.files import check_output_file
+    from empirical._util.results import upsert_row
+    from empirical.data.datasets import load_dataset
+
+    try:
+        cfg, args = typed_command(Config, "python -m empirical shell", __doc__, argv)
+        if cfg.out is not None:
+            check_output_file(cfg.out, "out", holds="list")
+    except ValueError as err:
+        return refuse(err)
+    if args.dry_run:
+        return print_config("shell", cfg)
+    classes = None if cfg.classes is None else list(cfg.classes)
+    x = load_dataset(cfg.dataset, classes=classes).x
     command = command_line("shell", argv)
-    for t in a.t:
-        row = {"dataset": a.dataset, "classes": a.classes, **shell_distance(x, t, n=a.n, seed=a.seed)}
+    for t in cfg.t:
+        row = {"dataset": cfg.dataset, "classes": classes, **shell_distance(x, t, n=cfg.n, seed=cfg.seed)}
         print(json.dumps({k: row[k] for k in ("dataset", "t", "fixed_point_bound", "radius_mean", "radius_std", "z")}))
-        if a.out is not None:
-            upsert_row(a.out, {**row, "command": command}, KEYS)
+        if cfg.out is not None:
+            upsert_row(cfg.out, {**row, "command": command}, KEYS)
     return 0
 
 

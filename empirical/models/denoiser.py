@@ -145,7 +145,8 @@ class ExactDenoiser(Denoiser):
     """The exact eps of a ``theory`` data model (DeltaMixture or GaussianMixture): eps = -sigma grad log p_t.
 
     It has the Denoiser interface, so samplers and measurements can be checked against the theory
-    with no training error. Computed by jax in float64 and returned in x's dtype and device.
+    with no training error. Computed by jax in float64 and returned in x's floating dtype and device (float64 for
+    an integer x: eps is not an integer).
 
     >>> from theory import DeltaMixture
     >>> den = ExactDenoiser(DeltaMixture([[-1.0], [1.0]]))
@@ -168,16 +169,21 @@ class ExactDenoiser(Denoiser):
         x64 = x.detach().cpu().double().numpy()
         score = np.array(self.data.score(x64, t.numpy(), self.schedule))
         (sigma,) = schedule_coeffs(self.schedule, t, "sigma")
-        return torch.tensor(-sigma.numpy()[:, None] * score, dtype=x.dtype, device=x.device)
+        return torch.tensor(-sigma.numpy()[:, None] * score, dtype=_float(x), device=x.device)
 
     # Tweedie: x0_hat = (x + sigma^2 grad log p_t) / theta, so d x0_hat / dx = (I + sigma^2 Hess log p_t) / theta.
     def x0_jacobian(self, x: torch.Tensor, t: float) -> torch.Tensor:
         theta, s2 = (float(c) for c in schedule_coeffs(self.schedule, float(t), "theta", "sigma2"))
         H = np.array(self.data.hessian(x.detach().cpu().double().numpy(), float(t), self.schedule))
-        return torch.tensor((np.eye(len(H)) + s2 * H) / theta, dtype=x.dtype, device=x.device)
+        return torch.tensor((np.eye(len(H)) + s2 * H) / theta, dtype=_float(x), device=x.device)
 
     def x0_jvp(self, x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
         theta, s2 = (float(c) for c in schedule_coeffs(self.schedule, float(t), "theta", "sigma2"))
         x64, v64 = (y.detach().cpu().double().numpy() for y in (x, v))
         Hv = np.array(self.data.hvp(x64, v64, float(t), self.schedule))
-        return torch.tensor((v64 + s2 * Hv) / theta, dtype=x.dtype, device=x.device)
+        return torch.tensor((v64 + s2 * Hv) / theta, dtype=_float(x), device=x.device)
+
+
+def _float(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a result computed from ``x``: its own if floating, else float64 (a uint8 image gives real eps)."""
+    return x.dtype if x.is_floating_point() else torch.float64

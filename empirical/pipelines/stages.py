@@ -143,8 +143,9 @@ def read_prediction(spec: str, x_train: np.ndarray | None = None, dataset: str |
     writes one entry per data set: ``t_c``, ``theta_c``, ``kind``, ``centre_t``, ``macroscopic_t``, with ``N``, ``d``
     and ``data``). Returns {t_c, theta_c, kind, centre_t, macroscopic_t, source: spec}.
 
-    With ``x_train`` (N, d) the entry must have been computed on the same images: its N and d (and the data set
-    named by its ``data``, and its eta, 1 unless it stores one) must match, else ValueError naming ``prediction``.
+    The entry must state its N and d and a t_c in (0, T]; with ``x_train`` (N, d) it must have been computed on the
+    same images: its N and d (and the data set named by its ``data``, and its eta, 1 unless it stores one) must
+    match, else ValueError naming ``prediction``.
     """
     path, _, key = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
     if not (path and key):
@@ -160,9 +161,10 @@ def read_prediction(spec: str, x_train: np.ndarray | None = None, dataset: str |
         )
         raise ValueError(f"prediction {spec!r}: {path} has no entry {key!r} with a t_c; entries: {keys}")
     entry = results[key]
+    _check_entry(spec, entry)
     if x_train is not None:
         n, d = np.shape(x_train)
-        if entry.get("N", n) != n or entry.get("d", d) != d:
+        if entry["N"] != n or entry["d"] != d:
             raise ValueError(
                 f"prediction {spec!r} was computed on N={entry.get('N')} images of d={entry.get('d')}; the training "
                 f"images are N={n}, d={d} (the same data set, n_train and classes, or run critical_time on them)"
@@ -174,6 +176,19 @@ def read_prediction(spec: str, x_train: np.ndarray | None = None, dataset: str |
         raise ValueError(f"prediction {spec!r} was computed at eta = {entry.get('eta', BENCHMARK_ETA)}; eta is {eta}")
     names = ("t_c", "theta_c", "kind", "centre_t", "macroscopic_t")
     return {k: entry.get(k) for k in names} | {"source": spec}
+
+
+def _check_entry(spec: str, entry: dict) -> None:
+    """An entry states the images it was computed on (N, d) and a critical time inside the schedule, (0, T]."""
+    missing = [k for k in ("N", "d") if not (isinstance(entry.get(k), int) and entry[k] >= 1)]
+    if missing:
+        raise ValueError(
+            f"prediction {spec!r} does not state {' and '.join(missing)} (the number and size of its images), so it "
+            "cannot be checked against the training images; use an entry of benchmarks/critical_time.py"
+        )
+    T, t_c = BENCHMARK_SCHEDULE.T, entry["t_c"]
+    if isinstance(t_c, bool) or not isinstance(t_c, (int, float)) or not 0 < t_c <= T:
+        raise ValueError(f"prediction {spec!r} has t_c = {t_c!r}; a critical time must lie in (0, T={T}]")
 
 
 def known_prediction(cfg: PipelineConfig, x_train: np.ndarray) -> dict | None:

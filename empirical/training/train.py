@@ -34,7 +34,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections import deque
 from collections.abc import Mapping
@@ -49,6 +48,7 @@ from tqdm import tqdm
 
 from empirical._util.checkpoints import (
     CHECKPOINT,
+    PREVIOUS,
     atomic_write,
     load_checkpoint,
     non_finite,
@@ -57,6 +57,8 @@ from empirical._util.checkpoints import (
 )
 from empirical._util.cli import config_from_args as _config_from_args
 from empirical._util.cli import dataclass_parser
+from empirical._util.files import OutputInUse, locked, remove_stale_temporaries
+from empirical._util.files import check_output_dir as check_out_dir
 from empirical.data.datasets import load_dataset
 from empirical.models.denoiser import Denoiser
 from empirical.models.nets import build_net
@@ -120,26 +122,9 @@ def _ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Remove the temporary files of writes cut short by a kill."""
-    for name in (CHECKPOINT, CONFIG):
-        for tmp in out.glob(f".{name}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def check_out_dir(path: str | os.PathLike, name: str = "out") -> Path:
-    """Create the output directory ``path`` if needed and check that a file can be written in it, before any
-    long work starts; ValueError naming ``name`` if it is a file or not writable."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{name} must be a directory; {path} is an existing file")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{name}={path} is not a writable directory: {err}") from err
-    return path
+    """Remove the temporary files of writes cut short by a kill (under the run folder's lock: no writer is live)."""
+    for name in (CHECKPOINT, PREVIOUS, CONFIG):
+        remove_stale_temporaries(out / name)
 
 
 def _check_resumable(stored: Mapping, cfg: TrainConfig, path: Path) -> None:
@@ -205,10 +190,19 @@ def train(cfg: TrainConfig) -> Path:
     cfg = cfg.resolved()
     rank, world, device = _distributed(cfg.device)
     try:
-        return _train(cfg, rank, world, device)
+        with _run_lock(cfg.out, rank):
+            return _train(cfg, rank, world, device)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _run_lock(out: str, rank: int):
+    """Rank 0 holds the run folder's lock for the whole run: a second run on the same ``out`` would rotate and
+    overwrite the same checkpoints, so it is refused (``OutputInUse``) before it loads anything."""
+    if rank != 0:
+        return contextlib.nullcontext()
+    return locked(check_out_dir(out), wait=False, name="out")
 
 
 def _training_data(cfg: TrainConfig):
@@ -257,7 +251,7 @@ def _resume(out: Path, cfg: TrainConfig, modules, rank: int, world: int) -> tupl
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the world size {world}")
-    out = check_out_dir(cfg.out) if rank == 0 else Path(cfg.out)
+    out = Path(cfg.out)  # checked and locked by train()
     ckpt_path = out / CHECKPOINT
     data = _training_data(cfg)
     x = torch.tensor(data.x, dtype=torch.float32, device=device)
@@ -416,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    path = train(cfg)
+    try:
+        path = train(cfg)
+    except OutputInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(path)
     return 0

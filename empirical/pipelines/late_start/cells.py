@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from empirical._util.cli import dataclass_parser, is_int, is_real
+from empirical._util.files import OutputInUse, check_output_file, locked
 from empirical._util.results import write_json_atomic
 from empirical._util.stopwatch import Stopwatch
 from empirical.metrics.scores import fid, inception_features
@@ -146,8 +147,9 @@ def resolve_t_start(spec: str, n_steps: int, t_c: float, schedule, calibration: 
 def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None, inception=None, done=(), on_cell=None):
     """One entry per (sampler, grid, n, t_start spec, init): the FID at every seed (``draw``: a
     ``stages_late_start.Drawer``; ``scorer``: a ``Scorer``), their mean and std (ddof = 1; None for one seed), and
-    with ``inception`` (samples -> Inception FID) that FID at every seed. Entries of ``done`` (a killed run's) are
-    kept instead of drawn again; ``on_cell(cells)`` is called after each entry (to write them)."""
+    with ``inception`` (samples -> Inception FID) that FID at every seed. The seeds that entries of ``done`` (an
+    earlier run's, maybe at other seeds) already scored are kept instead of drawn again; ``on_cell(cells)`` is
+    called after each entry (to write them)."""
     done, out = {_cell_key(c): c for c in done}, []
     for sampler, grid, n, spec in itertools.product(cfg.samplers, cfg.grids, cfg.n_steps, cfg.t_start):
         t_start = resolve_t_start(spec, n, t_c, draw.den.schedule, calibration)
@@ -156,15 +158,14 @@ def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None, incepti
             cell = {"sampler": sampler, "grid": grid, "n_steps": n, "nfe": nfe(stage.ALL_TABLE_SAMPLERS[sampler], n),
                     "init": init, "t_start_spec": "none" if init == "vanilla" else spec, "t_start": float(t),
                     "seeds": list(cfg.seeds), "n_samples": cfg.n_samples}  # fmt: skip
-            if _cell_key(cell) in done:
-                out.append(done[_cell_key(cell)])
-                draw.bar.update(len(cfg.seeds))
-                continue
+            scored = _scored_seeds(done.get(_cell_key(cell)))
             fids, inc = [], []
             for seed in cfg.seeds:
-                x = draw(sampler, n, init, t, cfg.n_samples, seed, grid)
-                fids.append(scorer.fid(x))
-                inc.append(None if inception is None else inception(x))
+                if seed not in scored:
+                    x = draw(sampler, n, init, t, cfg.n_samples, seed, grid)
+                    scored[seed] = (scorer.fid(x), None if inception is None else inception(x))
+                fids.append(scored[seed][0])
+                inc.append(scored[seed][1])
                 draw.bar.update(1)
             cell |= {"fid": fids, "mean": float(np.mean(fids)),
                      "std": float(np.std(fids, ddof=1)) if len(fids) > 1 else None}  # fmt: skip
@@ -174,6 +175,14 @@ def score_cells(draw, scorer, cfg, t_c: float, calibration: dict | None, incepti
             if on_cell is not None:
                 on_cell(out)
     return out
+
+
+def _scored_seeds(cell: dict | None) -> dict:
+    """{seed: (FID, Inception FID or None)} of an earlier run's cell."""
+    if cell is None:
+        return {}
+    inc = cell.get("fid_inception") or [None] * len(cell["seeds"])
+    return {s: (f, i) for s, f, i in zip(cell["seeds"], cell["fid"], inc, strict=True)}
 
 
 def _cell_key(c: dict) -> tuple:
@@ -238,6 +247,7 @@ def run(cfg: Config, command: str) -> dict:
     """Score the cells of ``cfg`` with the late-start stages; returns the output (also written to ``out_path``
     after each cell, with "complete": false until the last; a run of the same config resumes from it)."""
     clock = Stopwatch()
+    done = _resumable(cfg)
     table = None if cfg.table is None else json.loads(Path(cfg.table).read_text())
     x_train = (ds := stages.load_data(cfg)).x
     known = stages.known_prediction(cfg, x_train)
@@ -275,19 +285,35 @@ def run(cfg: Config, command: str) -> dict:
     total = len(cfg.samplers) * len(cfg.grids) * len(cfg.n_steps) * len(cfg.t_start) * len(cfg.inits) * len(cfg.seeds)
     with clock("cells"), tqdm(total=total, desc=f"late-start cells {cfg.dataset}", dynamic_ncols=True) as bar:
         drawer = stage.Drawer(den, x_train, bar)
-        cells = score_cells(drawer, scorer, cfg, t_c, calibration, inception, _resumable(cfg), write)
+        cells = score_cells(drawer, scorer, cfg, t_c, calibration, inception, done, write)
     comparison = None if table is None else {"table": cfg.table, **compare_with_table(cells, table["rows"])}
     out |= {"cells": cells, "comparison": comparison, "complete": True, "seconds": clock.seconds(digits=1)}
     write_json_atomic(cfg.out_path(), out)
     return out
 
 
+# The fields that choose which cells (and seeds) to score: they may change between a run and its resumption, since
+# a cell's FID at a seed does not depend on them. Every other field changes the numbers.
+CELL_FIELDS = ("samplers", "grids", "n_steps", "inits", "seeds", "t_start", "table", "out", "threads")
+
+
 def _resumable(cfg: Config) -> list[dict]:
-    """The cells of an unfinished run of the same config at ``out_path`` (none if there is no such run)."""
+    """The cells already scored at ``out_path`` by a run whose config differs at most in ``CELL_FIELDS`` (more
+    seeds, more cells). An unfinished run of another config is refused (ValueError): its cells would be lost."""
     path = cfg.out_path()
     old = json.loads(path.read_text()) if path.is_file() else {}
-    same = old.get("complete") is False and old.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return old.get("cells", []) if same else []
+    if not isinstance(old, dict) or not isinstance(old.get("config"), dict):
+        return []
+    ours = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    differ = sorted(k for k in ours if k not in CELL_FIELDS and old["config"].get(k) != ours[k])
+    if not differ:
+        return old.get("cells", [])
+    if old.get("complete") is False:
+        raise ValueError(
+            f"out={path} holds an unfinished run whose config differs in {', '.join(differ)}; rerun its own command "
+            "to finish it, or choose another --out (starting here would discard its finished cells)"
+        )
+    return []  # a finished run of another config: this run replaces it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{name} must be a late_start curves file; {path} is not a file")
         if cfg.out_path().is_dir():
             raise ValueError(f"out must be a file path; {cfg.out_path()} is a directory")
+        if not args.dry_run:  # before any work: writable, and an earlier run's cells readable and resumable
+            check_output_file(cfg.out_path(), "out", holds="object")
+            _resumable(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -312,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = run(cfg, "python -m empirical late-start-cells " + shlex.join(argv))
+    try:
+        with locked(cfg.out_path(), wait=False, name="out", kind="run"):  # one run at a time per output file
+            out = run(cfg, "python -m empirical late-start-cells " + shlex.join(argv))
+    except OutputInUse as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({k: out[k] for k in ("t_c", "comparison", "seconds")}, indent=1))
     for c in out["cells"]:
         print(c["sampler"], c["grid"], c["n_steps"], c["init"], c["t_start_spec"], round(c["t_start"], 4),
