@@ -22,7 +22,17 @@ from empirical._util.checkpoints import atomic_write
 from empirical.data.datasets import load_dataset
 from empirical.training.config import DataConfig
 
-__all__ = ["nested_indices", "write_subsets", "network_row", "exact_row", "copies", "merge_row", "plot_sweep", "main"]
+__all__ = [
+    "nested_indices",
+    "write_subsets",
+    "network_row",
+    "exact_row",
+    "copies",
+    "merge_row",
+    "full_row",
+    "plot_sweep",
+    "main",
+]
 
 
 def nested_indices(n_total: int, sizes, seed: int = 0) -> dict[int, np.ndarray]:
@@ -108,6 +118,25 @@ def exact_row(x: np.ndarray) -> dict:
     }  # fmt: skip
 
 
+def full_row(dataset: str, model: Path, breaking: Path, prediction: str, n_copies: int) -> dict:
+    """The row of the whole training set from committed results: the network's breaking time from the
+    breaking-time table ``breaking`` (its row of ``dataset``), the exact prediction from a benchmark entry
+    ``prediction`` (FILE:KEY, as the pipelines read it), the Gaussian predictions and the copy share computed here."""
+    from empirical.pipelines.stages import cheap_predictions, read_prediction
+
+    x = load_dataset(dataset).x
+    (measured,) = [r for r in json.loads(Path(breaking).read_text()) if r["dataset"] == dataset]
+    exact = read_prediction(prediction, x, dataset)
+    entry = json.loads(Path(prediction.rpartition(":")[0]).read_text())[prediction.rpartition(":")[2]]
+    return {
+        "n_train": len(x), "data": dataset, "model": str(model), "t_measured": measured["t_c_measured"],
+        "t_lo": measured.get("t_lo"), "t_hi": measured.get("t_hi"), "measured_in": str(breaking),
+        "t_exact": exact["t_c"], "kind_exact": exact["kind"], "exact_from": prediction,
+        "exact_options": entry.get("options"), **cheap_predictions(x),
+        **copies(model, x, n_copies),
+    }  # fmt: skip
+
+
 def plot_sweep(rows: list[dict], path: Path) -> None:
     """Breaking time against N: measured in the networks (with the bracket of the search) and predicted from the
     same N images (exact first bifurcation, exact macroscopic, equal-norm, Biroli); the copy share below."""
@@ -156,7 +185,9 @@ def merge_row(path: Path, n_train: int, fields: dict, command: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m empirical n-sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("subsets", "train", "measure", "exact", "plot"), help="see the docstring")
+    p.add_argument(
+        "command", choices=("subsets", "train", "measure", "exact", "full", "plot"), help="see the docstring"
+    )
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"), help="28x28 data set")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 4096], help="the subset sizes N")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps of each network")
@@ -169,9 +200,18 @@ def main(argv=None) -> int:
     p.add_argument("--t-min", type=float, default=0.3, help="measure: the scan's last time")
     p.add_argument("--n-copies", type=int, default=256, help="measure: generated samples tested for copies")
     p.add_argument("--figure", default="n_sweep.png", help="plot: the figure of the rows")
+    p.add_argument("--model", help="full: the network trained on the whole set")
+    p.add_argument("--breaking", help="full: the breaking-time table (JSON) that holds its measured row")
+    p.add_argument("--prediction", help="full: FILE:KEY of the whole set's exact prediction (benchmarks)")
     a = p.parse_args(argv)
     if a.command == "plot":
         plot_sweep(json.loads(Path(a.rows).read_text()), Path(a.figure))
+        return 0
+    if a.command == "full":
+        from empirical._util.cli import command_line
+
+        row = full_row(a.dataset, Path(a.model), Path(a.breaking), a.prediction, a.n_copies)
+        merge_row(Path(a.rows), row["n_train"], row, command_line("n-sweep", argv))
         return 0
     if a.command in ("measure", "exact"):
         from empirical._util.cli import command_line
