@@ -1123,8 +1123,25 @@ SNIPPETS = {
     "notebook_figures": notebook_figures,
     "breaking_time": breaking_time,
 }
+def n_sweep() -> str:
+    """docs/results/n_sweep.json: the breaking time of networks trained on N images against the predictions."""
+    rows = sorted(_json("docs/results/n_sweep.json"), key=lambda r: r["n_train"])
+    head = ["N", "measured", "exact first bifurcation", "exact macroscopic", "equal-norm", "Biroli",
+            "gap to exact", "copies"]  # fmt: skip
+    body = []
+    for r in rows:
+        t = r.get("t_measured")
+        body.append([
+            f"{r['n_train']:,}", "no break" if t is None else f"**{_f(t, 4)}**", _f(r.get("t_exact"), 4),
+            _f(r.get("t_macroscopic"), 4), _f(r.get("t_c_equal_norm"), 4), _f(r.get("t_c_biroli"), 4),
+            _pct(r.get("relative_gap")), "-" if r.get("copy_share") is None else f"{r['copy_share']:.2f}",
+        ])  # fmt: skip
+    return _table(head, body)
+
+
 # snippets read from committed result files only: fast, and tests/test_docs_numbers.py rebuilds them
 RESULT_SNIPPETS = {
+    "n_sweep": n_sweep,
     "breaking_time": breaking_time,
     "breaking_time_28": breaking_time_28,
     "breaking_vs_steps": breaking_vs_steps,

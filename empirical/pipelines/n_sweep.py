@@ -73,20 +73,20 @@ def recipe_for(data_file: Path, out: Path, steps: int, dataset: str):
 
 
 def network_row(dataset: str, data_file: Path, run: Path, *, n_starts: int, n_grid: int, t_max: float,
-                t_min: float, n_copies: int) -> dict:  # fmt: skip
-    """The network's side of a row: its breaking time (flow search) and the share of its samples that copy a
-    training image (``n_copies`` DDPM-100 samples; nearest image under 1/3 of the second nearest)."""
+                t_min: float) -> dict:  # fmt: skip
+    """The network's breaking time (flow search of ``run``'s checkpoint) with the search's scan (per time: starts,
+    escaped, stable points and their basins)."""
     from empirical.pipelines.steps_sweep import sweep
-    from empirical.training.config import DataConfig
 
     data = DataConfig(dataset=dataset, data=str(data_file))
     (row,) = sweep(data, [run / "checkpoint.pt"], n_starts=n_starts, n_grid=n_grid, tol_t=1e-3, search="flow",
                    t_max=t_max, t_min=t_min)  # fmt: skip
+    scan = [{k: e[k] for k in ("t", "starts", "escaped", "stable", "basin")} for e in row.get("search_log", [])]
     return {
         "n_train": len(data.load().x), "data": str(data_file), "model": str(run / "checkpoint.pt"),
         "step": row["step"], "t_measured": row["t_c_measured"], "t_lo": row["t_lo"], "t_hi": row["t_hi"],
         "search": row["options"], "network_evaluations": row.get("network_evaluations"), "measure_s": row["seconds"],
-        **copies(run / "checkpoint.pt", data.load().x, n_copies),
+        "scan": scan,
     }  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def copies(model: Path, x: np.ndarray, n: int) -> dict:
     from empirical.sampling.samplers import generate
     from empirical.training.train import load_denoiser
 
-    samples = generate(load_denoiser(model), "ddpm", 100, n, seed=0).numpy()
+    samples = generate(load_denoiser(model), "ddpm", 100, n, seed=0, dim=x.shape[1]).numpy()
     return {"copy_share": copy_fraction(samples, x), "n_samples": n, "sampler": "ddpm-100"}
 
 
@@ -213,17 +213,25 @@ def main(argv=None) -> int:
         row = full_row(a.dataset, Path(a.model), Path(a.breaking), a.prediction, a.n_copies)
         merge_row(Path(a.rows), row["n_train"], row, command_line("n-sweep", argv))
         return 0
-    if a.command in ("measure", "exact"):
+    if a.command in ("measure", "copies", "exact"):
         from empirical._util.cli import command_line
 
         for n in a.sizes:
             path, run = Path(a.out) / f"{a.dataset}-N{n}.npz", Path(a.out) / f"{a.dataset}-N{n}"
+            x = DataConfig(dataset=a.dataset, data=str(path)).load().x
             if a.command == "exact":
-                fields = exact_row(DataConfig(dataset=a.dataset, data=str(path)).load().x)
-            else:
+                row = merge_row(Path(a.rows), n, exact_row(x), command_line("n-sweep", argv))
+            elif a.command == "copies":
+                row = merge_row(
+                    Path(a.rows), n, copies(run / "checkpoint.pt", x, a.n_copies), command_line("n-sweep", argv)
+                )
+            else:  # each part is written as soon as it is measured
                 fields = network_row(a.dataset, path, run, n_starts=a.n_starts, n_grid=a.n_grid, t_max=a.t_max,
-                                     t_min=a.t_min, n_copies=a.n_copies)  # fmt: skip
-            row = merge_row(Path(a.rows), n, fields, command_line("n-sweep", argv))
+                                     t_min=a.t_min)  # fmt: skip
+                merge_row(Path(a.rows), n, fields, command_line("n-sweep", argv))
+                row = merge_row(
+                    Path(a.rows), n, copies(run / "checkpoint.pt", x, a.n_copies), command_line("n-sweep", argv)
+                )
             print(
                 json.dumps(
                     {k: row.get(k) for k in ("n_train", "t_measured", "t_exact", "t_macroscopic", "copy_share")}
