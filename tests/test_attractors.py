@@ -132,18 +132,22 @@ def test_bad_arguments_name_the_parameter():
 @pytest.mark.parametrize(
     "args, name",
     [
-        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "1.5"], "--t"),
-        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "0.3", "0"], "--t"),
-        (["--dataset", "digits", "no/such/model.pt", "--t", "0.3"], "model"),
-        (["--dataset", "cifar", str(DIGITS_MODEL), "--t", "0.3"], "--dataset"),
-        (["--dataset", "mnist", str(DIGITS_MODEL), "--t", "0.3"], "--dataset"),  # the model's are the digits
-        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "0.3", "--n-starts", "0"], "--n-starts"),
+        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "1.5"], "t must be one or more times in (0, 1)"),
+        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "0.3", "0"], "t must be one or more times"),
+        (["--dataset", "digits", "no/such/model.pt", "--t", "0.3"], "model: no/such/model.pt is not a file"),
+        (["--dataset", "mnist", str(DIGITS_MODEL), "--t", "0.3"], "trained on 'digits'"),  # the model's are the digits
+        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "0.3", "--n-starts", "0"], "n_starts must be"),
+        (["--dataset", "digits", str(DIGITS_MODEL), "--t", "0.3", "--out", "/proc/version"], "out=/proc/version"),
     ],
 )
 def test_cli_bad_arguments_exit_2(args, name, capsys):
+    assert main(args) == 2 and name in capsys.readouterr().err
+
+
+def test_cli_unknown_data_set_is_argparses_error(capsys):
     with pytest.raises(SystemExit) as err:
-        main(args)
-    assert err.value.code == 2 and name in capsys.readouterr().err
+        main(["--dataset", "cifar", str(DIGITS_MODEL), "--t", "0.3"])
+    assert err.value.code == 2 and "--dataset" in capsys.readouterr().err
 
 
 def test_cli_writes_rows_with_their_command(tmp_path):

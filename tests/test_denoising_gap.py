@@ -68,7 +68,12 @@ def test_cli_on_the_digits_model_writes_rows_by_key(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [(r["t"], r["split"], r["n"]) for r in rows] == [(0.3, "train", 40), (0.6, "train", 40)]  # no test split
     assert all(r["mse_network"] > 0 and r["gap"] > 0 for r in rows)
-    for bad, match in ((["--t", "1.0"], "--t"), (["--n", "0"], "--n"), (["--dataset", "mnist"], "trained on")):
-        with pytest.raises(SystemExit):
-            main([*args, *bad])
+    bad_args = (
+        (["--t", "1.0"], "t must be one or more times in (0, 1)"),
+        (["--n", "0"], "n must be an integer >= 1"),
+        (["--dataset", "mnist"], "trained on"),
+        (["--out", str(tmp_path)], f"out must be a file; {tmp_path} is a directory"),
+    )
+    for bad, match in bad_args:
+        assert main([*args, *bad]) == 2
         assert match in capsys.readouterr().err

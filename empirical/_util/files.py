@@ -172,7 +172,10 @@ def check_output_file(path: str | os.PathLike, name: str = "out", holds: str | N
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{name} must be a file; {path} is a directory")
-    check_output_dir(path.parent, f"the folder of {name}")
+    try:
+        check_output_dir(path.parent, "folder")
+    except ValueError as err:
+        raise ValueError(f"{name}={path} cannot be written: its {err}") from err
     if holds is None or not path.exists():
         return path
     try:

@@ -18,24 +18,26 @@ sets, as ``theory.critical_time``), then Newton in float64.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from empirical._util.cli import command_line
+from empirical._util.cli import command_line, is_real, print_config, refuse, typed_command
 from empirical._util.results import finite
+from empirical.data.datasets import DATASETS
 from empirical.measure.fixed_points import _starts, draw_starts, map_coeffs, stable_fixed_points
 from theory.checks import check_eta, check_in_range, check_int
 from theory.data import DeltaMixture
 from theory.fields import exact_field, group, use_float32
 
-__all__ = ["compare_with_exact", "start_points", "main"]
+SEARCHES = ("flow", "iterate")
+
+__all__ = ["compare_with_exact", "start_points", "Config", "main"]
 
 MERGE_TOL = 1e-4  # limits closer than this times (1 + scale) are one point (as theory's own search)
 SAME_TOL = 1e-6  # a polished limit within this times (1 + scale) of an exact attractor is that attractor
@@ -183,66 +185,76 @@ class _Exact:
         }  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
-    from empirical.data.datasets import DATASETS
+@dataclass
+class Config:
+    """The options of ``python -m empirical attractors``; every field is checked on construction."""
 
-    p = argparse.ArgumentParser(
-        prog="python -m empirical attractors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    model: str | None = field(
+        default=None, metadata={"help": "a checkpoint or exported weights (empirical.training.train)", "positional": 1}
     )
-    p.add_argument("model", help="a checkpoint or exported weights (empirical.training.train)")
-    p.add_argument("--dataset", required=True, help=f"the model's training images, one of {', '.join(DATASETS)}")
-    p.add_argument("--t", type=float, nargs="+", required=True, help="forward times in (0, 1)")
-    p.add_argument("--search", choices=("flow", "iterate"), default="flow", help="how the network's points are found")
-    p.add_argument("--n-starts", type=int, default=32, help="training images seeding the starts (as the measurement)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starts (as the measurement)")
-    p.add_argument("--eta", type=float, default=1.0, help="the eta family of the drift")
-    p.add_argument("--max-iter", type=int, default=5000, help="exact mean-shift steps before Newton")
-    p.add_argument("--out", help="merge the rows (keyed by model, t, search, starts, seed, eta) into this JSON file")
-    return p
+    dataset: str | None = field(
+        default=None, metadata={"help": "the model's training images", "choices": DATASETS, "required": True}
+    )
+    t: tuple[float, ...] = field(default=(), metadata={"help": "forward times in (0, 1)", "required": True})
+    search: str = field(default="flow", metadata={"help": "how the network's points are found", "choices": SEARCHES})
+    n_starts: int = field(default=32, metadata={"help": "training images seeding the starts (as the measurement)"})
+    seed: int = field(default=0, metadata={"help": "seed of the starts (as the measurement)"})
+    eta: float = field(default=1.0, metadata={"help": "the eta family of the drift"})
+    max_iter: int = field(default=5000, metadata={"help": "exact mean-shift steps before Newton"})
+    out: str | None = field(
+        default=None,
+        metadata={"help": "merge the rows (keyed by model, t, search, starts, seed, eta) into this JSON file"},
+    )
+
+    def __post_init__(self):
+        if not (isinstance(self.model, str) and self.model):
+            raise ValueError(f"model must be the path of a checkpoint or exported weights; got {self.model!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        self.t = tuple(self.t)
+        if not self.t or not all(is_real(t) and 0.0 < t < 1.0 for t in self.t):
+            raise ValueError(f"t must be one or more times in (0, 1); got {list(self.t)}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}; got {self.search!r}")
+        check_int("n_starts", self.n_starts, 1)
+        check_int("max_iter", self.max_iter, 1)
+        check_int("seed", self.seed, 0)
+        check_eta(self.eta)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from empirical._util.files import check_output_file
     from empirical._util.results import upsert_row
-    from empirical.data.datasets import DATASETS
     from empirical.measure.flow import FlowSearch
     from empirical.training.train import load_denoiser, training_images
 
-    p = _parser()
-    a = p.parse_args(argv)
-    model = Path(a.model)
-    if not model.is_file():
-        p.error(f"model: {model} is not a file (a checkpoint or exported weights)")
-    if a.dataset not in DATASETS:
-        p.error(f"--dataset: unknown data set {a.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if bad := [t for t in a.t if not 0.0 < t < 1.0]:
-        p.error(f"--t: every time must lie in (0, 1); got {bad}")
-    for name, value, lo in (("--n-starts", a.n_starts, 1), ("--max-iter", a.max_iter, 1), ("--seed", a.seed, 0)):
-        if value < lo:
-            p.error(f"{name} must be >= {lo}; got {value}")
-    if not (math.isfinite(a.eta) and a.eta >= 0):
-        p.error(f"--eta must be a finite number >= 0; got {a.eta}")
-    if a.out is not None and Path(a.out).is_dir():
-        p.error(f"--out: {a.out} is a directory; give a JSON file")
     try:
-        x = training_images(model, a.dataset)
-        den = load_denoiser(model).double().requires_grad_(False)  # measured in float64, as breaking_time
-    except ValueError as err:  # a mismatched data set, a corrupt checkpoint (CheckpointError)
-        p.error(str(err))
+        cfg, args = typed_command(Config, "python -m empirical attractors", __doc__, argv)
+        if not Path(cfg.model).is_file():
+            raise ValueError(f"model: {cfg.model} is not a file (a checkpoint or exported weights)")
+        if cfg.out is not None:
+            check_output_file(cfg.out, "out", holds="list")
+        if args.dry_run:
+            return print_config("attractors", cfg)
+        x = training_images(cfg.model, cfg.dataset)
+        den = load_denoiser(cfg.model).double().requires_grad_(False)  # measured in float64, as breaking_time
+    except ValueError as err:  # a bad option, a mismatched data set, a corrupt checkpoint (CheckpointError)
+        return refuse(err)
     command = command_line("attractors", argv)
     rows = []
-    for t in a.t:
+    for t in cfg.t:
         t0 = time.perf_counter()
-        search = FlowSearch(den) if a.search == "flow" else None
-        res = compare_with_exact(den, x, t, n_starts=a.n_starts, seed=a.seed, eta=a.eta, search=search,
-                                 max_iter=a.max_iter)  # fmt: skip
-        row = {"dataset": a.dataset, "model": os.fspath(model), "search": a.search, **res,
+        search = FlowSearch(den) if cfg.search == "flow" else None
+        res = compare_with_exact(den, x, t, n_starts=cfg.n_starts, seed=cfg.seed, eta=cfg.eta, search=search,
+                                 max_iter=cfg.max_iter)  # fmt: skip
+        row = {"dataset": cfg.dataset, "model": cfg.model, "search": cfg.search, **res,
                "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(),
                "command": command}  # fmt: skip
         print(_summary(row), flush=True)
         rows.append(row)
-        if a.out is not None:
-            upsert_row(a.out, row, ("dataset", "model", "t", "search", "n_starts", "seed", "eta"))
-    if a.out is None:
+        if cfg.out is not None:
+            upsert_row(cfg.out, row, ("dataset", "model", "t", "search", "n_starts", "seed", "eta"))
+    if cfg.out is None:
         print(json.dumps(rows, indent=1))
     return 0
 

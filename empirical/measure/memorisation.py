@@ -20,15 +20,28 @@ has its own attractor, by continuation) stands beside them; the 1/3 rule applied
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from empirical._util.cli import print_config, refuse, typed_command
 from empirical.measure.cloning import euler_maruyama
 from empirical.measure.fixed_points import map_coeffs, stable_fixed_points
 from empirical.models.denoiser import T_MIN, Denoiser, schedule_coeffs
+from theory.checks import check_int
 
-__all__ = ["copy_fraction", "owned_images", "attractor_scan", "exact_scan", "generate", "measured_time", "run"]
+__all__ = [
+    "Config",
+    "copy_fraction",
+    "owned_images",
+    "attractor_scan",
+    "exact_scan",
+    "generate",
+    "measured_time",
+    "run",
+]
 
 
 def _distances(A, Y):
@@ -152,20 +165,38 @@ def run(n_train: int, steps: int, out: str, *, n_samples: int = 256, seed: int =
     }  # fmt: skip
 
 
-def main(argv=None) -> int:
-    import argparse
-    from pathlib import Path
+@dataclass
+class Config:
+    """The options of ``python -m empirical memorisation``; every field is checked on construction."""
 
+    n_train: int = field(default=64, metadata={"help": "training images (digits, seeded subset)"})
+    steps: int = field(default=12000, metadata={"help": "Adam steps (batch 256)"})
+    out: str | None = field(default=None, metadata={"help": "checkpoint folder (omit: runs/memorise-<n_train>)"})
+    results: str = field(default="results", metadata={"help": "folder of memorisation.json"})
+
+    def __post_init__(self):
+        check_int("n_train", self.n_train, lo=2)  # the 1/3 rule needs a second nearest image
+        check_int("steps", self.steps, lo=1)
+        if self.out is None:
+            self.out = f"runs/memorise-{self.n_train}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from empirical._util.files import check_output_dir, check_output_file
     from empirical._util.results import upsert_row
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n-train", type=int, default=64, help="training images (digits, seeded subset)")
-    p.add_argument("--steps", type=int, default=12000, help="Adam steps (batch 256)")
-    p.add_argument("--out", default=None, help="checkpoint folder (default: runs/memorise-<n>)")
-    p.add_argument("--results", default="results", help="folder of memorisation.json")
-    a = p.parse_args(argv)
-    row = run(a.n_train, a.steps, a.out or f"runs/memorise-{a.n_train}")
-    upsert_row(Path(a.results) / "memorisation.json", row, ("n_train",))
+    try:
+        cfg, args = typed_command(Config, "python -m empirical memorisation", __doc__, argv)
+        if not args.dry_run:  # before the training and the scans: both outputs writable, the rows mergeable
+            check_output_dir(cfg.out, "out")
+            rows = check_output_file(Path(check_output_dir(cfg.results, "results")) / "memorisation.json",
+                                     "results", holds="list")  # fmt: skip
+    except ValueError as err:
+        return refuse(err)
+    if args.dry_run:
+        return print_config("memorisation", cfg)
+    row = run(cfg.n_train, cfg.steps, cfg.out)
+    upsert_row(rows, row, ("n_train",))
     print({k: v for k, v in row.items() if not k.endswith("scan")})
     return 0
 
