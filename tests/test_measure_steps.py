@@ -3,6 +3,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import theory
+from empirical._util.cli import typed_command
 from empirical.models.denoiser import T_MIN
 from empirical.pipelines import steps_sweep
 from empirical.pipelines.stages import cheap_predictions
@@ -60,7 +62,7 @@ def test_rows_of_two_invocations_keep_their_own_commands(tmp_path):
     assert row["command"].endswith("--t-max 0.8 --t-min 0.5") and row["options"]["t_max"] == 0.8
 
 
-def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp_path):
+def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp_path, capsys):
     """--classes measures on the subset the checkpoint was trained on: a checkpoint of all images is refused for
     it, and a subset's row sits beside the full set's row of the same step instead of replacing it."""
     from empirical._util.checkpoints import load_checkpoint, save_checkpoint
@@ -72,16 +74,51 @@ def test_a_subset_sweep_checks_the_checkpoints_images_and_keeps_its_own_rows(tmp
     out = tmp_path / "sweep.json"
     base = ["--n-starts", "4", "--n-grid", "2", "--tol-t", "0.05", "--t-max", "0.9", "--t-min", "0.5"]
     base += ["--out", str(out)]
-    with pytest.raises(ValueError, match="trained on DataConfig.*classes=None"):
-        steps_sweep.main(["--dataset", "digits", str(model), "--classes", "0", "1", *base])
+    assert steps_sweep.main(["--dataset", "digits", str(model), "--classes", "0", "1", *base]) == 2  # before work
+    assert re.search(r"trained on DataConfig.*classes=None", capsys.readouterr().err)
+    assert not out.exists()
     old = {"dataset": "digits", "step": ckpt["step"], "t_c_measured": 0.5}  # a row from before classes were stored
     out.write_text(json.dumps({"command": "earlier", "rows": [old]}))
     assert steps_sweep.main(["--dataset", "digits", str(subset), "--classes", "0", "1", *base]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r.get("classes"), r["step"]) for r in rows] == [(None, ckpt["step"]), ([0, 1], ckpt["step"])]
     assert rows[0] == old
-    with pytest.raises(SystemExit):  # argparse's error: the selection is checked before any checkpoint is read
-        steps_sweep.main(["--dataset", "digits", "--n-train", "0", str(model), *base])
+    # the selection is checked before any checkpoint is read
+    assert steps_sweep.main(["--dataset", "digits", "--n-train", "0", str(model), *base]) == 2
+    assert "n_train must be None or an int >= 1; got 0" in capsys.readouterr().err
+
+
+def test_a_checkpoint_after_the_classes_is_a_checkpoint(tmp_path):
+    """``--classes 0 1 CKPT``: the list of labels ends at the file (it used to read the file as a label)."""
+    model = str(ROOT / "docs" / "results" / "digits_denoiser.pt")
+    cfg, _ = typed_command(steps_sweep.Config, "steps-sweep", "", ["--dataset", "digits", "--classes", "0", "1", model])
+    assert cfg.classes == (0, 1) and cfg.checkpoints == (model,)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--t-min", "0"], "t_min must be a number in (0, t_max=1.0); got 0.0"),  # it used to scan from 0.02
+        (["--t-max", "0.3", "--t-min", "0.5"], "t_min must be a number in (0, t_max=0.3); got 0.5"),
+        (["--tol-t", "0"], "tol_t must be a finite number > 0"),
+        (["--prediction", "benchmarks/results.json:paper"], "does not state N and d"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(args, message, tmp_path, capsys):
+    model = str(ROOT / "docs" / "results" / "digits_denoiser.pt")
+    out = tmp_path / "sweep.json"
+    assert steps_sweep.main(["--dataset", "digits", model, "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_an_output_of_another_kind_is_refused_before_any_work(tmp_path, capsys):
+    model = str(ROOT / "docs" / "results" / "digits_denoiser.pt")
+    (tmp_path / "list.json").write_text("[]")
+    assert steps_sweep.main(["--dataset", "digits", model, "--out", str(tmp_path / "list.json")]) == 2
+    assert "is not a table of this command (an object with a 'rows' list)" in capsys.readouterr().err
+    (tmp_path / "object.json").write_text("{}")
+    assert steps_sweep.main(["--dataset", "digits", model, "--table", str(tmp_path / "object.json")]) == 2
+    assert "table=" in capsys.readouterr().err
 
 
 def test_rows_of_two_backbones_at_one_step_are_both_kept(tmp_path):
@@ -130,6 +167,5 @@ def test_rows_of_two_training_windows_or_seeds_at_one_step_are_all_kept(tmp_path
 )
 def test_a_bad_device_is_refused_before_any_work(device, message, capsys):
     model = ROOT / "docs" / "results" / "digits_denoiser.pt"
-    with pytest.raises(SystemExit):
-        steps_sweep.main(["--dataset", "digits", str(model), "--device", device])
+    assert steps_sweep.main(["--dataset", "digits", str(model), "--device", device]) == 2
     assert message in capsys.readouterr().err

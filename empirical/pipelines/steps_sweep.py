@@ -25,25 +25,31 @@ keeps its rows.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from empirical._util.checkpoints import load_checkpoint
-from empirical._util.cli import command_line
-from empirical._util.results import finite, upsert_row, write_json_atomic
+from empirical._util.cli import command_line, is_real, print_config, refuse, typed_command
+from empirical._util.files import check_output_file
+from empirical._util.results import finite, update_json, upsert_row
+from empirical.data.datasets import DATASETS
 from empirical.measure.fixed_points import measure_critical_time
 from empirical.measure.flow import FlowSearch
 from empirical.models.denoiser import T_MIN
 from empirical.pipelines.stages import cheap_predictions, device_name, read_prediction
 from empirical.training.config import DataConfig, net_kwargs
 from empirical.training.train import load_denoiser
+from theory.checks import check_int, check_tolerance
 
-__all__ = ["sweep", "main"]
+__all__ = ["Config", "sweep", "main"]
+
+SEARCHES = ("iterate", "flow")
 
 
 def _step(path: Path, data: DataConfig) -> tuple[int, dict, dict]:
@@ -80,7 +86,7 @@ def sweep(data: DataConfig | str, checkpoints, *, n_starts: int, n_grid: int, to
         t0 = time.perf_counter()
         m = measure_critical_time(
             den, x, n_starts=n_starts, n_grid=n_grid, tol_t=tol_t, search=flow,
-            t_max=kw.get("t_max"), t_min=kw.get("t_min") or 0.02,
+            t_max=kw.get("t_max"), t_min=0.02 if kw.get("t_min") is None else kw["t_min"],
         )  # fmt: skip
         row = {
             "dataset": data.dataset,
@@ -141,6 +147,8 @@ def table_row(row: dict, x, prediction: dict | None, command: str) -> dict:
 
 
 def _merge(out: Path, row: dict) -> None:
+    """Replace (or add) the row of ``out`` with the same key, under the file's lock (sweeps may share one out)."""
+
     def key(r):  # rows written before the data selection was stored measured all images
         return (
             r["dataset"],
@@ -151,62 +159,107 @@ def _merge(out: Path, row: dict) -> None:
             r["step"],
         )
 
-    old = json.loads(out.read_text())["rows"] if out.exists() else []
-    rows = sorted([r for r in old if key(r) != key(row)] + [row], key=key)
-    write_json_atomic(
-        out,
-        {
-            "command": command_line("steps-sweep", None),
-            "rows": rows,
-        },
+    def merge(table):
+        rows = sorted([r for r in table["rows"] if key(r) != key(row)] + [row], key=key)
+        return {"command": command_line("steps-sweep", None), "rows": rows}
+
+    update_json(out, merge, {"rows": []})
+
+
+@dataclass
+class Config(DataConfig):
+    """The options of ``python -m empirical steps-sweep``: the checkpoints, their training images (``DataConfig``),
+    the measurement's options and the outputs; every field is checked on construction."""
+
+    dataset: str = field(
+        default="digits", metadata={"help": "the checkpoints' training images", "choices": DATASETS, "required": True}
     )
+    checkpoints: tuple[str, ...] = field(
+        default=(), metadata={"help": "checkpoint or exported weights files", "positional": 1}
+    )
+    n_starts: int = field(default=64, metadata={"help": "training images seeding the fixed-point search"})
+    n_grid: int = field(default=16, metadata={"help": "log-SNR grid of the count before bisection"})
+    tol_t: float = field(default=1e-3, metadata={"help": "bisection tolerance on t"})
+    prediction: str | None = field(default=None, metadata={"help": "FILE:KEY of a benchmarks/critical_time.py file"})
+    out: str | None = field(default=None, metadata={"help": "merge the rows into this JSON file"})
+    search: str = field(default="iterate", metadata={"help": "how stable points are found", "choices": SEARCHES})
+    t_max: float | None = field(default=None, metadata={"help": "largest t scanned (omit: T)"})
+    t_min: float = field(default=0.02, metadata={"help": "smallest t scanned, in (0, t_max)"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the network (cuda: a GPU)"})
+    table: str | None = field(
+        default=None, metadata={"help": "write the last checkpoint's row into this breaking-time table (JSON list)"}
+    )
+
+    def __post_init__(self):
+        self._check_data()
+        self.checkpoints = tuple(self.checkpoints)
+        if not self.checkpoints or not all(isinstance(c, str) and c for c in self.checkpoints):
+            raise ValueError(f"checkpoints must be one or more files; got {list(self.checkpoints)}")
+        check_int("n_starts", self.n_starts, 1)
+        check_int("n_grid", self.n_grid, 2)
+        check_tolerance("tol_t", self.tol_t)
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}; got {self.search!r}")
+        t_max = 1.0 if self.t_max is None else self.t_max  # T of the VP schedule the checkpoints are trained on
+        if not (is_real(t_max) and 0 < t_max <= 1.0):
+            raise ValueError(f"t_max must be None or a number in (0, T=1]; got {self.t_max!r}")
+        if not (is_real(self.t_min) and 0 < self.t_min < t_max):
+            raise ValueError(f"t_min must be a number in (0, t_max={t_max}); got {self.t_min!r}")
+        if self.prediction is not None and not (isinstance(self.prediction, str) and ":" in self.prediction):
+            raise ValueError(f"prediction must be FILE:KEY (benchmarks/results.json:fashion); got {self.prediction!r}")
+
+    def data_config(self) -> DataConfig:
+        return DataConfig.of(dataclasses.asdict(self))
+
+
+def _device(name: str) -> torch.device:
+    """The torch device of ``--device``, checked against this machine; ValueError naming it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r}: {err}") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: cpu or cuda[:index]")
+    if device.type == "cuda" and not (device.index or 0) < torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (use cpu)")
+    return device
+
+
+def _checked(cfg: Config):
+    """(training images, prediction) of a sweep, after every check that needs no measurement: the device, the
+    checkpoints' files and training images, the prediction against the images, and both outputs."""
+    _device(cfg.device)
+    if missing := [c for c in cfg.checkpoints if not Path(c).is_file()]:
+        raise ValueError(f"checkpoints: {', '.join(missing)} is not a file")
+    data = cfg.data_config()
+    for path in cfg.checkpoints:
+        _step(Path(path), data)  # trained on these images (a digest-checked read of each file)
+    x = data.load().x
+    prediction = None if cfg.prediction is None else read_prediction(cfg.prediction, x, cfg.dataset)
+    if cfg.out is not None:
+        check_output_file(cfg.out, "out", holds="rows")
+    if cfg.table is not None:
+        check_output_file(cfg.table, "table", holds="list")
+    return x, prediction
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="checkpoint or exported weights files")
-    p.add_argument("--dataset", required=True, help="the training images of the checkpoints")
-    p.add_argument(
-        "--classes",
-        type=int,
-        nargs="+",
-        help="keep only these labels (as the checkpoints' training); put it after the checkpoints (it takes any ints)",
-    )
-    p.add_argument("--n-train", type=int, help="number of training images (as the checkpoints' training)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the n_train subset")
-    p.add_argument("--data", help="the checkpoints' .npy/.npz file of training images, if not a built-in data set")
-    p.add_argument("--n-starts", type=int, default=64, help="training images seeding the fixed-point search")
-    p.add_argument("--n-grid", type=int, default=16, help="log-SNR grid of the count before bisection")
-    p.add_argument("--tol-t", type=float, default=1e-3, help="bisection tolerance on t")
-    p.add_argument("--prediction", help="FILE:KEY of a benchmarks/critical_time.py results file")
-    p.add_argument("--out", help="merge the rows into this JSON file")
-    p.add_argument("--search", choices=("iterate", "flow"), default="iterate", help="how stable points are found")
-    p.add_argument("--t-max", type=float, help="largest t scanned (omit: T)")
-    p.add_argument("--t-min", type=float, default=0.02, help="smallest t scanned")
-    p.add_argument("--device", default="cpu", help="torch device of the network (cuda: a GPU)")
-    p.add_argument("--table", help="write the last checkpoint's row into this breaking-time table (JSON list)")
-    a = p.parse_args(argv)
     try:
-        device = torch.device(a.device)
-    except RuntimeError as err:
-        p.error(f"--device {a.device!r}: {err}")
-    if device.type not in ("cpu", "cuda"):
-        p.error(f"--device {a.device}: cpu or cuda[:index]")
-    if device.type == "cuda" and not (device.index or 0) < torch.cuda.device_count():
-        p.error(f"--device {a.device}: this machine has {torch.cuda.device_count()} CUDA device(s) (use cpu)")
-    try:
-        data = DataConfig(a.dataset, a.n_train, None if a.classes is None else tuple(a.classes), a.data_seed, a.data)
+        cfg, args = typed_command(Config, "python -m empirical steps-sweep", __doc__, argv)
+        if args.dry_run:
+            _device(cfg.device)
+            return print_config("steps_sweep", cfg)
+        x, prediction = _checked(cfg)
     except ValueError as err:
-        p.error(str(err))
-    x = data.load().x
-    prediction = None if a.prediction is None else read_prediction(a.prediction, x, a.dataset)  # checked: same N, d
+        return refuse(err)
     command = command_line("steps-sweep", argv)
     rows = sweep(
-        data, a.checkpoints, n_starts=a.n_starts, n_grid=a.n_grid, tol_t=a.tol_t, prediction=prediction,
-        out=a.out, command=command, device=a.device, search=a.search, t_max=a.t_max, t_min=a.t_min,
+        cfg.data_config(), cfg.checkpoints, n_starts=cfg.n_starts, n_grid=cfg.n_grid, tol_t=cfg.tol_t,
+        prediction=prediction, out=cfg.out, command=command, device=cfg.device, search=cfg.search,
+        t_max=cfg.t_max, t_min=cfg.t_min,
     )  # fmt: skip
-    if a.table is not None:
-        upsert_row(a.table, table_row(rows[-1], x, prediction, command), ("dataset", "device"))
+    if cfg.table is not None:
+        upsert_row(cfg.table, table_row(rows[-1], x, prediction, command), ("dataset", "device"))
     return 0
 
 
