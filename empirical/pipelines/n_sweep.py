@@ -185,9 +185,8 @@ def merge_row(path: Path, n_train: int, fields: dict, command: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m empirical n-sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "command", choices=("subsets", "train", "measure", "exact", "full", "plot"), help="see the docstring"
-    )
+    commands = ("subsets", "train", "measure", "copies", "exact", "full", "plot")
+    p.add_argument("command", choices=commands, help="see the module docstring")
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"), help="28x28 data set")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 4096], help="the subset sizes N")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps of each network")
