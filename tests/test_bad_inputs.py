@@ -182,6 +182,28 @@ def _diffusers_folder(tmp, damage):
     return load_diffusers(tmp)
 
 
+def _export_over_weights(ckpt, tmp):
+    from empirical.pipelines.recipe import export
+
+    (tmp / "res").mkdir()
+    (tmp / "res" / "digits_denoiser.pt").write_bytes(b"committed weights")
+    export(ckpt.parent, tmp / "res")
+
+
+def _command(module: str, argv: list[str]):
+    """Run ``python -m empirical <command>`` in-process; a refusal (exit status 2) raises ValueError with its stderr."""
+    import contextlib
+    import importlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = importlib.import_module(f"empirical.{module}").main(argv)
+    if status == 2:
+        raise ValueError(err.getvalue())
+    raise AssertionError(f"accepted with status {status}: {argv}")
+
+
 def _classifier_file(tmp, damage):
     path = tmp / "clf.pt"
     clf = train_classifier(np.linspace(-1, 1, 16 * 64).reshape(16, 64), [0, 1] * 8, (8, 8), steps=2)
@@ -479,6 +501,53 @@ FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
         r"has t_c = 7.5; a critical time must lie in \(0, T=1.0\]",
     ),
     ("prediction-no-d", lambda c, t: _prediction_file(t, {"N": 2, "t_c": 0.3}), ValueError, r"does not state d \("),
+    ("recipe-export-over-weights", _export_over_weights, ValueError, r"digits_denoiser\.pt exists .*pass --overwrite"),
+    (
+        "recipe-export-results-file",
+        lambda c, t: _command("pipelines.recipe", ["export", str(c.parent), "--results", str(c)]),
+        ValueError,
+        r"results must be a directory; .*checkpoint\.pt is an existing file",
+    ),
+    (
+        "memorisation-results-object",
+        lambda c, t: (
+            (t / "memorisation.json").write_text("{}")
+            and _command("measure.memorisation", ["--results", str(t), "--out", str(t)])
+        ),
+        ValueError,
+        r"results=.*memorisation\.json holds a JSON object, not a list of rows",
+    ),  # fmt: skip
+    (
+        "attractors-out-object",
+        lambda c, t: (
+            (t / "a.json").write_text('{"a": 1}')
+            and _command(
+                "measure.attractors", [str(c), "--dataset", "digits", "--t", "0.5", "--out", str(t / "a.json")]
+            )
+        ),
+        ValueError,
+        r"out=.*a\.json holds a JSON object, not a list of rows",
+    ),
+    (
+        "denoising-gap-out-proc",
+        lambda c, t: _command(
+            "measure.denoising_gap", [str(c), "--dataset", "digits", "--t", "0.5", "--out", "/proc/gap.json"]
+        ),
+        ValueError,
+        r"out=/proc/gap\.json cannot be written: its folder=/proc is not a writable directory",
+    ),  # fmt: skip
+    (
+        "steps-sweep-t_min-0",
+        lambda c, t: _command("pipelines.steps_sweep", ["--dataset", "digits", str(c), "--t-min", "0"]),
+        ValueError,
+        r"t_min must be a number in \(0, t_max=1.0\); got 0.0",
+    ),
+    (
+        "late-start-cells-out-proc",
+        lambda c, t: _command("pipelines.late_start.cells", ["--model", str(c), "--out", "/proc/cells.json"]),
+        ValueError,
+        r"out=/proc/cells\.json cannot be written",
+    ),
     ("diffusers-config-cut", lambda c, t: _diffusers_folder(t, "config-cut"), ValueError, r"config\.json is not valid"),
     (
         "diffusers-scheduler-list",
@@ -571,6 +640,23 @@ def test_exact_denoiser_of_integer_images_is_float64():
     ) / s2  # the pair at +-1: grad log p_t = (theta tanh(theta x / s2) - x) / s2
     assert eps.dtype == torch.float64 and float(eps[0, 0]) == pytest.approx(-math.sqrt(s2) * score, rel=1e-12)
     assert DEN(x8.float(), 0.5).dtype == torch.float32  # a floating input keeps its dtype
+
+
+def test_a_failed_export_leaves_no_half_written_folder(checkpoint, tmp_path, monkeypatch):
+    # The files are made in a staging folder and moved in at the end: a failure mid-way (here the sampler) leaves
+    # the results folder as it was and removes the staging folder.
+    from empirical.pipelines import recipe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampler failed")
+
+    monkeypatch.setattr(recipe, "generate", broken)
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "notes.txt").write_text("kept")
+    with pytest.raises(RuntimeError, match="sampler failed"):
+        recipe.export(checkpoint.parent, tmp_path / "res")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["notes.txt"]
 
 
 def test_integer_arrays_are_real_numbers():

@@ -1,8 +1,8 @@
 """Typed command lines built from a config dataclass: one option per field (``--batch-size`` for ``batch_size``),
 the element type from the annotation (``X | None`` counts as X, ``tuple[int, ...]`` takes several values), help,
-choices, ``required`` and ``positional`` (an argument without a dash, such as checkpoint files) from the field's
-metadata, and ``--dry-run``. ``parse_args`` ends a numeric list at its first non-number, so a positional file after
-``--classes 1 8`` is never read as a label."""
+choices, ``required``, ``positional`` (an argument without a dash, such as checkpoint files) and ``flag`` (a bool
+switch without a value) from the field's metadata, and ``--dry-run``. ``parse_args`` ends a numeric list at its
+first non-number, so a positional file after ``--classes 1 8`` is never read as a label."""
 
 from __future__ import annotations
 
@@ -81,11 +81,14 @@ def dataclass_parser(cls, prog: str, description: str, parser: argparse.Argument
     for f in dataclasses.fields(cls):
         kind, is_tuple = _arg_type(hints[f.name])
         extra = {"nargs": "+"} if is_tuple else {}
+        if kind is bool and f.metadata.get("flag"):  # a switch without a value (--print)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action="store_true", help=help_of(f))
+            continue
         if kind is bool:
             kind, extra["metavar"] = parse_bool, "{true,false}"
         if "choices" in f.metadata:
             extra["choices"] = f.metadata["choices"]
-        help = f.metadata.get("help", " ")
+        help = help_of(f)
         if f.metadata.get("positional"):
             parser.add_argument(f.name, type=kind, help=help, **extra)
             continue
@@ -138,6 +141,10 @@ def _number(token: str, kind) -> bool:
     except ValueError:
         return False
     return True
+
+
+def help_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", " ")
 
 
 def config_from_args(cls, args: argparse.Namespace):

@@ -5,6 +5,8 @@ retraining.
     OMP_NUM_THREADS=1 python -m empirical recipe train --out runs/fmnist-recipe
     OMP_NUM_THREADS=1 python -m empirical recipe export runs/fmnist-recipe --results docs/results/fashion-mnist
 
+Each subcommand takes a typed config (``TrainRecipe``, ``ExportRecipe``, ``InceptionRecipe``; ``--dry-run`` prints
+it). ``export`` refuses to replace exported weights already in ``--results`` unless ``--overwrite`` is given.
 ``train`` is ``python -m empirical train`` with the recipe's options (``--print`` shows that command; a killed
 run resumes from its last checkpoint when started again). ``export`` writes into ``--results``: the EMA
 weights (float32, ``load_denoiser`` reads them), ``config.json``, the loss curve, an 8x8 grid of samples
@@ -17,11 +19,13 @@ split, else training images), their class composition, and, with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -30,14 +34,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from empirical._util.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint  # noqa: E402
+from empirical._util.checkpoints import CHECKPOINT, load_checkpoint  # noqa: E402
+from empirical._util.cli import print_config, refuse, typed_command  # noqa: E402
+from empirical._util.files import OutputInUse, atomic_write, check_output_dir, locked  # noqa: E402
 from empirical.data.datasets import SPLITS, load_dataset  # noqa: E402
 from empirical.metrics.classifier import train_classifier  # noqa: E402
 from empirical.metrics.scores import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
 from empirical.sampling.samplers import generate  # noqa: E402
 from empirical.training.train import TrainConfig, export_weights, load_denoiser, train  # noqa: E402
 
-__all__ = ["RECIPE", "recipe_config", "train_argv", "export", "inception_reference", "image_grid", "main"]
+__all__ = [
+    "TrainRecipe",
+    "ExportRecipe",
+    "InceptionRecipe",
+    "RECIPE",
+    "recipe_config",
+    "train_argv",
+    "export",
+    "inception_reference",
+    "image_grid",
+    "main",
+]
 
 # The configuration chosen from benchmarks/unet_steps.json, and the steps it trained in 60 minutes on one busy
 # thread (docs/cpu_recipe.md: the timing table and the run).
@@ -186,8 +203,7 @@ def inception_reference(dataset: str, n: int, seed: int, cache: Path) -> dict:
         ref_x, floor_x = np.split(train_set.x[rng.choice(len(train_set.x), size=2 * n, replace=False)], 2)
     ref = inception_features(ref_x, train_set.image_shape)
     floor = inception_features(floor_x, train_set.image_shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, ref=ref, floor=floor)
+    atomic_write(path, lambda f: np.savez(f, ref=ref, floor=floor))  # a kill leaves no torn cache
     return {"ref": ref, "floor": floor}
 
 
@@ -201,32 +217,61 @@ def _inception_metrics(samples: np.ndarray, dataset: str, image_shape, n: int, s
             "n_ref": n, "seconds_samples_features": time.perf_counter() - t0}  # fmt: skip
 
 
-def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler: str = "ddpm", sampler_steps: int = 100,
-           inception_n: int = 0, classifier_steps: int = 2000, seed: int = 0) -> dict:  # fmt: skip
-    """Export the run's EMA weights and write the loss curve, a sample grid and metrics.json into ``results``."""
+def export(run: str | Path, results: str | Path | None = None, n_fid: int = 1000, sampler: str = "ddpm",
+           sampler_steps: int = 100, inception_n: int = 0, classifier_steps: int = 2000, seed: int = 0,
+           overwrite: bool = False) -> dict:  # fmt: skip
+    """Export the run's EMA weights and write the loss curve, a sample grid and metrics.json into ``results``
+    (None: results/<dataset> under the current directory). Existing exported weights there are refused unless
+    ``overwrite``; the files are made in a staging folder beside ``results`` and moved in at the end, so a failure
+    or a kill never leaves ``results`` half written."""
     for name, v, lo in (("n_fid", n_fid, 2), ("sampler_steps", sampler_steps, 1), ("inception_n", inception_n, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}; got {v!r}")
     if 0 < inception_n and inception_n > n_fid:
         raise ValueError(f"inception_n must be 0 or at most n_fid={n_fid}; got {inception_n}")
-    run, results = Path(run), Path(results)
+    run = Path(run)
     ckpt_path = run / CHECKPOINT
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} does not exist: train first (python -m empirical recipe train)")
-    results.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(ckpt_path)  # verified: its digest, finite weights
     dataset = ckpt["config"]["dataset"]
-    weights = export_weights(ckpt_path, results / f"{dataset}_denoiser.pt")
+    results = check_output_dir(Path(f"results/{dataset}" if results is None else results), "results")
+    weights = results / f"{dataset}_denoiser.pt"
+    if weights.exists() and not overwrite:
+        raise ValueError(
+            f"results: {weights} exists (exported weights, maybe committed); pass --overwrite to replace them, or "
+            "choose another --results"
+        )
+    with locked(results, wait=False, name="results", kind="export"):
+        staging = results.parent / f".{results.name}.export"
+        shutil.rmtree(staging, ignore_errors=True)  # a killed export's
+        staging.mkdir()
+        try:
+            metrics = _export_into(staging, run, ckpt, (n_fid, sampler, sampler_steps, inception_n), classifier_steps,
+                                   seed)  # fmt: skip
+            for path in sorted(staging.iterdir()):
+                os.replace(path, results / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def _export_into(folder: Path, run: Path, ckpt: dict, sampling: tuple, classifier_steps: int, seed: int) -> dict:
+    """The files of ``export`` written into ``folder``; ``sampling`` = (n_fid, sampler, sampler_steps,
+    inception_n)."""
+    n_fid, sampler, sampler_steps, inception_n = sampling
+    dataset = ckpt["config"]["dataset"]
+    weights = export_weights(run / CHECKPOINT, folder / f"{dataset}_denoiser.pt")
     if weights.stat().st_size > MAX_EXPORT_BYTES:
-        raise ValueError(f"{weights} is {weights.stat().st_size} bytes, over the {MAX_EXPORT_BYTES} allowed")
+        raise ValueError(f"{weights.name} is {weights.stat().st_size} bytes, over the {MAX_EXPORT_BYTES} allowed")
     config = {**ckpt["config"], "step": ckpt["step"], "torch": ckpt["torch"], "image_shape": ckpt["image_shape"]}
     # The learning rate is constant after warm-up and the EMA decay ignores ``steps``, so a run stopped at a
     # checkpoint equals one trained for exactly that many steps: this command reproduces the exported weights.
     same = dataclasses.replace(TrainConfig(**ckpt["config"]), steps=ckpt["step"], out=str(run))
     config["command"] = "OMP_NUM_THREADS=1 python -m empirical train " + " ".join(train_argv(same))
-    (results / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     metrics = {"step": ckpt["step"], "weights_bytes": weights.stat().st_size}
-    metrics["loss"] = _save_loss(ckpt["loss"].numpy(), results / "loss_curve.png")
+    metrics["loss"] = _save_loss(ckpt["loss"].numpy(), folder / "loss_curve.png")
 
     t0 = time.perf_counter()
     den = load_denoiser(weights)
@@ -235,61 +280,94 @@ def export(run: str | Path, results: str | Path, n_fid: int = 1000, sampler: str
                            "seconds": time.perf_counter() - t0}  # fmt: skip
     shape = tuple(ckpt["image_shape"])
     title = f"{sampler.upper()}-{sampler_steps}, step {ckpt['step']}, EMA"
-    _save_grid(samples, shape, results / "samples_grid.png", title)
+    _save_grid(samples, shape, folder / "samples_grid.png", title)
     metrics["classifier_fid"] = _classifier_metrics(samples, dataset, classifier_steps, seed)
-    (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # the Inception FID takes longer
     if inception_n:
         metrics["inception_fid"] = _inception_metrics(samples, dataset, shape, inception_n, seed, run)
-    (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m empirical recipe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train the recipe's model (resumes from the last checkpoint)")
-    tr.add_argument("--out", default="runs/fmnist-recipe", help="run folder (checkpoints)")
-    tr.add_argument("--steps", type=int, default=RECIPE["steps"], help="optimizer steps in total")
-    tr.add_argument("--dataset", default=RECIPE["dataset"], choices=DATASETS_28, help="28x28 training images")
-    tr.add_argument("--print", action="store_true", help="print the equivalent python -m empirical train command")
-    ex = sub.add_parser("export", help="export weights, loss curve, sample grid and metrics of a run")
-    ex.add_argument("run", help="run folder holding checkpoint.pt")
-    ex.add_argument("--results", default="docs/results/fashion-mnist", help="output folder")
-    ex.add_argument("--n-fid", type=int, default=1000, help="samples for the project-classifier FID")
-    ex.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim"), help="sampler of the FID samples")
-    ex.add_argument("--sampler-steps", type=int, default=100, help="sampler steps")
-    ex.add_argument("--inception-n", type=int, default=0, help="samples for the Inception FID (0: skip)")
-    ex.add_argument("--classifier-steps", type=int, default=2000, help="training steps of the project classifier")
-    ex.add_argument("--seed", type=int, default=0, help="seed of the samples and the classifier")
-    inc = sub.add_parser("inception-ref", help="store the Inception features of the FID reference in a run folder")
-    inc.add_argument("run", help="run folder (the cache that export reads)")
-    inc.add_argument("--dataset", default=RECIPE["dataset"], choices=DATASETS_28, help="28x28 training images")
-    inc.add_argument("--inception-n", type=int, default=1000, help="images of the reference and of the floor")
-    inc.add_argument("--seed", type=int, default=0, help="seed of the image choice")
-    return parser
+@dataclass
+class TrainRecipe:
+    """``python -m empirical recipe train``: the recipe's model (resumes from the last checkpoint)."""
+
+    out: str = field(default="runs/fmnist-recipe", metadata={"help": "run folder (checkpoints)"})
+    steps: int = field(default=RECIPE["steps"], metadata={"help": "optimizer steps in total"})
+    dataset: str = field(default=RECIPE["dataset"], metadata={"help": "28x28 training images", "choices": DATASETS_28})
+    print: bool = field(
+        default=False, metadata={"help": "print the equivalent python -m empirical train command", "flag": True}
+    )
+
+    def __post_init__(self):
+        self.train_config = recipe_config(out=self.out, steps=self.steps, dataset=self.dataset)  # checks each field
+
+
+@dataclass
+class ExportRecipe:
+    """``python -m empirical recipe export``: weights, loss curve, sample grid and metrics of a run."""
+
+    run: str | None = field(default=None, metadata={"help": "run folder holding checkpoint.pt", "positional": 1})
+    results: str | None = field(
+        default=None, metadata={"help": "output folder (omit: results/<dataset> under the current directory)"}
+    )
+    n_fid: int = field(default=1000, metadata={"help": "samples for the project-classifier FID"})
+    sampler: str = field(default="ddpm", metadata={"help": "sampler of the FID samples", "choices": ("ddpm", "ddim")})
+    sampler_steps: int = field(default=100, metadata={"help": "sampler steps"})
+    inception_n: int = field(default=0, metadata={"help": "samples for the Inception FID (0: skip)"})
+    classifier_steps: int = field(default=2000, metadata={"help": "training steps of the project classifier"})
+    seed: int = field(default=0, metadata={"help": "seed of the samples and the classifier"})
+    overwrite: bool = field(default=False, metadata={"help": "replace exported weights already there", "flag": True})
+
+
+@dataclass
+class InceptionRecipe:
+    """``python -m empirical recipe inception-ref``: the Inception features of the FID reference, in a run folder."""
+
+    run: str | None = field(
+        default=None, metadata={"help": "run folder (the cache that export reads)", "positional": 1}
+    )
+    dataset: str = field(default=RECIPE["dataset"], metadata={"help": "28x28 training images", "choices": DATASETS_28})
+    inception_n: int = field(default=1000, metadata={"help": "images of the reference and of the floor"})
+    seed: int = field(default=0, metadata={"help": "seed of the image choice"})
+
+    def __post_init__(self):
+        if not (isinstance(self.inception_n, int) and self.inception_n >= 2):
+            raise ValueError(f"inception_n must be an int >= 2; got {self.inception_n!r}")
+
+
+SUBCOMMANDS = {"train": TrainRecipe, "export": ExportRecipe, "inception-ref": InceptionRecipe}
+
+
+def _usage() -> str:
+    lines = [f"  {name:<14} {cls.__doc__.split(': ', 1)[1]}" for name, cls in SUBCOMMANDS.items()]
+    return "usage: python -m empirical recipe {train,export,inception-ref} [options]\n\n" + "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(_usage(), file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    name, cls = argv[0], SUBCOMMANDS[argv[0]]
     try:
-        if args.command == "train":
-            cfg = recipe_config(out=args.out, steps=args.steps, dataset=args.dataset)
-            if args.print:
-                print("python -m empirical train " + " ".join(train_argv(cfg)))
+        cfg, args = typed_command(cls, f"python -m empirical recipe {name}", __doc__, argv[1:])
+        if args.dry_run:
+            return print_config(f"recipe {name}", cfg)
+        if name == "train":
+            if cfg.print:
+                print("python -m empirical train " + " ".join(train_argv(cfg.train_config)))
                 return 0
-            print(train(cfg))
+            print(train(cfg.train_config))
             return 0
-        if args.command == "inception-ref":
-            if args.inception_n < 2:
-                raise ValueError(f"inception_n must be an int >= 2; got {args.inception_n}")
-            refs = inception_reference(args.dataset, args.inception_n, args.seed, Path(args.run))
+        if name == "inception-ref":
+            refs = inception_reference(cfg.dataset, cfg.inception_n, cfg.seed, Path(cfg.run))
             print({k: v.shape for k, v in refs.items()})
             return 0
-        keys = ("n_fid", "sampler", "sampler_steps", "inception_n", "classifier_steps", "seed")
-        metrics = export(args.run, args.results, **{k: getattr(args, k) for k in keys})
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        keys = ("n_fid", "sampler", "sampler_steps", "inception_n", "classifier_steps", "seed", "overwrite")
+        metrics = export(cfg.run, cfg.results, **{k: getattr(cfg, k) for k in keys})
+    except (ValueError, FileNotFoundError, OutputInUse) as err:  # CheckpointError is a ValueError
+        return refuse(err)
     print(json.dumps(metrics, indent=2))
     return 0
 
