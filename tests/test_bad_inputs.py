@@ -190,6 +190,14 @@ def _export_over_weights(ckpt, tmp):
     export(ckpt.parent, tmp / "res")
 
 
+def _pipeline_table_object(tmp):
+    from empirical.pipelines import stages
+    from empirical.pipelines.config import PipelineConfig
+
+    (tmp / "late_start.json").write_text('{"rows": []}')
+    stages.folders(PipelineConfig(results=str(tmp), run_dir=str(tmp / "run")))
+
+
 def _command(module: str, argv: list[str]):
     """Run ``python -m empirical <command>`` in-process; a refusal (exit status 2) raises ValueError with its stderr."""
     import contextlib
@@ -547,6 +555,21 @@ FILES = [  # (id, call(checkpoint, tmp_path[, monkeypatch]), expected, regex)
         lambda c, t: _command("pipelines.late_start.cells", ["--model", str(c), "--out", "/proc/cells.json"]),
         ValueError,
         r"out=/proc/cells\.json cannot be written",
+    ),
+    (
+        "pipeline-table-object",
+        lambda c, t: _pipeline_table_object(t),
+        ValueError,
+        r"results=.*late_start\.json holds a JSON object, not a list of rows",
+    ),
+    (
+        "diffusers-fid-out-torn",
+        lambda c, t: (
+            (t / "rows.json").write_text("{")
+            and _command("pipelines.late_start.diffusers_fid", ["--model", str(c), "--out", str(t / "rows.json")])
+        ),
+        ValueError,
+        r"out=.*rows\.json cannot be merged into: it is not a readable JSON file",
     ),
     ("diffusers-config-cut", lambda c, t: _diffusers_folder(t, "config-cut"), ValueError, r"config\.json is not valid"),
     (

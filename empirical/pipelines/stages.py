@@ -21,6 +21,7 @@ import torch
 
 import theory
 from empirical._util.checkpoints import load_checkpoint
+from empirical._util.files import check_output_file
 from empirical.data.datasets import DATASETS, Dataset
 from empirical.metrics.classifier import train_classifier
 from empirical.models.denoiser import Denoiser
@@ -35,6 +36,8 @@ __all__ = [
     "Model", "folders", "load_data", "denoiser", "classifier", "read_prediction", "known_prediction",
     "cheap_predictions", "predict", "device_name",
 ]  # fmt: skip
+
+TABLES = ("breaking_time.json", "late_start.json")  # the results tables the pipelines merge rows into
 
 # The schedule and eta of benchmarks/critical_time.py's entries (theory.critical_time's defaults on VPLinear).
 BENCHMARK_SCHEDULE, BENCHMARK_ETA = theory.VPLinear(), 1.0
@@ -57,10 +60,12 @@ class Model:
 
 
 def folders(cfg: PipelineConfig) -> Path:
-    """The results folder (None: results/ under the current directory) and the run folder,
-    created and checked before any long work; returns the results folder."""
+    """The results folder (None: results/ under the current directory), its tables and the run folder, created and
+    checked before any long work; returns the results folder."""
     results = check_out_dir("results" if cfg.results is None else cfg.results, "results")
     check_out_dir(cfg.run_dir, "run_dir")
+    for table in TABLES:  # the pipelines merge their rows into these: they must be lists of rows
+        check_output_file(results / table, "results", holds="list")
     return results
 
 

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from empirical._util.cli import command_line, config_from_args, dataclass_parser, is_int
+from empirical._util.files import check_output_file
 from empirical._util.results import upsert_row
 from empirical.interop.diffusers_schedulers import DIFFUSERS_SAMPLERS, make_scheduler, sample_diffusers, sample_ours
 from empirical.sampling.grids import t_of_timestep
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(Config, args)
+        check_output_file(cfg.out, "out", holds="list")  # before any sampling: writable, rows mergeable
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,14 +9,13 @@ once, in ``table_row``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from empirical._util.results import finite, upsert_row, write_json_atomic
+from empirical._util.results import finite, update_json, write_json_atomic
 from empirical.metrics.scores import class_composition, class_entropy_bits, fid, inception_features, kid
 from empirical.sampling.samplers import AUTHOR_GRIDS, GRIDS, generate, nfe
 
@@ -314,9 +313,12 @@ def write(results: Path, run_dir: str, dataset: str, curves: dict) -> None:
     )
     write_json_atomic(results / f"late_start_{dataset}.json", curves)
     table_path = results / "late_start.json"
-    old = json.loads(table_path.read_text()) if table_path.exists() else []
-    if any("grid" not in r for r in old):  # rows from before the grid field all ran on the uniform grid
-        write_json_atomic(table_path, [r if "grid" in r else {**r, "grid": "uniform"} for r in old])
-    for row in curves["rows"]:
-        upsert_row(table_path, row, ROW_KEYS)
+
+    def merge(rows):  # rows from before the grid field all ran on the uniform grid; one read and write, locked
+        rows = [r if "grid" in r else {**r, "grid": "uniform"} for r in rows]
+        for row in curves["rows"]:
+            rows = [r for r in rows if any(r.get(k) != row.get(k) for k in ROW_KEYS)] + [row]
+        return rows
+
+    update_json(table_path, merge, [])
     plot_late_start(curves, results / "figures", dataset)
