@@ -169,18 +169,19 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 
 
 def merge_row(path: Path, n_train: int, fields: dict, command: str) -> dict:
-    """Add ``fields`` to the row of ``n_train`` in the rows file (a new row if none), atomically; the gap to the
-    exact prediction is recomputed when both times are there."""
-    from empirical._util.results import upsert_row
+    """Add ``fields`` to the row of ``n_train`` in the rows file (a new row if none), under the file's lock (several
+    steps of the sweep may write at once); the gap to the exact prediction is recomputed when both times are there."""
+    from empirical._util.results import update_json
 
-    rows = json.loads(Path(path).read_text()) if Path(path).exists() else []
-    row = next((r for r in rows if r["n_train"] == n_train), {"n_train": n_train}) | fields
-    t, exact = row.get("t_measured"), row.get("t_exact")
-    row["relative_gap"] = None if t is None or exact is None else (t - exact) / exact
-    row.setdefault("commands", [])
-    row["commands"] = sorted(set(row["commands"]) | {command})
-    upsert_row(path, row, ("n_train",))
-    return row
+    def merge(rows):
+        row = next((r for r in rows if r["n_train"] == n_train), {"n_train": n_train}) | fields
+        t, exact = row.get("t_measured"), row.get("t_exact")
+        row["relative_gap"] = None if t is None or exact is None else (t - exact) / exact
+        row["commands"] = sorted(set(row.get("commands", [])) | {command})
+        return [r for r in rows if r["n_train"] != n_train] + [row]
+
+    rows = update_json(path, merge, [])
+    return next(r for r in rows if r["n_train"] == n_train)
 
 
 def main(argv=None) -> int:
