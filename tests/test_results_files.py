@@ -112,3 +112,15 @@ def test_an_output_that_cannot_be_merged_into_is_refused(tmp_path, content, hold
     with pytest.raises(ValueError, match=pattern):
         check_output_file(path, "out", holds)
     assert check_output_file(tmp_path / "new" / "rows.json", "out", holds).parent.is_dir()  # made before the work
+
+
+def test_a_new_run_removes_a_killed_snapshots_temporary(tmp_path):
+    from empirical.training.train import _remove_stale_temporaries
+
+    (tmp_path / "snapshots").mkdir()
+    stale = [tmp_path / "snapshots" / ".step100.pt.x1y2z3ab.tmp", tmp_path / ".checkpoint.pt.q9w8e7r6.tmp"]
+    kept = tmp_path / "snapshots" / "step100.pt"
+    for path in [*stale, kept]:
+        path.write_bytes(b"x")
+    _remove_stale_temporaries(tmp_path)
+    assert not any(p.exists() for p in stale) and kept.exists()

@@ -36,7 +36,13 @@ import numpy as np  # noqa: E402
 
 from empirical._util.checkpoints import CHECKPOINT, load_checkpoint  # noqa: E402
 from empirical._util.cli import print_config, refuse, typed_command  # noqa: E402
-from empirical._util.files import OutputInUse, atomic_write, check_output_dir, locked  # noqa: E402
+from empirical._util.files import (  # noqa: E402
+    OutputInUse,
+    atomic_write,
+    check_output_dir,
+    locked,
+    remove_stale_temporaries,
+)
 from empirical.data.datasets import SPLITS, load_dataset  # noqa: E402
 from empirical.metrics.classifier import train_classifier  # noqa: E402
 from empirical.metrics.scores import class_composition, class_entropy_bits, fid, inception_features  # noqa: E402
@@ -203,7 +209,9 @@ def inception_reference(dataset: str, n: int, seed: int, cache: Path) -> dict:
         ref_x, floor_x = np.split(train_set.x[rng.choice(len(train_set.x), size=2 * n, replace=False)], 2)
     ref = inception_features(ref_x, train_set.image_shape)
     floor = inception_features(floor_x, train_set.image_shape)
-    atomic_write(path, lambda f: np.savez(f, ref=ref, floor=floor))  # a kill leaves no torn cache
+    with locked(path):  # a kill leaves no torn cache, and the next writer removes its temporary file
+        remove_stale_temporaries(path)
+        atomic_write(path, lambda f: np.savez(f, ref=ref, floor=floor))
     return {"ref": ref, "floor": floor}
 
 

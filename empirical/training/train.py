@@ -125,6 +125,8 @@ def _remove_stale_temporaries(out: Path) -> None:
     """Remove the temporary files of writes cut short by a kill (under the run folder's lock: no writer is live)."""
     for name in (CHECKPOINT, PREVIOUS, CONFIG):
         remove_stale_temporaries(out / name)
+    for tmp in (out / "snapshots").glob(".step*.pt.*.tmp"):  # a snapshot's, whose file may not exist yet
+        remove_stale_temporaries(tmp.with_name(tmp.name[1:].split(".pt.")[0] + ".pt"))
 
 
 def _check_resumable(stored: Mapping, cfg: TrainConfig, path: Path) -> None:
