@@ -10,17 +10,19 @@ first N images, in file order, so every smaller set lies inside every larger one
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from empirical._util.checkpoints import atomic_write
+from empirical._util.cli import is_int, is_real
 from empirical.data.datasets import load_dataset
 from empirical.training.config import DataConfig
+from theory.checks import check_int
 
 __all__ = [
     "nested_indices",
@@ -184,71 +186,99 @@ def merge_row(path: Path, n_train: int, fields: dict, command: str) -> dict:
     return next(r for r in rows if r["n_train"] == n_train)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m empirical n-sweep", description=__doc__.split("\n\n")[0])
-    commands = ("subsets", "train", "measure", "copies", "exact", "full", "plot")
-    p.add_argument("command", choices=commands, help="see the module docstring")
-    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"), help="28x28 data set")
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 4096], help="the subset sizes N")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps of each network")
-    p.add_argument("--seed", type=int, default=0, help="seed of the permutation that nests the subsets")
-    p.add_argument("--out", default="runs/n-sweep", help="folder of the subsets and of one run folder per N")
-    p.add_argument("--rows", default="n_sweep.json", help="measure: the JSON list of rows (one per N, upserted)")
-    p.add_argument("--n-starts", type=int, default=32, help="measure: training images seeding the flow search")
-    p.add_argument("--n-grid", type=int, default=8, help="measure: times of the scan before bisection")
-    p.add_argument("--t-max", type=float, default=0.9, help="measure: the scan's first time")
-    p.add_argument("--t-min", type=float, default=0.3, help="measure: the scan's last time")
-    p.add_argument("--n-copies", type=int, default=256, help="measure: generated samples tested for copies")
-    p.add_argument("--figure", default="n_sweep.png", help="plot: the figure of the rows")
-    p.add_argument("--model", help="full: the network trained on the whole set")
-    p.add_argument("--breaking", help="full: the breaking-time table (JSON) that holds its measured row")
-    p.add_argument("--prediction", help="full: FILE:KEY of the whole set's exact prediction (benchmarks)")
-    a = p.parse_args(argv)
-    if a.command == "plot":
-        plot_sweep(json.loads(Path(a.rows).read_text()), Path(a.figure))
-        return 0
-    if a.command == "full":
-        from empirical._util.cli import command_line
+DATASETS_28 = ("fashion-mnist", "mnist")
+COMMANDS = ("subsets", "train", "measure", "copies", "exact", "full", "plot")
 
-        row = full_row(a.dataset, Path(a.model), Path(a.breaking), a.prediction, a.n_copies)
-        merge_row(Path(a.rows), row["n_train"], row, command_line("n-sweep", argv))
-        return 0
-    if a.command in ("measure", "copies", "exact"):
-        from empirical._util.cli import command_line
 
-        for n in a.sizes:
-            path, run = Path(a.out) / f"{a.dataset}-N{n}.npz", Path(a.out) / f"{a.dataset}-N{n}"
-            x = DataConfig(dataset=a.dataset, data=str(path)).load().x
-            if a.command == "exact":
-                row = merge_row(Path(a.rows), n, exact_row(x), command_line("n-sweep", argv))
-            elif a.command == "copies":
-                row = merge_row(
-                    Path(a.rows), n, copies(run / "checkpoint.pt", x, a.n_copies), command_line("n-sweep", argv)
-                )
-            else:  # each part is written as soon as it is measured
-                fields = network_row(a.dataset, path, run, n_starts=a.n_starts, n_grid=a.n_grid, t_max=a.t_max,
-                                     t_min=a.t_min)  # fmt: skip
-                merge_row(Path(a.rows), n, fields, command_line("n-sweep", argv))
-                row = merge_row(
-                    Path(a.rows), n, copies(run / "checkpoint.pt", x, a.n_copies), command_line("n-sweep", argv)
-                )
-            print(
-                json.dumps(
-                    {k: row.get(k) for k in ("n_train", "t_measured", "t_exact", "t_macroscopic", "copy_share")}
-                ),
-                flush=True,
-            )
-        return 0
-    paths = write_subsets(a.dataset, a.sizes, a.out, a.seed)
-    if a.command == "train":
-        from empirical.pipelines.recipe import train_argv
-        from empirical.training.train import train
+@dataclass
+class Config:
+    """The options of ``python -m empirical n-sweep``; every field is checked on construction."""
 
-        for n, path in paths.items():
-            cfg = recipe_for(path, Path(a.out) / f"{a.dataset}-N{n}", a.steps, a.dataset)
-            print("python -m empirical train " + " ".join(train_argv(cfg)), flush=True)
-            train(cfg)
+    command: str = field(default="", metadata={"help": "the step (module docstring)", "choices": COMMANDS,
+                                               "positional": True})  # fmt: skip
+    dataset: str = field(default="fashion-mnist", metadata={"help": "28x28 data set", "choices": DATASETS_28})
+    sizes: tuple[int, ...] = field(default=(64, 256, 1024, 4096), metadata={"help": "the subset sizes N"})
+    steps: int = field(default=3000, metadata={"help": "train: optimizer steps of each network"})
+    seed: int = field(default=0, metadata={"help": "seed of the permutation that nests the subsets"})
+    out: str = field(default="runs/n-sweep", metadata={"help": "folder of the subsets and of one run folder per N"})
+    rows: str = field(default="n_sweep.json", metadata={"help": "the JSON list of rows (one per N, merged)"})
+    n_starts: int = field(default=32, metadata={"help": "measure: training images seeding the flow search"})
+    n_grid: int = field(default=8, metadata={"help": "measure: times of the scan before bisection"})
+    t_max: float = field(default=0.9, metadata={"help": "measure: the scan's first time"})
+    t_min: float = field(default=0.3, metadata={"help": "measure: the scan's last time"})
+    n_copies: int = field(default=256, metadata={"help": "measure, copies, full: samples tested for copies"})
+    figure: str = field(default="n_sweep.png", metadata={"help": "plot: the figure of the rows"})
+    model: str | None = field(default=None, metadata={"help": "full: the network trained on the whole set"})
+    breaking: str | None = field(default=None, metadata={"help": "full: the breaking-time table holding its row"})
+    prediction: str | None = field(default=None, metadata={"help": "full: FILE:KEY of the exact prediction"})
+
+    def __post_init__(self):
+        self.sizes = tuple(self.sizes)
+        if not self.sizes or not all(is_int(n) and n >= 1 for n in self.sizes):
+            raise ValueError(f"sizes must be one or more ints >= 1; got {list(self.sizes)}")
+        for name in ("steps", "n_starts", "n_copies"):
+            check_int(name, getattr(self, name), lo=1)
+        check_int("n_grid", self.n_grid, lo=2)
+        check_int("seed", self.seed, lo=0)
+        if not (is_real(self.t_min) and is_real(self.t_max) and 0 < self.t_min < self.t_max <= 1):
+            raise ValueError(f"need 0 < t_min < t_max <= 1; got t_min={self.t_min}, t_max={self.t_max}")
+        if self.command == "full" and None in (self.model, self.breaking, self.prediction):
+            raise ValueError("full needs --model, --breaking and --prediction")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from empirical._util.cli import command_line, print_config, refuse, typed_command
+    from empirical._util.files import check_output_file
+
+    try:
+        cfg, args = typed_command(Config, "python -m empirical n-sweep", __doc__, argv)
+        if cfg.command in ("measure", "copies", "exact", "full"):
+            check_output_file(cfg.rows, "rows", holds="list")
+    except ValueError as err:
+        return refuse(err)
+    if args.dry_run:
+        return print_config("n-sweep", cfg)
+    command = command_line("n-sweep", argv)
+    if cfg.command == "plot":
+        plot_sweep(json.loads(Path(cfg.rows).read_text()), Path(cfg.figure))
+    elif cfg.command == "full":
+        row = full_row(cfg.dataset, Path(cfg.model), Path(cfg.breaking), cfg.prediction, cfg.n_copies)
+        merge_row(Path(cfg.rows), row["n_train"], row, command)
+    elif cfg.command in ("measure", "copies", "exact"):
+        for n in cfg.sizes:
+            _measure_one(cfg, n, command)
+    else:
+        paths = write_subsets(cfg.dataset, cfg.sizes, cfg.out, cfg.seed)
+        if cfg.command == "train":
+            _train_all(cfg, paths)
     return 0
+
+
+def _measure_one(cfg: Config, n: int, command: str) -> None:
+    """One N's step: the exact predictions, the copies, or the network's breaking time and then its copies (each
+    part written as soon as it is measured)."""
+    path, run = Path(cfg.out) / f"{cfg.dataset}-N{n}.npz", Path(cfg.out) / f"{cfg.dataset}-N{n}"
+    x = DataConfig(dataset=cfg.dataset, data=str(path)).load().x
+    if cfg.command == "exact":
+        row = merge_row(Path(cfg.rows), n, exact_row(x), command)
+    else:
+        if cfg.command == "measure":
+            fields = network_row(cfg.dataset, path, run, n_starts=cfg.n_starts, n_grid=cfg.n_grid,
+                                 t_max=cfg.t_max, t_min=cfg.t_min)  # fmt: skip
+            merge_row(Path(cfg.rows), n, fields, command)
+        row = merge_row(Path(cfg.rows), n, copies(run / "checkpoint.pt", x, cfg.n_copies), command)
+    keys = ("n_train", "t_measured", "t_exact", "t_macroscopic", "copy_share")
+    print(json.dumps({k: row.get(k) for k in keys}), flush=True)
+
+
+def _train_all(cfg: Config, paths: dict) -> None:
+    from empirical.pipelines.recipe import train_argv
+    from empirical.training.train import train
+
+    for n, path in paths.items():
+        train_cfg = recipe_for(path, Path(cfg.out) / f"{cfg.dataset}-N{n}", cfg.steps, cfg.dataset)
+        print("python -m empirical train " + " ".join(train_argv(train_cfg)), flush=True)
+        train(train_cfg)
 
 
 if __name__ == "__main__":
