@@ -216,7 +216,20 @@ def converged_at(t: float) -> float:
     return sweep["fid"][sweep["t"].index(t)]
 
 
+def sweep_rows() -> list[dict]:
+    return sorted(load("docs/results/n_sweep.json"), key=lambda r: r["n_train"])
+
+
 CLAIMS = [
+    # the N sweep's method: the training length, the scan and the copies of its small-N rows
+    Claim("docs/breaking_time.md", r"recipe \(U-Net ch 16\) for ([\d,]+) steps",
+          lambda: (next(r["step"] for r in sweep_rows() if r.get("step")),)),
+    Claim("docs/breaking_time.md", r"flow search \((\d+) starts, (\d+) times from ([\d.]+) to\s+([\d.]+)\)",
+          lambda: tuple(sweep_rows()[0]["search"][k] for k in ("n_starts", "n_grid", "t_max", "t_min"))),
+    Claim("docs/breaking_time.md", r"counts the share of (\d+) DDPM-100 samples",
+          lambda: (sweep_rows()[0]["n_samples"],)),
+    Claim("docs/breaking_time.md", r"trained on (\d+) to ([\d,]+) images has",
+          lambda: (sweep_rows()[0]["n_train"], sweep_rows()[-2]["n_train"])),
     # README: the results table
     Claim("README.md", r"\| ([\d.]+) against ([\d.]+) \(([\d.]+)%\) \|",
           lambda: (bt()["t_c_measured"], bt()["t_c_predicted"], 100 * bt()["relative_error"])),
@@ -425,6 +438,20 @@ CLAIMS = [
 ]  # fmt: skip
 
 FACTS = {
+    # docs/breaking_time.md, the N sweep in words
+    "breaking_time.md: no small-N network has a second stable point; each loses its one": lambda: all(
+        r["t_measured"] is None
+        and max(e["stable"] for e in r["scan"]) == 1
+        and r["scan"][0]["stable"] == 1
+        and r["scan"][-1]["stable"] == 0
+        for r in sweep_rows()[:-1]
+    ),
+    "breaking_time.md: exactly one small-N network copies part of its images; the full set's network breaks below": (
+        lambda: (
+            sum(r["copy_share"] > 0 for r in sweep_rows()[:-1]) == 1
+            and sweep_rows()[-1]["t_measured"] < sweep_rows()[-1]["t_exact"]
+        )
+    ),
     # docs/late_start.md, in words
     "late_start.md: gls at t_c never loses to the vanilla start at n <= 5 (each sampler's first grid)": lambda: all(
         first()[s, n, "vanilla", "none"]["fid"] > first()[s, n, "gls", "theory"]["fid"]
