@@ -160,6 +160,9 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
         ax.plot(n, y, style, label=label)
     t = np.array([np.nan if r.get("t_measured") is None else r["t_measured"] for r in rows], float)
     ax.plot(n, t, "ko-", lw=2, label="measured in the network")
+    none = [(r["n_train"], r["search"]["t_min"]) for r in rows if r.get("t_measured") is None and r.get("search")]
+    if none:  # a scan without a second stable point: the network breaks below its last time, if at all
+        ax.plot(*zip(*none, strict=True), "kv", mfc="none", ms=9, label="no break above the scan's last time")
     ax.set(xscale="log", ylabel="breaking time t (VP linear)")
     ax.legend(fontsize=8)
     bx.plot(n, [r.get("copy_share", np.nan) for r in rows], "ko-")
