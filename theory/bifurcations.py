@@ -119,7 +119,7 @@ def bifurcation_diagram(
     spacing, 2 kappa max|y| / n_grid, are missed: only just past a bifurcation). In higher
     dimension, one ``fixed_points`` call per time.
     """
-    ts = np.asarray(ts, dtype=np.float64)
+    ts = check_finite_array("ts", ts)
     f = exact_field(data, schedule, check_eta(eta), ts, "ts")
     n_grid = check_int("n_grid", n_grid, 3)
     if f.d > 1:
@@ -305,7 +305,15 @@ def fixed_point_map(data, schedule: Schedule, x, t, eta: float = 1.0):
 def descend(data, schedule: Schedule, X, t, eta: float = 1.0, max_iter: int = 20000):
     """Carry each row of X (n, d) to its attractor by the frozen-time gradient flow of u_eta at t."""
     f = exact_field(data, schedule, check_eta(eta), t)
-    return f.descend(np.atleast_2d(X), float(t), max_iter=check_int("max_iter", max_iter, 1))[0]
+    return f.descend(_rows("X", X, f.d), float(t), max_iter=check_int("max_iter", max_iter, 1))[0]
+
+
+def _rows(name: str, X, d: int) -> np.ndarray:
+    """X as (n, d) rows of real, finite numbers (one row may come as a vector)."""
+    X = np.atleast_2d(check_finite_array(name, X))
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ValueError(f"{name} must have shape (n, d={d}); got {X.shape}")
+    return X
 
 
 @one_blas_thread
@@ -316,7 +324,7 @@ def attractor_posterior(data, schedule: Schedule, X, t, eta: float = 1.0):
     A shared attractor (the centre before the critical time) spreads its weight over the points.
     """
     f = exact_field(data, schedule, check_eta(eta), t)
-    A, _ = f.descend(np.atleast_2d(X), float(t))
+    A, _ = f.descend(_rows("X", X, f.d), float(t))
     return f.responsibilities(A, float(t))
 
 
