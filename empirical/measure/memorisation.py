@@ -38,7 +38,7 @@ __all__ = [
     "owned_images",
     "attractor_scan",
     "exact_scan",
-    "generate",
+    "sde_samples",
     "measured_time",
     "run",
 ]
@@ -74,7 +74,7 @@ def owned_images(points, x_train, kappa: float) -> np.ndarray:
     return D.min(axis=1) < gap.min(axis=1) / 3.0
 
 
-def generate(denoiser: Denoiser, x_train, n: int, *, n_steps: int = 500, eta: float = 1.0, seed: int = 0):
+def sde_samples(denoiser: Denoiser, x_train, n: int, *, n_steps: int = 500, eta: float = 1.0, seed: int = 0):
     """n samples by the reverse SDE with the learned score from x_T = theta(T) y + sigma(T) eps (y a random
     training image) down to T_MIN on a uniform grid of ``n_steps`` steps; (n, d) float64."""
     g = torch.Generator().manual_seed(seed)
@@ -158,7 +158,7 @@ def run(n_train: int, steps: int, out: str, *, n_samples: int = 256, seed: int =
         "t_collapse_exact": ct.t, "t_C_biroli_entropy": ct.biroli.collapse_entropy_t,
         "t_C_biroli_gaussian": ct.biroli.collapse_gaussian_t, "t_S_biroli": ct.biroli.speciation_t,
         "t_measured": t_net[0], "t_measured_bracket": list(t_net), "t_exact_same_rule": t_exact[0],
-        "copy_fraction": copy_fraction(generate(den, x, n_samples, seed=seed), x),
+        "copy_fraction": copy_fraction(sde_samples(den, x, n_samples, seed=seed), x),
         "copy_fraction_exact": copy_fraction(exact_samples, x),
         "network_scan": net, "exact_scan": exact,
         "command": f"python -m empirical memorisation --n-train {n_train} --steps {steps}",

@@ -16,7 +16,7 @@ stages are ``empirical.pipelines.late_start.pipeline``'s (``stages.load_data``, 
 ``--table`` (a late_start curves file of the same data) adds to each gls cell the table's gls rows (theory and
 sweep-best) and teleport row, and to the output whether the table's rows are reproduced and how many cells lie within
 10% of the sweep's best at the table's seed. ``--inception-n N`` also scores the first N samples of every draw with the
-Inception FID against N training images (``stages_late_start.inception_reference``: the output's "inception" holds the
+Inception FID against N training images (``stages.inception_split_reference``: the output's "inception" holds the
 finite-N floor, a disjoint subset's FID). The output (``--out``, default ``<results>/late_start_cells_<dataset>.json``)
 is written atomically after each cell, with "complete": false until the last; the same command after a kill resumes from
 the cells written.
@@ -269,7 +269,7 @@ def run(cfg: Config, command: str) -> dict:
     inception, floor = None, None
     if cfg.inception_n:
         with clock("inception_reference"):
-            ref, floor = stage.inception_reference(x_train, ds.image_shape, cfg.inception_n, cfg.seed)
+            ref, floor = stage.inception_split_reference(x_train, ds.image_shape, cfg.inception_n, cfg.seed)
         inception = lambda x: fid(inception_features(x[: floor["n"]], ds.image_shape), ref)  # noqa: E731
     out = {
         "dataset": cfg.dataset, "model": model.source, "t_c": t_c, "prediction": pred["prediction"],

@@ -21,8 +21,8 @@ from empirical.sampling.samplers import AUTHOR_GRIDS, GRIDS, generate, nfe
 
 __all__ = [
     "TABLE_SAMPLERS", "ALL_TABLE_SAMPLERS", "Scorer", "best_and_knee", "hex_images", "floor", "Drawer", "sweep",
-    "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "inception_reference", "summary",
-    "write",
+    "converged_sweep", "grids_of", "table_cells", "table", "converged", "inception", "inception_split_reference",
+    "summary", "write",
 ]  # fmt: skip
 
 # Table names of the samplers -> empirical.sampling.samplers' names: the default table's four, and all that may be asked
@@ -253,7 +253,7 @@ def inception(rows: list[dict], x_train: np.ndarray, image_shape, cfg) -> dict |
         return None
     cells = [r for r in rows if r["sampler"] == "ddim" and r["n_steps"] in cfg.inception_steps and "_x" in r]
     with tqdm(total=1 + len(cells), desc="inception features", dynamic_ncols=True) as ibar:
-        ref, floor = inception_reference(x_train, image_shape, cfg.inception_n, cfg.seed)
+        ref, floor = inception_split_reference(x_train, image_shape, cfg.inception_n, cfg.seed)
         ibar.update(1)
         for r in cells:
             r["fid_inception"] = fid(inception_features(r["_x"][: floor["n"]], image_shape), ref)
@@ -262,7 +262,7 @@ def inception(rows: list[dict], x_train: np.ndarray, image_shape, cfg) -> dict |
     return floor
 
 
-def inception_reference(x_train: np.ndarray, image_shape, n: int, seed: int) -> tuple[np.ndarray, dict]:
+def inception_split_reference(x_train: np.ndarray, image_shape, n: int, seed: int) -> tuple[np.ndarray, dict]:
     """The Inception features of n random training images (at most half of them; the subset drawn with seed + 2),
     and {n, n_ref, fid_floor}: the finite-N floor, the FID of a disjoint subset of the same size against them."""
     sub = np.random.default_rng(seed + 2).permutation(len(x_train))
