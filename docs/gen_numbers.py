@@ -239,7 +239,7 @@ def speciation() -> str:
     """Speciation vs the dynamical (eta = 1) loss of stability of the centre, for the symmetric problems."""
     from theory import VPLinear, speciation_time
     from theory import symbolic as S
-    from theory.reference import reference_problems
+    from theory.systems import reference_problems
 
     s = VPLinear()
     th_s = S.lambdify(S.speciation_theta(), (S.lam,))

@@ -13,7 +13,7 @@ from scipy.optimize import root
 from scipy.special import softmax
 
 from theory import DDPM, VE, VPCosine, VPLinear, bifurcation_tree, critical_time
-from theory.reference import reference_problems
+from theory.systems import reference_problems
 
 SCHEDULES = {"vplinear": VPLinear(), "vpcosine": VPCosine(), "ve": VE(), "ddpm": DDPM()}
 PROBLEMS = {p.name: p for p in reference_problems()}

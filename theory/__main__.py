@@ -8,8 +8,8 @@ import math
 import time
 
 from theory.bifurcations import critical_time
-from theory.reference import reference_problems
 from theory.schedules import DDPM, VE, VPCosine, VPLinear
+from theory.systems import reference_problems
 
 SCHEDULES = {"vp-linear": VPLinear, "vp-cosine": VPCosine, "ve": VE, "ddpm": DDPM}
 
