@@ -238,6 +238,8 @@ CLAIMS = [
                    first()["ddim", 3, "vanilla", "none"]["fid"] / first()["ddim", 3, "gls", "theory"]["fid"])),
     Claim("README.md", r"\(([\d,]+) x (\d+)\), on 2 CPU cores \| a saddle-node at t = ([\d.]+), in ([\d,]+) s",
           lambda: (bench("fashion")["N"], bench("fashion")["d"], bench("fashion")["t_c"], bench("fashion")["seconds"])),
+    Claim("README.md", r"by a reduced search \((\d+) seeds on (\d+) times\)",
+          lambda: (bench("fashion")["options"]["n_seeds"], bench("fashion")["options"]["n_grid"])),
     # the breaking time
     Claim("docs/breaking_time.md", r"all ([\d,]+) images, \$d = (\d+)\$", lambda: (bt()["n_train"], bt()["dim"])),
     Claim("docs/breaking_time.md",
