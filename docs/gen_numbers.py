@@ -1123,16 +1123,19 @@ SNIPPETS = {
     "notebook_figures": notebook_figures,
     "breaking_time": breaking_time,
 }
+
+
 def n_sweep() -> str:
     """docs/results/n_sweep.json: the breaking time of networks trained on N images against the predictions."""
     rows = sorted(_json("docs/results/n_sweep.json"), key=lambda r: r["n_train"])
-    head = ["N", "measured", "exact first bifurcation", "exact macroscopic", "equal-norm", "Biroli",
+    head = ["N", "steps", "measured", "exact first bifurcation", "exact macroscopic", "equal-norm", "Biroli",
             "gap to exact", "copies"]  # fmt: skip
     body = []
     for r in rows:
         t = r.get("t_measured")
         body.append([
-            f"{r['n_train']:,}", "no break" if t is None else f"**{_f(t, 4)}**", _f(r.get("t_exact"), 4),
+            f"{r['n_train']:,}", "-" if r.get("step") is None else f"{r['step']:,}",
+            "no break" if t is None else f"**{_f(t, 4)}**", _f(r.get("t_exact"), 4),
             _f(r.get("t_macroscopic"), 4), _f(r.get("t_c_equal_norm"), 4), _f(r.get("t_c_biroli"), 4),
             _pct(r.get("relative_gap")), "-" if r.get("copy_share") is None else f"{r['copy_share']:.2f}",
         ])  # fmt: skip
