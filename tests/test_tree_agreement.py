@@ -64,7 +64,10 @@ def _cases():
     for name, problem in PROBLEMS.items():
         for sname, schedule in SCHEDULES.items():
             for eta in _etas(problem, schedule):
-                slow = name in SLOW_PROBLEMS or eta != problem.eta
+                # default tier: each problem's own eta on VP linear and DDPM (where the tree once split a pitchfork),
+                # and the paper's pair on every schedule; the rest run with `pytest -m slow`
+                other = sname not in ("vplinear", "ddpm") and name != "deltas +-1 (paper)"
+                slow = name in SLOW_PROBLEMS or eta != problem.eta or other
                 marks = [pytest.mark.slow] if slow else []
                 yield pytest.param(name, sname, eta, marks=marks, id=f"{name}-{sname}-eta{eta:g}")
 
