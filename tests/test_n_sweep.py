@@ -36,3 +36,16 @@ def test_merge_row_adds_fields_and_the_gap(tmp_path):
     rows = json.loads(path.read_text())
     assert sorted(r["n_train"] for r in rows) == [64, 256]
     assert next(r for r in rows if r["n_train"] == 256)["relative_gap"] is None
+
+
+def test_loss_windows_average_the_checkpoint_history(tmp_path):
+    import torch
+
+    from empirical.pipelines.n_sweep import loss_windows
+
+    loss = np.r_[np.full(1000, 2.0), np.arange(1000.0), np.full(500, 9.0)]  # the last partial window is left out
+    torch.save({"loss": torch.tensor(loss)}, tmp_path / "checkpoint.pt")
+    w = loss_windows(tmp_path / "checkpoint.pt")
+    assert w["mean"] == [2.0, 499.5] and w["se"][0] == 0.0
+    assert w["se"][1] == pytest.approx(np.sqrt((1000**2 - 1) / 12 * 1000 / 999 / 1000), rel=1e-12)  # uniform 0..999
+    assert w["last_change"] == pytest.approx((499.5 - 2.0) / 2.0, rel=1e-15)

@@ -28,6 +28,7 @@ __all__ = [
     "nested_indices",
     "write_subsets",
     "network_row",
+    "loss_windows",
     "exact_row",
     "copies",
     "merge_row",
@@ -88,8 +89,21 @@ def network_row(dataset: str, data_file: Path, run: Path, *, n_starts: int, n_gr
         "n_train": len(data.load().x), "data": str(data_file), "model": str(run / "checkpoint.pt"),
         "step": row["step"], "t_measured": row["t_c_measured"], "t_lo": row["t_lo"], "t_hi": row["t_hi"],
         "search": row["options"], "network_evaluations": row.get("network_evaluations"), "measure_s": row["seconds"],
-        "scan": scan,
+        "scan": scan, "loss": loss_windows(run / "checkpoint.pt"),
     }  # fmt: skip
+
+
+def loss_windows(checkpoint: Path, window: int = 1000) -> dict:
+    """The training loss averaged over consecutive windows of ``window`` steps, with standard errors, and the
+    relative change of the last window against the one before: has the loss stopped falling?"""
+    import torch
+
+    loss = torch.load(checkpoint, map_location="cpu", weights_only=False)["loss"].numpy()
+    parts = [loss[i : i + window] for i in range(0, len(loss) - window + 1, window)]
+    mean = [float(p.mean()) for p in parts]
+    se = [float(p.std(ddof=1) / np.sqrt(len(p))) for p in parts]
+    change = (mean[-1] - mean[-2]) / mean[-2] if len(mean) >= 2 else None
+    return {"window": window, "mean": mean, "se": se, "last_change": change}
 
 
 def copies(model: Path, x: np.ndarray, n: int) -> dict:
