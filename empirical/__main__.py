@@ -19,6 +19,7 @@ COMMANDS = {
     "n-sweep": "pipelines.n_sweep",
     "late-start": "pipelines.late_start.pipeline",
     "late-start-cells": "pipelines.late_start.cells",
+    "fid-knee": "pipelines.fid_knee",
     "diffusers-fid": "pipelines.late_start.diffusers_fid",
     "attractors": "measure.attractors",
     "shell": "measure.shell",
