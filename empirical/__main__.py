@@ -17,6 +17,7 @@ COMMANDS = {
     "breaking-time": "pipelines.breaking_time.pipeline",
     "steps-sweep": "pipelines.steps_sweep",
     "n-sweep": "pipelines.n_sweep",
+    "local-score": "pipelines.local_score",
     "late-start": "pipelines.late_start.pipeline",
     "late-start-cells": "pipelines.late_start.cells",
     "fid-knee": "pipelines.fid_knee",
