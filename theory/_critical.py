@@ -4,12 +4,16 @@ How the search is seeded, and what it guarantees:
 1. The centre branch: the unique attractor at T, continued down a log-SNR grid until it loses
    stability (Brent's method on its top eigenvalue: ``centre_t``) or folds (the extended system).
 2. The scan: at each grid time, from T down, the attractors reached from the seeds of
-   ``theory._search`` (the centre, the farthest-point data attractors, the previous attractors). At
+   ``theory._search`` (the centre, the farthest-point data attractors, the previous attractors); where the
+   fixed-point map contracts all of R^d (``one_attractor``) the centre alone, with no descent. At
    the first grid time t_i with two or more, a branch born near t_c has a small basin, so the search
    goes ``extra_cells`` further down, where basins are larger, and collects the attractors there too.
 3. Each attractor found is continued back up (t increasing) until it ceases to exist; its fold,
    located by Newton on the extended system, is its birth. The largest birth time is the first
-   saddle-node; a birth on the centre where the centre lost stability is the pitchfork itself.
+   saddle-node; a birth on the centre where the centre lost stability is the pitchfork itself. A branch
+   whose fold bound (the linear extrapolation of its top eigenvalue to 0: an upper bound of its birth under
+   the square-root law) lies below t_i, where a new attractor already exists, cannot be born first and is
+   not carried further: most attractors found below t_i were born there.
 Guarantee (``theory._results.Seeding``): the first bifurcation among the attractors reachable from those
 seeds at the scanned times, and the branches continuously connected to them. Missed can be: the attractor
 of a data point outside the farthest-point subset whose basin holds no seed (``n_seeds`` < N), and an
@@ -35,7 +39,7 @@ from theory._continuation import (
     log_snr_shift,
 )
 from theory._order import macroscopic_search
-from theory._search import basin_masses, descend_samples, polish, stable_points
+from theory._search import attractors_at, basin_masses, descend_samples, polish, stable_points
 
 
 class _Run:
@@ -110,11 +114,14 @@ class _Run:
         by_cell = {}
         for j, x in found:
             by_cell.setdefault(j, []).append(x)
+        floor = float(self.ts[min(by_cell)])  # a new attractor exists there: the first birth lies above it
         alive, dead = [], []  # alive: points at the current grid time; dead: (cell j, last point x, its t)
         for j in range(max(by_cell), 0, -1):
             for x in by_cell.get(j, []):
                 if not any(_close(x, y, 1e-6) for y in alive) and not self.on_centre(x, self.ts[j]):
                     alive.append(x)
+            if self.ts[j - 1] <= floor:  # a branch whose fold bound lies below the floor cannot be born first
+                alive = [x for x in alive if self.fold_bound(x, self.ts[j]) >= floor]
             nxt = []
             for x in alive:
                 tol = (self.ts[j - 1] - self.ts[j]) / coarse_cells
@@ -246,12 +253,12 @@ def first_bifurcations(
     search carries it further where it needs the centre."""
     run = _Run(field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed)
     ts = run.ts
-    start = stable_points(field, ts[0], n_seeds)
+    start = attractors_at(field, ts[0], n_seeds)
     if len(start) >= 2:
         return {"none": _why_none_at_start(field, ts[0], len(start)), "run": run}
     prev = start
     for i in range(1, len(ts)):
-        cur = stable_points(field, ts[i], n_seeds, extra=prev)
+        cur = attractors_at(field, ts[i], n_seeds, extra=prev)
         if len(cur) >= 2:
             break
         prev = cur

@@ -85,7 +85,9 @@ class Seeding:
         times = ", ".join(f"{t:.6g}" for t in self.scanned) or "none"
         return (
             f"the first bifurcation among the attractors reached by descent from the centre and {seeds} at "
-            f"t = {times}, and the branches continued from them; {miss} can be missed"
+            f"t = {times}, and the branches continued from them (one whose extrapolated fold, an upper bound of its "
+            f"birth under the square-root law, lies below the first of these times is not continued); {miss} can be "
+            "missed"
         )
 
 

@@ -42,7 +42,7 @@ from theory._results import (
     macroscopic_time,
 )
 from theory._roots1d import roots_1d
-from theory._search import stable_points
+from theory._search import attractors_at, stable_points
 from theory.schedules import Schedule
 
 __all__ = [
@@ -155,7 +155,8 @@ def critical_time(
 
     Scans a grid uniform in log-SNR from T down to ``t_min`` for the first time with a second stable fixed
     point, collects the attractors a few cells further down, and carries each back up to its birth (a fold,
-    located by Newton on the extended system to ``tol_t``); the centre branch's loss of stability is located
+    located by Newton on the extended system to ``tol_t``; a branch whose extrapolated fold, an upper bound of its
+    birth under the square-root law, lies below that first time is dropped); the centre branch's loss of stability is located
     by Brent's method. The earlier of the two is the critical time. The result's ``seeding`` says how the
     search was seeded and ``guarantee`` what that guarantees: the first bifurcation among the attractors
     reachable from those seeds (``theory._critical``). Where a cheaper option can miss a bifurcation:
@@ -236,7 +237,7 @@ def order_parameter(
     n, seed = check_int("n_samples", n_samples, 1), check_int("seed", seed, 0)
     ts = np.sort(ts)[::-1]
     run = _Run(f, schedule, min(float(ts[-1]), 0.5 * f.T), 64, 256, 1e-13, 0, seed)
-    start = stable_points(f, run.ts[0], 256)
+    start = attractors_at(f, run.ts[0], 256)
     if len(start) != 1:
         raise ValueError(
             f"{len(start)} stable fixed points at t = {run.ts[0]:.6g}: no central attractor for m(t) "
