@@ -26,6 +26,7 @@ COMMANDS = {
     "shell": "measure.shell",
     "denoising-gap": "measure.denoising_gap",
     "memorisation": "measure.memorisation",
+    "speciation": "pipelines.speciation",
 }
 
 
