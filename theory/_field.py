@@ -34,7 +34,7 @@ from theory.family import EtaFamily
 
 LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from point-local sums
 LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
-EIG_CACHE = 64  # top eigenpairs memoised (matrix-free): a scan's candidates are tested twice, after Newton and after dedup
+EIG_CACHE = 1024  # top eigenpairs memoised (matrix-free): a scan's candidates are tested, then carried up
 DESCENT_CHUNK = 64  # descent iterations between two removals of the converged rows from the batch
 
 
@@ -81,6 +81,7 @@ class MixtureField:
         )
         self._cache, self._hcache, self._ecache = {}, {}, {}
         self._lam_data = self._mu_data = self._rho2 = None
+        self._seed_idx = {}  # (n_seeds, seed) -> the farthest-point subset
         self.matrix_free = self.d >= _krylov.MATRIX_FREE_D  # products H v instead of H (theory._krylov)
         self._v_top = None  # the last top eigenvector: Lanczos starts there
 
@@ -196,17 +197,33 @@ class MixtureField:
         Cov[y], computed once). At high noise the posterior is close to the prior and the bound is tight.
         Below 1 the point is a stable fixed point's neighbourhood: -lam_max(H) sigma^2 >= (1 + c s2)(1 - b).
         """
+        return float(self.contraction_bounds(np.atleast_2d(x), t)[0])
+
+    def contraction_bounds(self, X, t):
+        """``contraction_bound`` at every row of X (k, d), one posterior pass for all."""
         if not self.finite:
-            return math.inf
+            return np.full(len(X), math.inf)
         if self._lam_data is None:
             self._lam_data = float(np.linalg.eigvalsh(np.asarray(self.data.covariance()))[-1])
             self._mu_data = np.asarray(self.data.mean())
         th, s2, c = self.coeffs(t)
-        r = self.responsibilities(x, t)[0]
-        w = np.exp(self._host[1])
+        r = self.responsibilities(X, t)
         m = r @ self._host[0]
-        rho = float(np.max(r / w))
-        return self.kappa(t) * th * rho * (self._lam_data + float(np.sum((self._mu_data - m) ** 2))) / s2
+        rho = np.max(r / np.exp(self._host[1]), axis=1)
+        return self.kappa(t) * th * rho * (self._lam_data + np.sum((self._mu_data - m) ** 2, axis=1)) / s2
+
+    def stable_many(self, X, t):
+        """``stable`` at every row of X (k, d): the contraction bound, then the top eigenvalues of the rest at once
+        (matrix-free, finite data: Lanczos runs in lock-step, ``theory._krylov.top_eigpairs_many``), memoised."""
+        X = np.atleast_2d(X)
+        b = self.contraction_bounds(X, t)
+        out = b < 0.9  # certified: margin (1 + c sigma^2)(1 - b) > 0
+        rest = [i for i in np.nonzero(~out)[0] if self._eig_key(X[i], t) not in self._ecache]
+        if self.matrix_free and self.k_post is not None and len(rest) > 1:
+            lams, vecs, ok = _krylov.top_eigpairs_many(self, X[rest], t)
+            for i, lam, v in zip(np.asarray(rest)[ok], lams[ok], vecs[ok], strict=True):
+                self._remember(self._eig_key(X[i], t), (float(lam), v))
+        return np.array([o or self.stable(x, t) for o, x in zip(out, X, strict=True)], dtype=bool)
 
     def one_attractor(self, t):
         """Is the fixed-point map x <- kappa E[y | x] of a finite data set a contraction of all of R^d at t?
@@ -293,15 +310,23 @@ class MixtureField:
     def top_eig(self, x, t):
         """(largest eigenvalue of H, its unit eigenvector) at x: < 0 iff x is stable."""
         if self.matrix_free:  # memoised like ``hessian``: margin and the fold system ask at the same point
-            key = (float(t), np.asarray(x, dtype=np.float64).tobytes())
-            if key not in self._ecache:  # 64 pairs (d floats each): a scan polishes and tests dozens of candidates
-                if len(self._ecache) >= EIG_CACHE:
-                    self._ecache.pop(next(iter(self._ecache)))
-                self._ecache[key] = _krylov.top_eigpair(self.jacobian(x, t), self._v_top)
+            key = self._eig_key(x, t)
+            if key not in self._ecache:
+                self._remember(key, _krylov.top_eigpair(self.jacobian(x, t), self._v_top))
                 self._v_top = self._ecache[key][1]
             return self._ecache[key]
         w, V = np.linalg.eigh(self.hessian(x, t))
         return float(w[-1]), V[:, -1]
+
+    @staticmethod
+    def _eig_key(x, t):
+        return float(t), np.asarray(x, dtype=np.float64).tobytes()
+
+    def _remember(self, key, pair):
+        """Memoise a top eigenpair (EIG_CACHE of them, d floats each: a scan tests hundreds of candidates)."""
+        if len(self._ecache) >= EIG_CACHE:
+            self._ecache.pop(next(iter(self._ecache)))
+        self._ecache[key] = pair
 
     def eigenvalues(self, x, t):
         return np.linalg.eigvalsh(self.hessian(x, t))
@@ -377,7 +402,10 @@ class MixtureField:
         """The centre kappa E[y] and the data attractors kappa y_j (a farthest-point subset if N > n_seeds):
         the farthest points keep the outlying data, whose attractors few diffused samples reach."""
         means = np.asarray(self.data.means)
-        idx = farthest_points(means, n_seeds, seed) if len(means) > n_seeds else np.arange(len(means))
+        if (n_seeds, seed) not in self._seed_idx:  # the subset does not depend on t: N d n_seeds work, once
+            far = len(means) > n_seeds
+            self._seed_idx[n_seeds, seed] = farthest_points(means, n_seeds, seed) if far else np.arange(len(means))
+        idx = self._seed_idx[n_seeds, seed]
         centre = np.asarray(self.data.mean())[None]
         return self.kappa(t) * np.concatenate([centre, means[idx]])
 

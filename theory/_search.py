@@ -26,7 +26,8 @@ def use_float32(field) -> bool:
 def polish(field, X, t):
     """Newton from each row of X; rows that do not end on a stable point retry by saddle-free Newton."""
     Xn, ok = field.newton(X, t, n_iter=30)
-    stable = np.array([bool(o) and field.stable(x, t) for x, o in zip(Xn, ok, strict=True)], dtype=bool)
+    stable = ok.astype(bool)
+    stable[stable] = stable_mask(field, Xn[stable], t)
     if not stable.all():
         Xs, ok_s = field.minimise(X[~stable], t)
         Xn[~stable], ok[~stable] = Xs, ok_s
@@ -44,7 +45,16 @@ def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=100
     X = dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4 * (1.0 + field.scale))  # merge before the costly polish
     Xp, ok = polish(field, X, t)
     X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))
-    return np.array([x for x in X if field.stable(x, t)]).reshape(-1, field.d)
+    return X[stable_mask(field, X, t)].reshape(-1, field.d)
+
+
+def stable_mask(field, X, t):
+    """Which rows of X (k, d) are stable at t: all at once where the field can (``MixtureField.stable_many``)."""
+    if not len(X):
+        return np.zeros(0, dtype=bool)
+    if hasattr(field, "stable_many"):
+        return field.stable_many(X, t)
+    return np.array([field.stable(x, t) for x in X], dtype=bool)
 
 
 def attractors_at(field, t, n_seeds, extra=None):
