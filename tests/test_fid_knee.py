@@ -2,6 +2,7 @@
 its bootstrap spread on curves with known per-replicate knees, the bootstrap FID against a direct computation (and its
 standard error against the spread over independent draws), the rows kept or dropped on a rerun, and the bad inputs."""
 
+import json
 import math
 
 import numpy as np
@@ -62,6 +63,16 @@ def test_knee_spread_is_the_spread_of_known_replicate_knees():
     assert out["se"] == pytest.approx(np.std(knees, ddof=1), rel=1e-9)
     assert (out["lo"], out["hi"]) == pytest.approx(tuple(np.percentile(knees, [16, 84])), rel=1e-9)
     assert out["n_boot_with_knee"] == 64 and out["kind"] == "relative" and out["value"] == 0.5
+
+
+def test_bootstrap_curves_are_held_to_the_point_curves_tolerance():
+    """A replicate offset by a constant c (the bias of a resampled set's FID) has the point curve's knee: the
+    tolerance p FID(1) is the point curve's, so the offset cancels in FID(t) - FID(1)."""
+    t = np.round(np.arange(0.3, 1.0001, 0.05), 10)
+    f = ramp(t, 0.6, 300.0, 30.0)
+    out = knee_with_error(t, f, np.array([f + c for c in (0.0, 10.0, 30.0)]), "50%")
+    assert out["knee"] == out["lo"] == out["hi"] == pytest.approx(0.6 - 0.5 * 30.0 / 300.0, abs=1e-12)
+    assert out["se"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_se_tolerance_is_k_times_the_paired_difference_se():
@@ -130,6 +141,25 @@ def test_a_rerun_keeps_the_rows_of_its_spec_and_drops_others(tmp_path):
     assert fid_knee._start_entry(path, "mnist", header | {"command": "b"}) == {0.5, 1.0}
     assert [r["fid"] for r in fid_knee._put(path, "mnist")["rows"]] == [2.0, 1.0]
     assert fid_knee._start_entry(path, "mnist", header | {"spec": {"n_samples": 400}}) == set()
+
+
+def test_knees_only_recomputes_the_knees_and_the_figure_from_the_rows(tmp_path, capsys):
+    t = np.round(np.arange(0.4, 1.0001, 0.1), 10)
+    f = ramp(t, 0.7, 100.0, 10.0)
+    rows = [
+        {"t_start": float(s), "fid": float(v), "se": 1.0, "boot": [float(v)] * 4} for s, v in zip(t, f, strict=True)
+    ]
+    entry = {"rows": rows, "spec": {"sampler": "ddpm", "n_samples": 300}, "floor": {"fid": 5.0}, "predictions": {}}
+    out, fig = tmp_path / "k.json", tmp_path / "k.png"
+    out.write_text(json.dumps({"datasets": {"mnist": entry}, "command": "sampling"}))
+    argv = ["--datasets", "mnist", "--knees-only", "--tolerances", "100%", "--out", str(out), "--figure", str(fig)]
+    assert fid_knee.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"] == "sampling" and "--knees-only" in doc["knees_command"] and fig.stat().st_size > 0
+    (k,) = doc["datasets"]["mnist"]["knees"]
+    assert k["tolerance"] == "100%" and k["knee"] == pytest.approx(0.6)
+    assert fid_knee.main([*argv[:1], "fashion-mnist", *argv[2:]]) == 2
+    assert "knees_only needs rows" in capsys.readouterr().err
 
 
 # --- bad inputs ------------------------------------------------------------------------------------------------

@@ -22,14 +22,16 @@ Knee, with a tolerance tol: the largest t* such that FID(t) > FID(1) + tol for e
 smallest t_start up, linear interpolation between grid points; ``knee``). Tolerances: "<k>se", k standard errors of
 the paired difference FID(t) - FID(1) at each t (a statistical criterion: the start is measurably worse), or
 "<p>%", p percent of FID(1) (a criterion on the size of the loss). The knee's standard error is the spread of the
-knees of the bootstrap curves. It is reported in forward time t of VP linear (the networks' schedule) beside the
-predictions from the training images: the exact first bifurcation and macroscopic breaking time (a benchmark entry of
-``benchmarks/results.json``; Fashion-MNIST's is a reduced search, flagged by ``reduced_search``), the equal-norm
-closed form and Biroli et al.'s 1/2 ln Lambda (``stages.cheap_predictions``).
+knees of the bootstrap curves, each held to the point curve's tolerance (a resampled set's FID carries an extra bias
+from its repeated rows, which cancels in the paired difference but not in a tolerance taken from its own FID(1)).
+It is reported in forward time t of VP linear (the networks' schedule) beside the predictions from the training
+images: the exact first bifurcation and macroscopic breaking time (a benchmark entry of ``benchmarks/results.json``;
+Fashion-MNIST's is a reduced search, flagged by ``reduced_search``), the equal-norm closed form and Biroli et al.'s
+1/2 ln Lambda (``stages.cheap_predictions``).
 
 Rows are written to ``out`` as each t_start finishes (atomically, under the file's lock); a rerun with the same
-sampling options skips the finished t_start values (other options start the data set afresh). The figure is drawn
-from the file at the end.
+sampling options skips the finished t_start values (other options start the data set afresh). The figure
+(``empirical.pipelines.fid_knee_figure``) is drawn from the file at the end.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from empirical.metrics.bootstrap import Reference, bootstrap_fid, bootstrap_indi
 
 __all__ = [
     "NETWORKS", "DEFAULT_T", "parse_tolerance", "knee", "knee_with_error", "steps_for", "predictions", "Config",
-    "run", "summarise", "plot_knee", "main",
+    "run", "summarise", "main",
 ]  # fmt: skip
 
 # data set -> (network, benchmark entry of its training images' exact prediction)
@@ -99,22 +101,23 @@ def knee(t, excess) -> float | None:
 
 def knee_with_error(t, fid, boot, spec: str) -> dict:
     """The knee of one curve for one tolerance, and its bootstrap spread. t (m,) increasing with t[-1] = 1 (the full
-    process); fid (m,); boot (n_boot, m): the paired bootstrap curves. Returns {tolerance, kind, value, knee, se,
-    lo, hi (16th and 84th percentiles of the bootstrap knees), n_boot_with_knee, tol (m,) on the point curve}."""
+    process); fid (m,); boot (n_boot, m): the paired bootstrap curves, each held to the tolerance of the point curve
+    (k se of the paired difference, or p FID(1)). Returns {tolerance, kind, value, knee, se, lo, hi (16th and 84th
+    percentiles of the bootstrap knees), n_boot_with_knee, n_boot, tol (m,)}."""
     t, fid, boot = np.asarray(t, float), np.asarray(fid, float), np.asarray(boot, float)
     if boot.ndim != 2 or boot.shape[1] != len(t) or len(fid) != len(t):
         raise ValueError(f"boot must be (n_boot, {len(t)}) and fid ({len(t)},); got {boot.shape}, {fid.shape}")
     kind, value = parse_tolerance(spec)
     diff_se = (boot - boot[:, -1:]).std(0, ddof=1)  # se of FID(t) - FID(1), paired
-    tol = (lambda f1: value * diff_se) if kind == "se" else (lambda f1: value * f1 * np.ones_like(t))
-    point = knee(t, fid - fid[-1] - tol(fid[-1]))
-    knees = np.array([k for b in boot if (k := knee(t, b - b[-1] - tol(b[-1]))) is not None])
+    tol = value * (diff_se if kind == "se" else fid[-1] * np.ones_like(t))  # fixed by the point curve
+    point = knee(t, fid - fid[-1] - tol)
+    knees = np.array([k for b in boot if (k := knee(t, b - b[-1] - tol)) is not None])
     return {
         "tolerance": spec, "kind": kind, "value": value, "knee": point,
         "se": float(knees.std(ddof=1)) if knees.size > 1 else None,
         "lo": float(np.percentile(knees, 16)) if knees.size else None,
         "hi": float(np.percentile(knees, 84)) if knees.size else None,
-        "n_boot_with_knee": int(knees.size), "n_boot": len(boot), "tol": tol(fid[-1]).tolist(),
+        "n_boot_with_knee": int(knees.size), "n_boot": len(boot), "tol": tol.tolist(),
     }  # fmt: skip
 
 
@@ -193,8 +196,7 @@ def _floor(scorer, ref: Reference, x: np.ndarray, idx: np.ndarray, seed: int) ->
     rows = np.random.default_rng(seed).choice(len(x), idx.shape[1], replace=False)
     feats = scorer(x[rows])
     boot = bootstrap_fid(feats, ref, idx)
-    return {"fid": ref.score(feats), "se": float(boot.std(ddof=1)),
-            "n": int(idx.shape[1])}  # fmt: skip
+    return {"fid": ref.score(feats), "se": float(boot.std(ddof=1)), "n": int(idx.shape[1])}
 
 
 def _spec(cfg, dataset: str) -> dict:
@@ -281,56 +283,6 @@ def summarise(rows: list[dict], tolerances, schedule) -> list[dict]:
     return out
 
 
-# --- the figure --------------------------------------------------------------------------------------------------
-_PRED = (
-    ("t_exact", "exact first bifurcation", "C3", "--"),
-    ("t_macroscopic", "exact macroscopic", "C1", "--"),
-    ("t_c_equal_norm", "equal-norm", "C2", ":"),
-    ("t_c_biroli", "Biroli", "C4", ":"),
-)
-
-
-def plot_knee(doc: dict, path) -> Path:
-    """FID ± se against t_start, one panel per data set of ``doc`` (the ``out`` file), with the knees (± se, shaded)
-    and the predictions as vertical lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = {k: v for k, v in doc["datasets"].items() if v.get("rows")}
-    fig, axes = plt.subplots(1, len(entries), figsize=(5.5 * len(entries), 4.2), squeeze=False)
-    for ax, (dataset, entry) in zip(axes[0], entries.items(), strict=True):
-        rows = sorted(entry["rows"], key=lambda r: r["t_start"])
-        t, f, se = (np.array([r[k] for r in rows]) for k in ("t_start", "fid", "se"))
-        ax.errorbar(t, f, yerr=se, fmt="ko-", ms=3, lw=1, capsize=2, label=f"{entry['spec']['sampler']}, n = "
-                    f"{entry['spec']['n_samples']} per t")  # fmt: skip
-        ax.axhline(f[-1], color="grey", lw=0.8, label="FID at t_start = 1")
-        ax.axhline(entry["floor"]["fid"], color="grey", lw=0.8, ls=":", label="n training images")
-        for k, style in zip(entry.get("knees", []), ("-", "-."), strict=False):
-            ax.plot(t, f[-1] + np.asarray(k["tol"]), color="grey", ls=style, lw=0.8, label=f"+ {k['tolerance']}")
-            if k["knee"] is not None:
-                ax.axvline(k["knee"], color="k", ls=style, lw=1.5, label=f"knee ({k['tolerance']}) "
-                           f"{k['knee']:.3f} ± {k['se'] or 0:.3f}")  # fmt: skip
-                if k["se"]:
-                    ax.axvspan(k["knee"] - k["se"], k["knee"] + k["se"], color="k", alpha=0.08)
-        pred = entry["predictions"]
-        for key, label, colour, style in _PRED:
-            if pred.get(key) is not None:
-                reduced = key in ("t_exact", "t_macroscopic") and pred.get("reduced_search")
-                ax.axvline(pred[key], color=colour, ls=style, lw=1.2,
-                           label=f"{label}{' (reduced search)' if reduced else ''} {pred[key]:.3f}")  # fmt: skip
-        ax.set(yscale="log", xlabel="t_start (forward time, VP linear)", ylabel="FID (classifier features)",
-               title=f"{dataset}: late start from N(0, I)")  # fmt: skip
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --- the command -------------------------------------------------------------------------------------------------
 @dataclass
 class Config:
@@ -352,6 +304,8 @@ class Config:
     figure: str = field(default="results/figures/fid_knee.png", metadata={"help": "the figure"})
     run_dir: str = field(default="runs/fid-knee", metadata={"help": "folder of the classifiers kept for reruns"})
     threads: int = field(default=1, metadata={"help": "torch threads (0: torch's default)"})
+    knees_only: bool = field(default=False, metadata={"help": "recompute the knees and the figure from the rows in "
+                             "out, without sampling", "flag": True})  # fmt: skip
 
     def __post_init__(self):
         from empirical.models.denoiser import T_MIN
@@ -370,6 +324,8 @@ class Config:
                          ("boot_seed", 0), ("classifier_seed", 0), ("threads", 0)):  # fmt: skip
             if not (is_int(getattr(self, name)) and getattr(self, name) >= lo):
                 raise ValueError(f"{name} must be an int >= {lo}; got {getattr(self, name)!r}")
+        if not isinstance(self.knees_only, bool):
+            raise ValueError(f"knees_only must be true or false; got {self.knees_only!r}")
         if not self.tolerances:
             raise ValueError("tolerances must hold one or more of '<k>se', '<p>%'")
         for spec in self.tolerances:
@@ -377,12 +333,31 @@ class Config:
 
 
 def run(cfg: Config, command: str) -> dict:
-    """Every data set of the config, then the figure; returns the results file's content."""
+    """Every data set of the config, then the figure; returns the results file's content. With ``knees_only``, the
+    knees of the rows already in ``out`` (the sampling command and options stay; ``knees_command`` is this one)."""
+    from theory import VPLinear
+
     for dataset in cfg.datasets:
-        run_dataset(cfg, dataset, command)
-    doc = update_json(Path(cfg.out), lambda d: d | {"command": command, "options": dataclasses.asdict(cfg)}, {})
+        if not cfg.knees_only:
+            run_dataset(cfg, dataset, command)
+            continue
+        rows = _rows_in(cfg.out, dataset)
+        _put(Path(cfg.out), dataset, {"knees": summarise(rows, cfg.tolerances, VPLinear())})
+    from empirical.pipelines.fid_knee_figure import plot_knee
+
+    record = {"knees_command": command} if cfg.knees_only else {"command": command, "options": dataclasses.asdict(cfg)}
+    doc = update_json(Path(cfg.out), lambda d: d | record, {})
     plot_knee(doc, cfg.figure)
     return doc
+
+
+def _rows_in(out: str, dataset: str) -> list[dict]:
+    """The rows of ``dataset`` in the results file ``out``; ValueError naming knees_only when there are none."""
+    doc = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
+    rows = doc.get("datasets", {}).get(dataset, {}).get("rows")
+    if not rows:
+        raise ValueError(f"knees_only needs rows: {out} holds none of {dataset}; run without --knees-only first")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, args = typed_command(Config, "python -m empirical fid-knee", __doc__, argv)
         check_output_file(cfg.out, "out", holds="object")
         check_output_file(cfg.figure, "figure")
+        for dataset in cfg.datasets if cfg.knees_only else ():
+            _rows_in(cfg.out, dataset)
     except ValueError as err:
         return refuse(err)
     if args.dry_run:
