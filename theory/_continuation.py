@@ -122,6 +122,7 @@ def continue_branch(
         h = math.copysign(min(abs(h), h0), h)
     jump = 0.05 * (1.0 + field.scale)
     prev = None  # the accepted point before x: a secant predictor
+    failed = 0  # failed steps from x
     while abs(h) > tol_t:
         t_try = t + h
         if (h < 0 and t_try < t1) or (h > 0 and t_try > t1):
@@ -139,7 +140,7 @@ def continue_branch(
                 continue
             crossings.append((end[1], end[0]))
         if margin > 0 or (near and crossings is not None):
-            prev, x, t = (t, x), xn[0], t_try
+            prev, x, t, failed = (t, x), xn[0], t_try, 0
             if path is not None:
                 path.append((t, x))
             if t == t1:
@@ -150,7 +151,8 @@ def continue_branch(
             end = locate_crossing(field, x, t, t_try, tol_t)
             if end is not None:
                 return BranchEnd(end[0], end[1], False, "crossing")
-        if fold_tries > 0 and hasattr(field, "fold_system") and _may_fold(field, x, t, t_try):
+        failed += 1  # a fold is looked for once a halved step has failed too: most failed steps were only too long
+        if fold_tries > 0 and failed >= 2 and hasattr(field, "fold_system") and _may_fold(field, x, t, t_try):
             fold_tries -= 1
             fold = locate_fold(field, x, t, t_try, tol_t)
             if fold is not None:
@@ -172,7 +174,8 @@ def fold_extrapolation(field, x, t):
     (a pitchfork) at the crossing itself."""
     _, H, R_t, lam, v, lam_x, lam_t = field.fold_system(x, t)
     try:
-        dlam = lam_t - lam_x @ solve(H, R_t, eig=(lam, v))  # along the branch: dx/dt = -H^-1 dR/dt
+        # along the branch dx/dt = -H^-1 dR/dt; a bound and a ranking need no more than 1e-8 of it
+        dlam = lam_t - lam_x @ solve(H, R_t, rtol=1e-8, eig=(lam, v))
     except np.linalg.LinAlgError:
         return math.nan
     return t - lam / dlam if dlam != 0 else math.inf
