@@ -26,7 +26,7 @@ def plot_knee(doc: dict, path) -> Path:
     import matplotlib.pyplot as plt
 
     entries = {k: v for k, v in doc["datasets"].items() if v.get("rows")}
-    fig, axes = plt.subplots(1, len(entries), figsize=(5.5 * len(entries), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(entries), figsize=(5.5 * len(entries), 6.0), squeeze=False)
     for ax, (dataset, entry) in zip(axes[0], entries.items(), strict=True):
         rows = sorted(entry["rows"], key=lambda r: r["t_start"])
         t, f, se = (np.array([r[k] for r in rows]) for k in ("t_start", "fid", "se"))
@@ -49,7 +49,7 @@ def plot_knee(doc: dict, path) -> Path:
                            label=f"{label}{' (reduced search)' if reduced else ''} {pred[key]:.3f}")  # fmt: skip
         ax.set(yscale="log", xlabel="t_start (forward time, VP linear)", ylabel="FID (classifier features)",
                title=f"{dataset}: late start from N(0, I)")  # fmt: skip
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
