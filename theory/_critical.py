@@ -38,6 +38,7 @@ from theory._continuation import (
     log_snr_grid,
     log_snr_shift,
 )
+from theory._krylov import fold_bounds_many
 from theory._order import macroscopic_search
 from theory._search import attractors_at, basin_masses, descend_samples, polish, stable_points
 
@@ -120,8 +121,8 @@ class _Run:
             for x in by_cell.get(j, []):
                 if not any(_close(x, y, 1e-6) for y in alive) and not self.on_centre(x, self.ts[j]):
                     alive.append(x)
-            if self.ts[j - 1] <= floor:  # a branch whose fold bound lies below the floor cannot be born first
-                alive = [x for x in alive if self.fold_bound(x, self.ts[j]) >= floor]
+            if self.ts[j - 1] <= floor and alive:  # a branch whose fold bound lies below the floor cannot be first
+                alive = [x for x, b in zip(alive, self.fold_bounds(alive, self.ts[j]), strict=True) if b >= floor]
             nxt = []
             for x in alive:
                 tol = (self.ts[j - 1] - self.ts[j]) / coarse_cells
@@ -175,6 +176,14 @@ class _Run:
             return math.inf
         t_u = fold_extrapolation(self.f, x, t)  # the branches here are carried up: a bound only above t
         return t_u if t_u > t else math.inf
+
+    def fold_bounds(self, xs, t):
+        """``fold_bound`` of the stable points xs at one time t: all at once on a finite data set in many dimensions
+        (``theory._krylov.fold_bounds_many``: one pass over the data serves every point)."""
+        if len(xs) < 2 or not getattr(self.f, "matrix_free", False) or getattr(self.f, "k_post", None) is None:
+            return [self.fold_bound(x, t) for x in xs]
+        t_u = fold_bounds_many(self.f, np.array(xs), t)
+        return [b if b > t else math.inf for b in t_u]  # nan (no convergence) and bounds below t: kept
 
     def exact_birth(self, j, x, t):
         """(t, x, how) of the fold of the branch through x at t (carried up from ts[j]), below ts[j - 1]."""

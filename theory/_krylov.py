@@ -9,6 +9,8 @@ is iterated to round-off, so the numbers reported are those of the dense path (a
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,94 @@ def top_eigpairs_many(field, X, t, max_steps=80, check_every=4, rtol=1e-12):
             break
     vecs[ok] /= np.linalg.norm(vecs[ok], axis=1, keepdims=True)
     return lams, vecs, ok
+
+
+def _cg_many(mv, B, rtol, max_iter=500):
+    """Solve A_k z_k = b_k for the rows of B (k, d), each A_k symmetric positive definite, by conjugate gradients
+    in lock-step: ``mv(P, rows)`` gives A_k p_k for the listed rows (one pass over the data for all)."""
+    Z, Rr = np.zeros_like(B), B.copy()
+    P, rr = Rr.copy(), np.sum(B * B, axis=1)
+    stop = (rtol * np.linalg.norm(B, axis=1)) ** 2
+    act, bad = np.nonzero(rr > stop)[0], []
+    for _ in range(max_iter):
+        if not len(act):
+            break
+        AP = mv(P[act], act)
+        pAp = np.sum(P[act] * AP, axis=1)
+        lost = ~(pAp > 0.0)  # not positive definite after all (or round-off): that row gets no solution
+        bad += list(act[lost])
+        act, AP, pAp = act[~lost], AP[~lost], pAp[~lost]
+        if not len(act):
+            break
+        a = rr[act] / pAp
+        Z[act] += a[:, None] * P[act]
+        Rr[act] -= a[:, None] * AP
+        new = np.sum(Rr[act] ** 2, axis=1)
+        P[act] = Rr[act] + (new / rr[act])[:, None] * P[act]
+        rr[act] = new
+        act = act[new > stop[act]]
+    return Z, np.concatenate([act, np.asarray(bad, dtype=int)])
+
+
+def fold_bounds_many(field, X, t, rtol=1e-8):
+    """``theory._continuation.fold_extrapolation`` at every stable row of X (k, d) at one time t, all at once.
+
+    t_u = t - lam / (dlam/dt along the branch), dlam/dt = lam_t - lam_x . H^-1 R_t. Where x is stable H is
+    negative definite; the solve takes v (the top eigenvector, near a fold the soft direction) out exactly and
+    runs conjugate gradients on -H over the rest, every row in lock-step. Rows whose eigenpair or solve does not
+    converge get nan (the caller keeps them)."""
+    Y, logw, ysq = field.p
+    th, s2, c = field.coeffs(t)
+    todo = [i for i, x in enumerate(X) if field._eig_key(x, t) not in field._ecache]
+    if len(todo) > 1:  # the scan's stability tests memoised most of them
+        lams, V, ok = top_eigpairs_many(field, X[todo], t)
+        for i, lam, v in zip(np.asarray(todo)[ok], lams[ok], V[ok], strict=True):
+            field._remember(field._eig_key(X[i], t), (float(lam), v))
+    lams, V = np.zeros(len(X)), np.zeros_like(X)
+    for i, x in enumerate(X):
+        lams[i], V[i] = field.top_eig(x, t)
+    pad = _padded(np.arange(len(X)))  # few compiled shapes
+    Xj, Vj, tj = jnp.asarray(X[pad]), jnp.asarray(V[pad]), jnp.asarray(float(t))
+    n = len(X)
+    lam_x = np.asarray(_vgrad(field)(field.p, Xj, Vj, th, s2, c))[:n]
+    lam_t = np.asarray(_vquad_t(field)(field.p, Xj, Vj, tj))[:n]
+    R_t = np.asarray(_vR_t(field)(field.p, Xj, tj))[:n]
+    R, M = (np.asarray(a)[:n] for a in _posteriors(Y, logw, ysq, Xj, th, s2))
+
+    def mv(P, rows):  # -(I - v v^T) H (I - v v^T) p
+        rows = np.asarray(rows)
+        P = P - np.sum(P * V[rows], axis=1, keepdims=True) * V[rows]
+        pad = _padded(np.arange(len(rows)))
+        HP = np.asarray(_products(Y, R[rows][pad], M[rows][pad], jnp.asarray(P[pad]), th, s2, c))[: len(rows)]
+        return -(HP - np.sum(HP * V[rows], axis=1, keepdims=True) * V[rows])
+
+    along = np.sum(V * R_t, axis=1)
+    Z, bad = _cg_many(mv, -(R_t - along[:, None] * V), rtol)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Z = Z - np.sum(Z * V, axis=1, keepdims=True) * V + (along / lams)[:, None] * V  # H^-1 R_t
+        dlam = lam_t - np.sum(lam_x * Z, axis=1)
+        out = np.where(dlam != 0, t - lams / dlam, np.inf)
+    out[bad] = np.nan
+    return out
+
+
+@functools.cache
+def _vmapped(fn, axes):
+    return jax.jit(jax.vmap(fn, axes))
+
+
+@functools.cache
+def _vgrad_of(quad):
+    return jax.jit(jax.vmap(jax.grad(quad, argnums=1), (None, 0, 0, None, None, None)))
+
+
+def _vgrad(field):
+    return _vgrad_of(field.k["quad"])
+
+
+def _vquad_t(field):
+    return _vmapped(field._quad_t, (None, 0, 0, None))
+
+
+def _vR_t(field):
+    return _vmapped(field._R_t, (None, 0, None))
