@@ -205,19 +205,25 @@ class _Scan:
         return reject
 
     # --- the scan ------------------------------------------------------------------------------------------
-    def run(self):
+    def run(self, progress=None):
         for x in stable_points(self.f, self.ts[0], self.n_seeds):
             self.nodes.append(_Node(None, "root", self.ts[0], x, "root"))
         self.live = list(range(len(self.nodes)))
         self.assign(0, self.live)
+        bar = _progress_bar(len(self.ts) - 1, progress)
         for i in range(1, len(self.ts)):
             self.advance(i)
             new = self.discover(i)
             self.assign(i, new)
+            if bar is not None:
+                bar.set_postfix_str(f"t={self.ts[i]:.4g} nodes={len(self.nodes)} live={len(self.live)}", refresh=False)
+                bar.update()
             if self.max_nodes is not None and len(self.nodes) > self.max_nodes:
                 self.truncated = f"more than max_nodes={self.max_nodes} nodes at t={self.ts[i]:.6g}; scan stopped there"
                 self.ts = self.ts[: i + 1]
                 break
+        if bar is not None:
+            bar.close()
         t_last = float(self.ts[-1])
         for k in self.live:
             self.nodes[k].t_end, self.nodes[k].end = t_last, "t_min"
@@ -342,10 +348,24 @@ class _Scan:
             self.nodes[k].members = np.nonzero(owner == self.live.index(k))[0]
 
 
-def scan_tree(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, max_nodes, labels):
+def _progress_bar(total, progress):
+    """A tqdm bar over the grid times, or None: ``progress`` None shows it when stderr is a terminal (tqdm is
+    optional: the ``empirical`` extra installs it)."""
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="bifurcation tree", unit="time", dynamic_ncols=True) if progress else None
+
+
+def scan_tree(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, max_nodes, labels, progress=None):
     """The scan of ``theory.bifurcation_tree`` on a field; returns the BifurcationTree."""
     ts = log_snr_grid(schedule, t_min, field.T, n_grid)
-    scan = _Scan(field, schedule, ts, tol_t, n_seeds, min_mass, max_nodes).run()
+    scan = _Scan(field, schedule, ts, tol_t, n_seeds, min_mass, max_nodes).run(progress)
     N = len(scan.Y)
     out = []
     for idx, n in enumerate(scan.nodes):
@@ -378,13 +398,15 @@ def bifurcation_tree(
     min_mass: float = 0.0,
     n_seeds: int | None = None,
     tol_t: float = 1e-10,
+    progress: bool | None = None,
 ) -> BifurcationTree:
     """Every attractor of the frozen-time dynamics from T down to ``t_min``, as a tree (see the module docstring).
 
     ``data``: a DeltaMixture or GaussianMixture; ``t_min`` (default 1e-3 T) in (0, T); ``n_grid`` >= 3 grid times
     uniform in log-SNR; ``labels`` (N,), one per data point, for the basin compositions; ``n_seeds`` data
     attractors seeded at each grid time (default: all N, the exact tree); ``max_nodes`` and ``min_mass`` in
-    [0, 1] truncate large sets. Births are located to ``tol_t`` in t.
+    [0, 1] truncate large sets. Births are located to ``tol_t`` in t. ``progress``: a bar over the grid times
+    (tqdm, if installed; None: when stderr is a terminal, as on the 1,797 digits, a minute or more).
 
     Examples:
         >>> from theory import DeltaMixture, VPLinear, bifurcation_tree
@@ -404,5 +426,5 @@ def bifurcation_tree(
             raise ValueError(f"labels must have shape ({N},), one per data point or component; got {labels.shape}")
     return scan_tree(
         f, schedule, t_min=t_min, n_grid=n_grid, n_seeds=n_seeds, tol_t=tol_t, min_mass=float(min_mass),
-        max_nodes=max_nodes, labels=labels,
+        max_nodes=max_nodes, labels=labels, progress=progress,
     )  # fmt: skip
