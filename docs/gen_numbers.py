@@ -1142,9 +1142,32 @@ def n_sweep() -> str:
     return _table(head, body)
 
 
+def _pm(v, se, d=3) -> str:
+    return "-" if v is None else f"{v:.{d}f} ± {se:.{d}f}" if se is not None else f"{v:.{d}f}"
+
+
+def fid_knee() -> str:
+    """docs/results/fid_knee.json: the knee of FID against the late start from N(0, I), beside the predictions."""
+    doc = _json("docs/results/fid_knee.json")
+    head = ["data", "FID at $t_{start} = 1$", "knee (3 se)", "knee (+50%)", "exact first bifurcation",
+            "exact macroscopic", "equal-norm", "Biroli"]  # fmt: skip
+    body = []
+    for name, e in doc["datasets"].items():
+        k = {q["tolerance"]: q for q in e["knees"]}
+        p, t1 = e["predictions"], e["rows"][-1]
+        reduced = " (reduced search)" if p["reduced_search"] else ""
+        body.append([
+            name, _pm(t1["fid"], t1["se"], 1), f"**{_pm(k['3se']['knee'], k['3se']['se'])}**",
+            _pm(k["50%"]["knee"], k["50%"]["se"]), _f(p["t_exact"], 4) + reduced, _f(p["t_macroscopic"], 4) + reduced,
+            _f(p["t_c_equal_norm"], 4), _f(p["t_c_biroli"], 4),
+        ])  # fmt: skip
+    return _table(head, body)
+
+
 # snippets read from committed result files only: fast, and tests/test_docs_numbers.py rebuilds them
 RESULT_SNIPPETS = {
     "n_sweep": n_sweep,
+    "fid_knee": fid_knee,
     "breaking_time": breaking_time,
     "breaking_time_28": breaking_time_28,
     "breaking_vs_steps": breaking_vs_steps,
