@@ -1129,15 +1129,15 @@ def n_sweep() -> str:
     """docs/results/n_sweep.json: the breaking time of networks trained on N images against the predictions."""
     rows = sorted(_json("docs/results/n_sweep.json"), key=lambda r: r["n_train"])
     head = ["N", "steps", "measured", "exact first bifurcation", "exact macroscopic", "equal-norm", "Biroli",
-            "gap to exact", "copies"]  # fmt: skip
+            "gap to exact", "copies", "loss change, last 1,000 steps"]  # fmt: skip
     body = []
     for r in rows:
-        t = r.get("t_measured")
+        t, loss = r.get("t_measured"), (r.get("loss") or {}).get("last_change")
         body.append([
             f"{r['n_train']:,}", "-" if r.get("step") is None else f"{r['step']:,}",
             "no break" if t is None else f"**{_f(t, 4)}**", _f(r.get("t_exact"), 4),
             _f(r.get("t_macroscopic"), 4), _f(r.get("t_c_equal_norm"), 4), _f(r.get("t_c_biroli"), 4),
-            _pct(r.get("relative_gap")), "-" if r.get("copy_share") is None else f"{r['copy_share']:.2f}",
+            _pct(r.get("relative_gap")), "-" if r.get("copy_share") is None else f"{r['copy_share']:.2f}", _pct(loss),
         ])  # fmt: skip
     return _table(head, body)
 
@@ -1164,10 +1164,103 @@ def fid_knee() -> str:
     return _table(head, body)
 
 
+def _maybe(path: str):
+    """A committed result file, or None where that measurement has not been made."""
+    return _json(path) if (ROOT / path).exists() else None
+
+
+def _which_rows() -> list[dict]:
+    """The rows of the combined table: one per network, its measurements and the predictions for its images."""
+    bench, knee = _json("benchmarks/results.json"), _json("docs/results/fid_knee.json")["datasets"]
+    nets = {(r["dataset"], r["net"]["attn"]): r for r in _json("docs/results/28x28/breaking_networks.json")["rows"]}
+    ls, spec = _maybe("docs/results/local_score.json"), _maybe("docs/results/speciation.json")
+    rows = []
+    for r in sorted(_json("docs/results/28x28/breaking_time.json"), key=lambda r: r["dataset"], reverse=True):
+        key = {"mnist": "mnist", "fashion-mnist": "fashion"}[r["dataset"]]
+        k = {q["tolerance"]: q for q in knee[r["dataset"]]["knees"]}["3se"]
+        net = f"recipe ({r['train_steps']:,} steps)"
+        rows.append({"data": r["dataset"], "N": r["n_train"], "net": net, "fixed": r["t_c_measured"],
+                     "knee": (k["knee"], k["se"]), "exact": bench[key]["t_c"], "macro": bench[key].get("macroscopic_t"),
+                     "reduced": bench[key]["options"]["n_seeds"] < 256, "equal_norm": r["t_c_equal_norm"],
+                     "biroli": r["t_c_biroli"]})  # fmt: skip
+    conv = nets.get(("fashion-mnist", False))
+    if conv is not None:
+        full = next(r for r in rows if r["data"] == "fashion-mnist")
+        rows.append(full | {"net": f"no attention ({conv['step']:,} steps)", "fixed": conv["t_c_measured"],
+                            "knee": None})  # fmt: skip
+    pair = nets.get(("mnist", True))
+    if spec is not None:
+        e = bench.get("mnist-1-8", {})
+        rows.append({"data": "mnist (1, 8)", "N": spec["data"]["n_train"], "net": f"recipe ({spec['network']['train_step']:,} steps)",
+                     "fixed": None if pair is None else pair["t_c_measured"], "unmeasured": pair is None,
+                     "cloning": (spec["network"]["t_S"], spec["network"]["t_S_se"]), "exact": e.get("t_c"),
+                     "macro": e.get("macroscopic_t"), "reduced": False, "exact_cloning": spec["exact"]["t_S_posterior"],
+                     "equal_norm": spec["theory"].get("t_c_equal_norm"), "biroli": spec["theory"]["t_S"]})  # fmt: skip
+    for r in sorted(_json("docs/results/n_sweep.json"), key=lambda r: r["n_train"]):
+        if r.get("step") is not None:
+            b = (ls or {}).get("breaking_time", {})
+            rows.append({"data": "fashion-mnist", "N": r["n_train"], "net": f"recipe ({r['step']:,} steps)",
+                         "fixed": r.get("t_measured"), "exact": r.get("t_exact"), "macro": r.get("t_macroscopic"),
+                         "reduced": False, "equal_norm": r.get("t_c_equal_norm"), "biroli": r.get("t_c_biroli"),
+                         "local_score": b.get("t_measured") if b.get("n_train") == r["n_train"] else None})
+    return rows
+
+
+def which_breaking_time() -> str:
+    """The combined table: three measurements on each network against the predictions for its training images."""
+    head = ["data", "N", "network", "fixed points", "cloning $t_S$", "FID knee", "exact first bifurcation",
+            "exact macroscopic", "local score machine", "equal-norm", "$\\tfrac12\\ln\\Lambda$"]  # fmt: skip
+    body = []
+    for r in _which_rows():
+        red = " (reduced)" if r.get("reduced") else ""
+        ls = r.get("local_score")
+        body.append([
+            r["data"], f"{r['N']:,}", r["net"],
+            "-" if r.get("unmeasured") else "no break" if r.get("fixed") is None else f"**{_f(r['fixed'], 4)}**",
+            _pm(*r["cloning"]) if r.get("cloning") else "-", _pm(*r["knee"]) if r.get("knee") else "-",
+            _f(r.get("exact"), 4) + red, _f(r.get("macro"), 4) + red,
+            _f(ls, 4), _f(r.get("equal_norm"), 4), _f(r.get("biroli"), 4),
+        ])  # fmt: skip
+    return _table(head, body)
+
+
+def local_score() -> str:
+    """docs/results/local_score.json: the local score machine calibrated against each network, r^2 per time."""
+    doc = _json("docs/results/local_score.json")
+    nets = doc["networks"]
+    head = ["t"] + [f"{role}: {c}" for role in nets for c in ("P", "$r^2$ LS", "$r^2$ exact")]
+    rows = zip(*(n["rows"] for n in nets.values()), strict=True)
+    body = [[_f(rs[0]["t"], 3)] + [c for r in rs for c in (r["patch"], _f(r["r2_median"], 3),
+                                                          _f(r["r2_median_of"]["exact"], 3))] for rs in rows]  # fmt: skip
+    body.append(["median, all"] + [c for n in nets.values() for c in ("", _f(n["r2_median_overall"]["ls"], 3),
+                                                                      _f(n["r2_median_overall"]["exact"], 3))])
+    return _table(head, body)
+
+
+def speciation_table() -> str:
+    """docs/results/speciation.json: Biroli et al.'s speciation time on MNIST (1, 8), ours beside the published row."""
+    d = _json("docs/results/speciation.json")
+    th, net, pub, ex = d["theory"], d["network"], d["published"], d["exact"]
+    head = ["", "images", "pixels", "$\\Lambda$", "theory $t_S$ (OU)", "measured $t_S$ (OU)",
+            "measured / theory (OU)", "theory $t_S$ (our t)", "measured $t_S$ (our t)", "exact cloning $t_S$ (our t)"]
+    ours = ["this project", f"{d['data']['n_train']:,} (npm)", "[-1, 1]",
+            f"{th['Lambda']:.2f} ({th['Lambda_paper']:.2f} in [0, 1])", _f(th["t_S_ou"], 3),
+            _f(net["t_S_ou"], 3), _f(d["ratios"]["measured_over_theory_ou"], 3), _f(th["t_S"], 4),
+            _pm(net["t_S"], net["t_S_se"], 4), _f(ex["t_S_posterior"], 4)]  # fmt: skip
+    theirs = ["Biroli et al., Table 1", f"{pub['n_train']:,}", "[0, 1], centred", _f(pub["Lambda"], 2),
+              _f(pub["t_S_ou"], 3),
+              _f(pub["measured_t_S_ou"], 3), _f(pub["measured_over_theory_ou"], 3), _f(pub["t_S"], 4),
+              _f(pub["measured_t_S"], 4), "-"]  # fmt: skip
+    return _table(head, [ours, theirs])
+
+
 # snippets read from committed result files only: fast, and tests/test_docs_numbers.py rebuilds them
 RESULT_SNIPPETS = {
     "n_sweep": n_sweep,
     "fid_knee": fid_knee,
+    "speciation_table": speciation_table,
+    "local_score": local_score,
+    "which_breaking_time": which_breaking_time,
     "breaking_time": breaking_time,
     "breaking_time_28": breaking_time_28,
     "breaking_vs_steps": breaking_vs_steps,
