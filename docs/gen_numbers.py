@@ -1191,7 +1191,8 @@ def _which_rows() -> list[dict]:
     pair = nets.get(("mnist", True))
     if spec is not None:
         e = bench.get("mnist-1-8", {})
-        rows.append({"data": "mnist (1, 8)", "N": spec["data"]["n_train"], "net": f"recipe ({spec['network']['train_step']:,} steps)",
+        net = f"recipe ({spec['network']['train_step']:,} steps)"
+        rows.append({"data": "mnist (1, 8)", "N": spec["data"]["n_train"], "net": net,
                      "fixed": None if pair is None else pair["t_c_measured"], "unmeasured": pair is None,
                      "cloning": (spec["network"]["t_S"], spec["network"]["t_S_se"]), "exact": e.get("t_c"),
                      "macro": e.get("macroscopic_t"), "reduced": False, "exact_cloning": spec["exact"]["t_S_posterior"],
@@ -1199,10 +1200,20 @@ def _which_rows() -> list[dict]:
     for r in sorted(_json("docs/results/n_sweep.json"), key=lambda r: r["n_train"]):
         if r.get("step") is not None:
             b = (ls or {}).get("breaking_time", {})
-            rows.append({"data": "fashion-mnist", "N": r["n_train"], "net": f"recipe ({r['step']:,} steps)",
-                         "fixed": r.get("t_measured"), "exact": r.get("t_exact"), "macro": r.get("t_macroscopic"),
-                         "reduced": False, "equal_norm": r.get("t_c_equal_norm"), "biroli": r.get("t_c_biroli"),
-                         "local_score": b.get("t_measured") if b.get("n_train") == r["n_train"] else None})
+            rows.append(
+                {
+                    "data": "fashion-mnist",
+                    "N": r["n_train"],
+                    "net": f"recipe ({r['step']:,} steps)",
+                    "fixed": r.get("t_measured"),
+                    "exact": r.get("t_exact"),
+                    "macro": r.get("t_macroscopic"),
+                    "reduced": False,
+                    "equal_norm": r.get("t_c_equal_norm"),
+                    "biroli": r.get("t_c_biroli"),
+                    "local_score": b.get("t_measured") if b.get("n_train") == r["n_train"] else None,
+                }
+            )
     return rows
 
 
@@ -1230,10 +1241,16 @@ def local_score() -> str:
     nets = doc["networks"]
     head = ["t"] + [f"{role}: {c}" for role in nets for c in ("P", "$r^2$ LS", "$r^2$ exact")]
     rows = zip(*(n["rows"] for n in nets.values()), strict=True)
-    body = [[_f(rs[0]["t"], 3)] + [c for r in rs for c in (r["patch"], _f(r["r2_median"], 3),
-                                                          _f(r["r2_median_of"]["exact"], 3))] for rs in rows]  # fmt: skip
-    body.append(["median, all"] + [c for n in nets.values() for c in ("", _f(n["r2_median_overall"]["ls"], 3),
-                                                                      _f(n["r2_median_overall"]["exact"], 3))])
+    cells = [lambda r: r["patch"], lambda r: _f(r["r2_median"], 3), lambda r: _f(r["r2_median_of"]["exact"], 3)]
+    body = [[_f(rs[0]["t"], 3)] + [c(r) for r in rs for c in cells] for rs in rows]
+    body.append(
+        ["median, all"]
+        + [
+            c
+            for n in nets.values()
+            for c in ("", _f(n["r2_median_overall"]["ls"], 3), _f(n["r2_median_overall"]["exact"], 3))
+        ]
+    )
     return _table(head, body)
 
 
@@ -1241,8 +1258,18 @@ def speciation_table() -> str:
     """docs/results/speciation.json: Biroli et al.'s speciation time on MNIST (1, 8), ours beside the published row."""
     d = _json("docs/results/speciation.json")
     th, net, pub, ex = d["theory"], d["network"], d["published"], d["exact"]
-    head = ["", "images", "pixels", "$\\Lambda$", "theory $t_S$ (OU)", "measured $t_S$ (OU)",
-            "measured / theory (OU)", "theory $t_S$ (our t)", "measured $t_S$ (our t)", "exact cloning $t_S$ (our t)"]
+    head = [
+        "",
+        "images",
+        "pixels",
+        "$\\Lambda$",
+        "theory $t_S$ (OU)",
+        "measured $t_S$ (OU)",
+        "measured / theory (OU)",
+        "theory $t_S$ (our t)",
+        "measured $t_S$ (our t)",
+        "exact cloning $t_S$ (our t)",
+    ]
     ours = ["this project", f"{d['data']['n_train']:,} (npm)", "[-1, 1]",
             f"{th['Lambda']:.2f} ({th['Lambda_paper']:.2f} in [0, 1])", _f(th["t_S_ou"], 3),
             _f(net["t_S_ou"], 3), _f(d["ratios"]["measured_over_theory_ou"], 3), _f(th["t_S"], 4),

@@ -222,7 +222,8 @@ def sweep_rows() -> list[dict]:
 
 def knees() -> dict:
     """{data set: {tolerance: knee}} of docs/results/fid_knee.json."""
-    return {n: {k["tolerance"]: k["knee"] for k in e["knees"]} for n, e in load("docs/results/fid_knee.json")["datasets"].items()}
+    datasets = load("docs/results/fid_knee.json")["datasets"]
+    return {n: {k["tolerance"]: k["knee"] for k in e["knees"]} for n, e in datasets.items()}
 
 
 def knee_rows() -> list[dict]:
@@ -252,7 +253,8 @@ def fashion_unmemorised() -> list[float]:
 
 CLAIMS = [
     # the N sweep's method: the training lengths, the scan and the copies of its small-N rows
-    Claim("docs/breaking_time.md", r"images\): ([\d,]+) steps for (\d+) and (\d+) images and ([\d,]+) for ([\d,]+), where",
+    Claim("docs/breaking_time.md",
+          r"images\): ([\d,]+) steps for (\d+) and (\d+) images and ([\d,]+) for ([\d,]+), where",
           lambda: (sweep_rows()[0]["step"], sweep_rows()[0]["n_train"], sweep_rows()[1]["n_train"],
                    sweep_rows()[2]["step"], sweep_rows()[2]["n_train"])),
     Claim("docs/breaking_time.md", r"flow search \((\d+) starts, (\d+) times from ([\d.]+)\s+to\s+([\d.]+)\)",
@@ -263,9 +265,10 @@ CLAIMS = [
           lambda: tuple(sorted(round(k["50%"] - k["3se"], 2) for k in knees().values()))),
     Claim("docs/breaking_time.md", r"the threshold\s+([\d.]+) is theirs", lambda: (speciation()["level"],)),
     # docs/appendix/which_breaking_time.md: the networks and the options of each measurement
-    Claim("docs/appendix/which_breaking_time.md", r"digits\) at ([\d,]+) steps and Fashion-MNIST \(([\d,]+)\s+images\) at "
-          r"([\d,]+) steps", lambda: (net28("mnist")["train_steps"], net28("fashion-mnist")["n_train"],
-                                      net28("fashion-mnist")["train_steps"])),
+    Claim("docs/appendix/which_breaking_time.md",
+          r"digits\) at ([\d,]+) steps and Fashion-MNIST \(([\d,]+)\s+images\) at ([\d,]+) steps",
+          lambda: (net28("mnist")["train_steps"], net28("fashion-mnist")["n_train"],
+                   net28("fashion-mnist")["train_steps"])),
     Claim("docs/appendix/which_breaking_time.md", r"trained to ([\d,]+) steps",
           lambda: (next(r["step"] for r in load("docs/results/28x28/breaking_networks.json")["rows"]
                         if not r["net"]["attn"]),)),
@@ -496,16 +499,14 @@ CLAIMS = [
 
 FACTS = {
     # docs/breaking_time.md, which breaking time in words
-    "breaking_time.md: every N-sweep network breaks below its exact prediction; the memorising one comes closest":
-    lambda: (
+    "breaking_time.md: every N-sweep network breaks below its exact t_c; the memorising one comes closest": lambda: (
         all(r["t_measured"] < r["t_exact"] for r in sweep_rows())
         and min(sweep_rows(), key=lambda r: abs(r["relative_gap"]))["copy_share"] > 0.5
     ),
     "breaking_time.md: the FID knee (3 se) lies within one se of the exact first bifurcation on both sets": lambda: all(
         abs(e["knee"] - e["t_exact"]) < e["se"] for e in knee_rows()
     ),
-    "breaking_time.md: the MNIST drift breaks above the exact time, the non-memorising Fashion-MNIST ones far below":
-    lambda: (
+    "breaking_time.md: the MNIST drift breaks above t_c, the non-memorising Fashion-MNIST ones far below": lambda: (
         net28("mnist")["t_c_measured"] > net28("mnist")["t_c_predicted"]
         and all(t < 0.75 * net28("fashion-mnist")["t_c_predicted"] for t in fashion_unmemorised())
     ),

@@ -156,10 +156,11 @@ def critical_time(
     Scans a grid uniform in log-SNR from T down to ``t_min`` for the first time with a second stable fixed
     point, collects the attractors a few cells further down, and carries each back up to its birth (a fold,
     located by Newton on the extended system to ``tol_t``; a branch whose extrapolated fold, an upper bound of its
-    birth under the square-root law, lies below that first time is dropped); the centre branch's loss of stability is located
-    by Brent's method. The earlier of the two is the critical time. The result's ``seeding`` says how the
-    search was seeded and ``guarantee`` what that guarantees: the first bifurcation among the attractors
-    reachable from those seeds (``theory._critical``). Where a cheaper option can miss a bifurcation:
+    birth under the square-root law, lies below that first time is dropped); the centre branch's loss of
+    stability is located by Brent's method. The earlier of the two is the critical time. The result's
+    ``seeding`` says how the search was seeded and ``guarantee`` what that guarantees: the first bifurcation
+    among the attractors reachable from those seeds (``theory._critical``). Where a cheaper option can miss a
+    bifurcation:
 
     - ``n_seeds``: the data attractors kappa y_j seeded at each scanned time, a farthest-point subset when
       N > n_seeds. Fewer seeds can miss the attractor of a point outside the subset whose basin holds no
