@@ -28,6 +28,7 @@ _PUBLIC = {
     # models: the denoiser wrappers and loaders (your checkpoint; a diffusers UNet2DModel folder)
     "Denoiser": "models.denoiser",
     "ExactDenoiser": "models.denoiser",
+    "LocalScoreDenoiser": "models.local_score",
     "load_denoiser": "training.train",
     "load_diffusers": "interop.diffusers_unet",
     "TrainConfig": "training.config",

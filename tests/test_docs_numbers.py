@@ -282,6 +282,8 @@ CLAIMS = [
     Claim("docs/appendix/which_breaking_time.md", r"more than a\s+(\d+)-image subset and beyond \$P = (\d+)\$",
           lambda: (load("docs/results/local_score.json")["options"]["n_els"],
                    load("docs/results/local_score.json")["options"]["els_max_patch"])),
+    Claim("docs/appendix/which_breaking_time.md", r"With (\d+)\s+parents per branch time",
+          lambda: (speciation()["network"]["n_parents"],)),
     # README: the results table
     Claim("README.md", r"\| ([\d.]+) against ([\d.]+) \(([\d.]+)%\) \|",
           lambda: (bt()["t_c_measured"], bt()["t_c_predicted"], 100 * bt()["relative_error"])),
