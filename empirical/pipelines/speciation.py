@@ -83,7 +83,7 @@ def read_crossing(t, phi, level: float) -> float:
     """The time at which phi(t) first reaches ``level`` in the generative direction (t decreasing), linear between
     the two grid times around it; nan if it never does. ``t`` (M,) distinct times in any order, ``phi`` (M,).
 
-    >>> read_crossing([0.8, 0.6, 0.4], [0.5, 0.7, 0.9], 0.8)
+    >>> round(read_crossing([0.8, 0.6, 0.4], [0.5, 0.7, 0.9], 0.8), 12)
     0.5
     """
     t, phi = _curve(t, phi)

@@ -161,7 +161,7 @@ def _merge(out: Path, row: dict) -> None:
 
     def merge(table):
         rows = sorted([r for r in table["rows"] if key(r) != key(row)] + [row], key=key)
-        return {"command": row["command"], "rows": rows}  # the latest sweep's; every row keeps its own
+        return {"command": row.get("command"), "rows": rows}  # the latest sweep's; every row keeps its own
 
     update_json(out, merge, {"rows": []})
 
