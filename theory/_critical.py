@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 
+from theory import _lockstep
 from theory._continuation import (
     continue_branch,
     dedup,
@@ -124,6 +125,13 @@ class _Run:
             if self.ts[j - 1] <= floor and alive:  # a branch whose fold bound lies below the floor cannot be first
                 alive = [x for x, b in zip(alive, self.fold_bounds(alive, self.ts[j]), strict=True) if b >= floor]
             nxt = []
+            if alive and _lockstep.supported(self.f):  # every branch on the same substeps: one data pass for all
+                reached, xe, te = _lockstep.carry_many(
+                    self.f, np.array(alive), self.ts[j], self.ts[j - 1], coarse_cells, reject=self.on_centre
+                )
+                nxt = list(xe[reached])
+                dead += [(j, xe[i], float(te[i])) for i in np.nonzero(~reached)[0]]
+                alive = []
             for x in alive:
                 tol = (self.ts[j - 1] - self.ts[j]) / coarse_cells
                 end = continue_branch(

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from theory import _krylov
+from theory import _certify, _krylov
 from theory._kernels import _kernels, _posterior_kernels, _time_kernels
 from theory._placement import PAD_LOGW, _pad_rows, _place, farthest_points
 from theory.family import EtaFamily
@@ -36,6 +36,7 @@ LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from 
 LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
 EIG_CACHE = 1024  # top eigenpairs memoised (matrix-free): a scan's candidates are tested, then carried up
 DESCENT_CHUNK = 64  # descent iterations between two removals of the converged rows from the batch
+DESCENT_CHUNK0 = 8  # the first chunk: most rows converge in a few steps, and a chunk runs every row to its end
 
 
 def _pad_batch(X):
@@ -80,7 +81,7 @@ class MixtureField:
             self.k["R1"], self.k["quad"], schedule, self.eta
         )
         self._cache, self._hcache, self._ecache = {}, {}, {}
-        self._lam_data = self._mu_data = self._rho2 = None
+        self._moments = None  # the data's moments for the certificates (theory._certify)
         self._seed_idx = {}  # (n_seeds, seed) -> the farthest-point subset
         self.matrix_free = self.d >= _krylov.MATRIX_FREE_D  # products H v instead of H (theory._krylov)
         self._v_top = None  # the last top eigenvector: Lanczos starts there
@@ -188,29 +189,19 @@ class MixtureField:
             X[i] = x
         return X, self.converged(X, t)
 
+    # --- certificates (theory._certify) ------------------------------------------------------------
     def contraction_bound(self, x, t):
-        """An upper bound of the contraction rate of x <- kappa E[y | x] near x (finite data sets).
-
-        Its Jacobian is kappa theta Cov[y | x] / sigma^2, and Cov[y | x] <= rho (Cov[y] + (mu - m)(mu - m)^T)
-        with rho = max_j r_j / w_j (posterior over prior weight), mu = E[y], m = E[y | x]: the bound is
-        kappa theta rho (Lambda + |mu - m|^2) / sigma^2, one posterior pass (Lambda: top eigenvalue of
-        Cov[y], computed once). At high noise the posterior is close to the prior and the bound is tight.
-        Below 1 the point is a stable fixed point's neighbourhood: -lam_max(H) sigma^2 >= (1 + c s2)(1 - b).
-        """
-        return float(self.contraction_bounds(np.atleast_2d(x), t)[0])
+        """``theory._certify.contraction_bounds`` at one point."""
+        return float(_certify.contraction_bounds(self, np.atleast_2d(x), t)[0])
 
     def contraction_bounds(self, X, t):
-        """``contraction_bound`` at every row of X (k, d), one posterior pass for all."""
-        if not self.finite:
-            return np.full(len(X), math.inf)
-        if self._lam_data is None:
-            self._lam_data = float(np.linalg.eigvalsh(np.asarray(self.data.covariance()))[-1])
-            self._mu_data = np.asarray(self.data.mean())
-        th, s2, c = self.coeffs(t)
-        r = self.responsibilities(X, t)
-        m = r @ self._host[0]
-        rho = np.max(r / np.exp(self._host[1]), axis=1)
-        return self.kappa(t) * th * rho * (self._lam_data + np.sum((self._mu_data - m) ** 2, axis=1)) / s2
+        return _certify.contraction_bounds(self, X, t)
+
+    def one_attractor(self, t):
+        return _certify.one_attractor(self, t)
+
+    def contraction_radius(self, x, t):
+        return _certify.contraction_radius(self, x, t)
 
     def stable_many(self, X, t):
         """``stable`` at every row of X (k, d): the contraction bound, then the top eigenvalues of the rest at once
@@ -224,21 +215,6 @@ class MixtureField:
             for i, lam, v in zip(np.asarray(rest)[ok], lams[ok], vecs[ok], strict=True):
                 self._remember(self._eig_key(X[i], t), (float(lam), v))
         return np.array([o or self.stable(x, t) for o, x in zip(out, X, strict=True)], dtype=bool)
-
-    def one_attractor(self, t):
-        """Is the fixed-point map x <- kappa E[y | x] of a finite data set a contraction of all of R^d at t?
-
-        Its Jacobian kappa theta Cov[y | x] / sigma^2 has norm at most kappa theta rho^2 / sigma^2 at every x,
-        rho the largest distance of a point from the data's mean (Cov[y | x] <= E[(y - mean)(y - mean)^T | x]).
-        Below 1 the map has a single fixed point (Banach), a stable one, which every descent reaches: the
-        search needs no seeds there. On 28 x 28 images it holds for about half of the grid above t_c."""
-        if not self.finite:
-            return False
-        if self._rho2 is None:
-            Y = self._host[0][: self.n_components]
-            self._rho2 = float(np.max(np.sum((Y - np.asarray(self.data.mean())) ** 2, axis=1)))
-        th, s2, c = self.coeffs(t)
-        return 1.0 + c * s2 > 0.0 and self.kappa(t) * th * self._rho2 / s2 < 1.0
 
     def _iterate_map(self, x, t, n_iter, tol):
         """x <- kappa E[y | x] (one posterior pass a step) while |R| > tol."""
@@ -362,11 +338,13 @@ class MixtureField:
         return R, H, R_t, lam, v, lam_x, lam_t
 
     # --- descent and posteriors -----------------------------------------------------------------
-    def descend(self, X, t, max_iter=5000, tol=None, float32=False):
+    def descend(self, X, t, max_iter=5000, tol=None, float32=False, centre=None):
         """Carry each row of X towards its attractor by majorise-minimise steps; returns (X, step sizes).
 
         L = 1/(theta^2 lam_min + sigma^2) + c bounds the top eigenvalue of -H (Cov[y|x] >= 0); for a
         finite data set the step is then the fixed-point map x <- kappa E[y | x], fast at high noise.
+        ``centre``: a stable fixed point; a row that enters its certified ball (``contraction_radius``) is set
+        to it and stops there (the steps converge slowly near a centre that is about to lose stability).
         """
         th, s2, c = self.coeffs(t)
         L = 1.0 / (th**2 * self.lam_min + s2) + c
@@ -377,11 +355,14 @@ class MixtureField:
         p, dt = (self.params32(), jnp.float32) if float32 else (self.p, jnp.float64)
         if float32:  # float32 resolves |x| to ~1e-7 relative
             tol = max(tol, 1e-6 * (1.0 + self.scale))
+        radius = 0.0 if centre is None else self.contraction_radius(centre, t)
+        centre = jnp.asarray(np.zeros(self.d) if centre is None else centre, dtype=dt)
         X, res = np.array(X, dtype=np.float64), np.full(len(X), np.inf)
-        active, done = np.arange(len(X)), 0
+        active, done, chunk = np.arange(len(X)), 0, DESCENT_CHUNK0
         while len(active) and done < max_iter:  # in chunks: the rows that have converged leave the batch
-            k = min(DESCENT_CHUNK, max_iter - done)
-            Xa, ra = self.k["descend"](p, jnp.asarray(_pad_batch(X[active]), dtype=dt), th, s2, c, L, tol, k, r_max)
+            k, chunk = min(chunk, max_iter - done), min(2 * chunk, DESCENT_CHUNK)
+            Xb = jnp.asarray(_pad_batch(X[active]), dtype=dt)
+            Xa, ra = self.k["descend"](p, Xb, th, s2, c, L, tol, k, r_max, centre, radius)
             X[active] = np.asarray(Xa, dtype=np.float64)[: len(active)]
             res[active] = np.asarray(ra, dtype=np.float64)[: len(active)]
             active, done = active[res[active] > tol], done + k

@@ -23,8 +23,10 @@ def _kernels(score, hess, hvp, resp):
     def quad(p, x, v, th, s2, c):  # v^T H(x) v
         return v @ hvp(*p, x, v, th, s2) - c * (v @ v)
 
-    def descend(p, X, th, s2, c, L, tol, max_iter, r_max):
-        """Majorise-minimise steps x <- x + R(x) / L (L >= the top eigenvalue of -H): u never increases."""
+    def descend(p, X, th, s2, c, L, tol, max_iter, r_max, centre, radius):
+        """Majorise-minimise steps x <- x + R(x) / L (L >= the top eigenvalue of -H): u never increases.
+        A row that comes within ``radius`` of ``centre`` (a ball the steps map into itself and contract: its
+        attractor is the centre) is set to the centre and stops."""
 
         def cond(state):
             _, res, it = state
@@ -35,7 +37,9 @@ def _kernels(score, hess, hvp, resp):
             Rx = jax.vmap(R1, (None, 0, None, None, None))(p, X, th, s2, c)
             Xn = X + Rx / L
             Xn = jnp.where(jnp.linalg.norm(Xn, axis=1, keepdims=True) > r_max, X, Xn)  # freeze runaways
-            return Xn, jnp.linalg.norm(Rx, axis=1) / L, it + 1
+            res = jnp.linalg.norm(Rx, axis=1) / L
+            inside = jnp.linalg.norm(Xn - centre[None, :], axis=1) <= radius
+            return jnp.where(inside[:, None], centre[None, :], Xn), jnp.where(inside, 0.0, res), it + 1
 
         X, res, _ = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf, X.dtype), 0))
         return X, res

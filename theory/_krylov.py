@@ -146,7 +146,9 @@ def top_eigpairs_many(field, X, t, max_steps=80, check_every=4, rtol=1e-12):
             W -= np.einsum("kjd,kj->kd", Q[act, : j + 1], np.einsum("kjd,kd->kj", Q[act, : j + 1], W))
         beta[act, j] = np.linalg.norm(W, axis=1)
         Q[act, j + 1] = W / np.maximum(beta[act, j], 1e-300)[:, None]
-        if (j + 1) % check_every and j + 1 < max_steps:
+        # a row whose Krylov space is invariant (beta ~ 0: H is a multiple of I on it) is checked at once
+        invariant = beta[act, j] <= 1e-12 * np.max(np.abs(alpha[act, : j + 1]), axis=1)
+        if (j + 1) % check_every and j + 1 < max_steps and not invariant.any():
             continue
         done = []
         for i in act:

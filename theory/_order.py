@@ -25,10 +25,12 @@ DESCENT_ITER = 3000
 def central_share(field, t, centre, n_samples, seed):
     """(m, standard error) at t: the share of ``n_samples`` seeded draws of p_t whose descent ends at ``centre``.
 
-    Near a loss of stability of the centre the descent slows (its contraction rate tends to 1), so draws left
-    unconverged next to the centre are polished by Newton, which converges there at once."""
+    A draw that enters the ball around the centre that the descent provably maps into itself and contracts
+    (``MixtureField.contraction_radius``) counts at once. Near a loss of stability of the centre the descent slows
+    (its contraction rate tends to 1), so draws left unconverged next to the centre are polished by Newton, which
+    converges there at once."""
     f32 = use_float32(field)
-    X, res = field.descend(field.sample(t, n_samples, seed), t, max_iter=DESCENT_ITER, float32=f32)
+    X, res = field.descend(field.sample(t, n_samples, seed), t, max_iter=DESCENT_ITER, float32=f32, centre=centre)
     radius = 1e-3 * (1.0 + field.scale)
     dist = np.linalg.norm(X - centre, axis=1)
     at = dist <= radius

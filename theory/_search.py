@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory import _lockstep
 from theory._continuation import dedup
 
 FLOAT32_MIN_WORK = 1e6  # N d above which the descent runs in float32 (it only chooses candidates): 3x faster
@@ -24,8 +25,17 @@ def use_float32(field) -> bool:
 
 
 def polish(field, X, t):
-    """Newton from each row of X; rows that do not end on a stable point retry by saddle-free Newton."""
-    Xn, ok = field.newton(X, t, n_iter=30)
+    """Newton from each row of X; rows that do not end on a stable point retry by saddle-free Newton.
+
+    On a finite data set every row first runs Newton in lock-step (``theory._lockstep``: one pass over the data
+    for all rows); the rows it leaves (near a saddle, -H not positive definite) run Newton by MINRES alone."""
+    X = np.atleast_2d(X)
+    if len(X) > 1 and _lockstep.supported(field):
+        Xn, ok = _lockstep.newton_many(field, X, t, n_iter=30)
+        if not ok.all():
+            Xn[~ok], ok[~ok] = field.newton(X[~ok], t, n_iter=30)
+    else:
+        Xn, ok = field.newton(X, t, n_iter=30)
     stable = ok.astype(bool)
     stable[stable] = stable_mask(field, Xn[stable], t)
     if not stable.all():
