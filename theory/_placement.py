@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 PAD_LOGW = -1e300  # log-weight of padding rows: zero posterior weight, and finite (no inf - inf)
@@ -33,8 +32,8 @@ def _place(params, devices):
     Padding rows (to a multiple of the device count) get log-weight PAD_LOGW: zero posterior weight.
     """
     devices = jax.local_devices() if devices is None else list(devices)
-    if len(devices) <= 1:
-        return tuple(jnp.asarray(a) for a in params)
+    if len(devices) <= 1:  # committed to that device: the computations on the data run there
+        return tuple(jax.device_put(np.asarray(a), devices[0]) for a in params)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     n = len(params[0])

@@ -1,0 +1,95 @@
+"""Branches in lock-step and the contraction certificates, against independent computations."""
+
+import numpy as np
+import pytest
+
+from theory import DeltaMixture, VPLinear
+from theory._continuation import continue_branch
+from theory._field import MixtureField
+from theory._lockstep import carry_many, cov_top, newton_many
+
+
+def _cov(Y, r):
+    m = r @ Y
+    return (Y * r[:, None]).T @ Y - np.outer(m, m)
+
+
+def _posterior(Y, x, th, s2):
+    logits = (th * Y @ x - 0.5 * th**2 * np.sum(Y**2, axis=1)) / s2
+    r = np.exp(logits - logits.max())
+    return r / r.sum()
+
+
+def test_covariance_bound_by_the_posterior_ratio():
+    """lam_max(Cov_r') <= max_j(r'_j / r_j) lam_max(Cov_r), the inequality behind both certificates, on random
+    posteriors over random points (numpy eigenvalues)."""
+    rng = np.random.default_rng(1)
+    Y = rng.normal(size=(40, 6))
+    for _ in range(50):
+        r, r2 = rng.dirichlet(np.ones(40)), rng.dirichlet(np.ones(40))
+        top = np.linalg.eigvalsh(_cov(Y, r))[-1]
+        assert np.linalg.eigvalsh(_cov(Y, r2))[-1] <= np.max(r2 / r) * top * (1 + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def cluster_field():
+    rng = np.random.default_rng(0)
+    Y = np.concatenate([rng.normal(size=(30, 5)) * 0.3 + 1.0, rng.normal(size=(30, 5)) * 0.3 - 1.0])
+    return MixtureField(DeltaMixture(Y), VPLinear(), 1.0), Y
+
+
+def test_contraction_ball_points_converge_to_its_centre(cluster_field):
+    """Every point of the certified ball flows, under the fixed-point map iterated in numpy, to its centre."""
+    f, Y = cluster_field
+    t = 0.6
+    th, s2, _ = f.coeffs(t)
+    x, ok = f.newton(f.kappa(t) * Y.mean(axis=0)[None], t, n_iter=30)
+    radius = f.contraction_radius(x[0], t)
+    assert ok[0] and radius > 0
+    rng = np.random.default_rng(2)
+    for u in rng.normal(size=(20, 5)):
+        z = x[0] + radius * u / np.linalg.norm(u)
+        for _ in range(400):
+            z = f.kappa(t) * _posterior(Y, z, th, s2) @ Y
+            assert np.linalg.norm(z - x[0]) <= radius * (1 + 1e-9)  # the ball is mapped into itself
+        assert np.linalg.norm(z - x[0]) < 1e-8
+
+
+def test_newton_many_equals_newton_one_by_one(cluster_field):
+    f, Y = cluster_field
+    t = 0.3
+    X0 = f.kappa(t) * Y[::7] + 0.01
+    Xm, okm = newton_many(f, X0, t, n_iter=30)
+    Xs, oks = f.newton(X0, t, n_iter=30)
+    both = okm & oks
+    assert both.sum() >= len(X0) // 2
+    assert np.max(np.abs(Xm[both] - Xs[both])) < 1e-9
+
+
+def test_cov_top_against_the_dense_hessian(cluster_field):
+    f, Y = cluster_field
+    t = 0.3
+    X, _ = f.newton(f.kappa(t) * Y[::10], t, n_iter=30)
+    cov, stable = cov_top(f, X, t)
+    th, s2, _ = f.coeffs(t)
+    for x, cv, st in zip(X, cov, stable, strict=True):
+        dense = np.linalg.eigvalsh(_cov(Y, _posterior(Y, x, th, s2)))[-1]
+        assert abs(cv - dense) < 1e-8 * (1 + dense)
+        assert st == (np.linalg.eigvalsh(f.hessian(x, t))[-1] < 0)
+
+
+def test_carry_many_ends_the_lighter_attractor_at_its_fold():
+    """Deltas at +-1 weighted 0.3 / 0.7 (VP, eta = 1): carried up across the lighter point's fold, solved
+    independently in numpy (test_engine), the heavier point's attractor reaches the end and the lighter one's ends
+    at the fold, to the resolution of the steps (1/8 of the way)."""
+    from test_engine import _weighted_fold_theta
+    from theory.systems import TwoDeltas
+
+    f = MixtureField(TwoDeltas(1.0, [0.3, 0.7]).data, VPLinear(), 1.0)
+    t_fold = float(VPLinear().t_from_theta(_weighted_fold_theta(0.7)))
+    t0, t1 = t_fold - 0.03, t_fold + 0.05
+    X, ok = f.newton(np.array([[-0.9], [0.9]]) * f.kappa(t0), t0, n_iter=30)
+    assert ok.all() and X[0, 0] < 0 < X[1, 0]
+    reached, _, t_end = carry_many(f, X, t0, t1, 8)
+    assert reached.tolist() == [False, True]
+    assert t_end[0] < t_fold <= t_end[0] + (t1 - t0) / 8 + 1e-12
