@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from theory import DeltaMixture, VPLinear
-from theory._continuation import continue_branch
 from theory._field import MixtureField
 from theory._lockstep import carry_many, cov_top, newton_many
 
@@ -83,6 +82,7 @@ def test_carry_many_ends_the_lighter_attractor_at_its_fold():
     independently in numpy (test_engine), the heavier point's attractor reaches the end and the lighter one's ends
     at the fold, to the resolution of the steps (1/8 of the way)."""
     from test_engine import _weighted_fold_theta
+
     from theory.systems import TwoDeltas
 
     f = MixtureField(TwoDeltas(1.0, [0.3, 0.7]).data, VPLinear(), 1.0)
