@@ -16,8 +16,8 @@ machine slows both alike, so the ratio is what to compare across runs and machin
    of the speciation table; not in the default list), synthetic (a sample of a 10-component Gaussian
    mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with the first
    bifurcation's basin mass and the macroscopic breaking time, how the search was seeded and what that
-   guarantees, then (timed apart) the order parameter m(t) on ``--curve-times`` times from t_c down past
-   the macroscopic time.
+   guarantees, the seconds and units of each phase of the search (``benchmarks/phases.py``), then (timed apart)
+   the order parameter m(t) on ``--curve-times`` times from t_c down past the macroscopic time.
 4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
 5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
@@ -46,6 +46,7 @@ from scipy.optimize import fsolve
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.phases import phases  # noqa: E402
 from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time, order_parameter  # noqa: E402
 
 
@@ -72,7 +73,8 @@ def timed_critical_time(name, X, n_curve=16, **kw):
     unit = unit_seconds(X, device=None if devices is None else devices[0])
     data, s = DeltaMixture(X), VPLinear()
     t0 = time.perf_counter()
-    ct = critical_time(data, s, **kw)
+    with phases() as spent:
+        ct = critical_time(data, s, **kw)
     sec = time.perf_counter() - t0
     m, sd = ct.macroscopic, ct.seeding
     row = {
@@ -99,6 +101,7 @@ def timed_critical_time(name, X, n_curve=16, **kw):
         "guarantee": ct.guarantee,
         "options": {k: v for k, v in kw.items() if k != "devices"},
         "device": describe_devices(devices),
+        "phases": {k: {"seconds": v, "units": v / unit} for k, v in spent.items()},
     }
     if ct.kind != "none" and n_curve:
         row["order"] = order_curve(data, s, ct, n_curve, kw.get("n_mass", 256), kw.get("seed", 0), devices)

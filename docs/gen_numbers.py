@@ -316,6 +316,13 @@ def benchmarks() -> str:
         ]
         out += "**`critical_time` on data sets** (units: one dense $X^T \\mathrm{diag}(w) X$ at that N and d)\n\n"
         out += _table(head, body) + "\n"
+    profiled = [r for r in rows if r.get("phases")]
+    if profiled:
+        names = ["scan", "births", "centre", "basin mass", "macroscopic", "lock-step Newton", "descents"]
+        body = [[r["data"], r.get("device", "-")] + [num(r["phases"].get(n, {}).get("units"), ".0f") for n in names]
+                for r in profiled]  # fmt: skip
+        out += "**Where the time goes** (units per phase of the search, `benchmarks/phases.py`; the last two columns "
+        out += "cut across the phases)\n\n" + _table(["data", "device"] + names, body) + "\n"
     if "scaling" in res:
         fit = res["scaling"]["fit"]
         out += (
@@ -416,7 +423,7 @@ def notebook_figures() -> str:
     """The figures under docs/figures/<notebook>/ (written by scripts/run_notebooks.py), with their parameters."""
     figs = ROOT / "docs" / "figures"
     parts = []
-    for d in sorted(p for p in figs.glob("*") if p.is_dir()):
+    for d in sorted(p for p in figs.glob("*") if p.is_dir() and (ROOT / "notebooks" / f"{p.name}.ipynb").exists()):
         params = (d / "params.json").read_text().strip() if (d / "params.json").exists() else "unknown"
         parts.append(f"## {d.name}\n\nParameters of the run: `{' '.join(params.split())}`\n")
         parts += [f"![{png.stem}](figures/{d.name}/{png.name})\n" for png in sorted(d.glob("*.png"))]

@@ -6,7 +6,8 @@ the posterior can move bounds the rate of F over a region, with one posterior pa
 
 * ``contraction_bounds``: the rate near x, against the prior weights (r = w);
 * ``one_attractor``: F contracts all of R^d (Banach: one fixed point, which every descent reaches);
-* ``contraction_radius``: a ball around a stable fixed point that F maps into itself and contracts.
+* ``contraction_radius``: a ball around a stable fixed point that F maps into itself and contracts (there the
+  posterior moves by at most exp(a |u| max_j |y_j - E[y | x]|), by the convexity of the log-partition).
 """
 
 from __future__ import annotations
@@ -57,16 +58,19 @@ def contraction_radius(field, x, t):
     """The radius of a ball around the stable fixed point x that F maps into itself and contracts (0 where none
     is certified): every point of it converges to x.
 
-    From x to z = x + u the posterior weights change by r_j(z) / r_j(x) <= exp(a |u| D) (a = theta / sigma^2,
-    D the data's diameter, at most twice the largest distance from the mean), so on the ball of radius delta F's
-    rate is at most q exp(a D delta), q = 1 + lam sigma^2 / (1 + c sigma^2) its rate at x (lam: H's top
-    eigenvalue). With q exp(a D delta) = (1 + q) / 2 the ball maps into itself where |F(x) - x| <= (1 - q) delta / 2."""
+    log r_j(x + u) - log r_j(x) = a y_j.u - (lse(x + u) - lse(x)) <= a (y_j - m).u <= a |u| R, with a = theta /
+    sigma^2, the log-partition lse convex with gradient a m (m = E[y | x]) and R = max_j |y_j - m|. So on the ball
+    of radius delta F's rate is at most q exp(a R delta), q = 1 + lam sigma^2 / (1 + c sigma^2) its rate at x (lam:
+    H's top eigenvalue). With q exp(a R delta) = (1 + q) / 2 the ball maps into itself where
+    |F(x) - x| <= (1 - q) delta / 2."""
     if not field.finite:
         return 0.0
     th, s2, c = field.coeffs(t)
     q = 1.0 + field.top_eig(x, t)[0] * s2 / (1.0 + c * s2)
     if not (0.0 < q < 1.0 and th > 0.0):
         return 0.0
-    delta = math.log((1.0 + q) / (2.0 * q)) / (th / s2 * 2.0 * math.sqrt(_data_moments(field)[2]))
-    moved = np.linalg.norm(field.kappa(t) * (field.responsibilities(x, t)[0] @ field._host[0]) - x)
-    return delta if moved <= 0.5 * (1.0 - q) * delta else 0.0
+    Y = field._host[0]
+    m = field.responsibilities(x, t)[0] @ Y
+    spread = float(np.sqrt(np.max(np.sum((Y - m) ** 2, axis=1))))
+    delta = math.log((1.0 + q) / (2.0 * q)) / (th / s2 * spread)
+    return delta if np.linalg.norm(field.kappa(t) * m - x) <= 0.5 * (1.0 - q) * delta else 0.0

@@ -31,8 +31,9 @@ F32_RTOL = 1e-4  # Newton solves to a relative residual of at least this run on 
 
 
 def supported(field) -> bool:
-    """A finite data set with the posterior kernels: the fields whose branches can be carried in lock-step."""
-    return getattr(field, "k_post", None) is not None and getattr(field, "finite", False)
+    """A finite data set in many dimensions (``matrix_free``: products instead of Hessians), where a product is a
+    pass over the data and batching pays; in few dimensions the dense Hessians of the branches are cheap."""
+    return getattr(field, "k_post", None) is not None and getattr(field, "finite", False) and field.matrix_free
 
 
 @jax.jit
@@ -45,13 +46,14 @@ def _max_log_ratio(Y, logw, ysq, X0, th0, s20, X1, th1, s21):
     return jnp.max(log_post(X1, th1, s21) - log_post(X0, th0, s20), axis=1)
 
 
-def newton_many(field, X, t, n_iter=8):
+def newton_many(field, X, t, n_iter=8, loose=False):
     """Newton on R = 0 at t from every row of X (k, d); returns (X, converged mask).
 
     A row fails where its residual grows (no fixed point near its guess: the step went past a fold), is not
-    finite, or where -H is not positive definite on the way (no stable point near)."""
+    finite, or where -H is not positive definite on the way (no stable point near). It converges at |R| <= 1e-3
+    ``field.tol_res`` (a polish), or with ``loose`` at ``tol_res`` (a branch carried on: its end is polished)."""
     th, s2, c = field.coeffs(t)
-    tol = 1e-3 * field.tol_res(t)
+    tol = (1.0 if loose else 1e-3) * field.tol_res(t)
     n = len(X)
     X = np.array(_pad_rows(np.asarray(X, dtype=np.float64)))  # one compiled shape for the whole solve
     ok, last, act = np.zeros(len(X), dtype=bool), np.full(len(X), np.inf), np.arange(n)
@@ -124,7 +126,7 @@ def _step(field, X, Xp, tp, t, s, cov, reject):
     """One substep of the rows of X at t (previous points Xp at tp, or tp nan) to s; returns (ok, X at s, cov)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         guess = np.where(np.isnan(tp)[:, None], X, X + (X - Xp) * ((s - t) / (t - tp))[:, None])
-    Xn, ok = newton_many(field, guess, s)
+    Xn, ok = newton_many(field, guess, s, loose=True)
     ok &= np.linalg.norm(Xn - X, axis=1) <= 0.05 * (1.0 + field.scale)  # farther: another branch
     if reject is not None:
         ok &= np.array([not (o and reject(x, s)) for o, x in zip(ok, Xn, strict=True)])
