@@ -484,6 +484,8 @@ CLAIMS = [
           r"([\d.]+)\$",
           lambda: (b := bench("fashion"), b["seconds"], b["units"], b["unit_seconds"], b["t_c"], b["theta_c"],
                    b["basin_mass"], b["basin_mass_se"])[1:]),
+    Claim("docs/engine.md", r"the same first bifurcation, \$t_c = ([\d.]+)\$, to the last digit",
+          lambda: (bench("mnist")["t_c"],)),
     Claim("docs/benchmarks.md", r"the macroscopic breaking time is \$t = ([\d.]+)\$, where\s+\$m = ([\d.]+)\$",
           lambda: (bench("fashion")["macroscopic_t"], bench("fashion")["macroscopic_m"])),
     Claim("docs/benchmarks.md",
