@@ -16,7 +16,7 @@ machine slows both alike, so the ratio is what to compare across runs and machin
    of the speciation table; not in the default list), synthetic (a sample of a 10-component Gaussian
    mixture at CIFAR-10 size, N = 50,000, d = 3,072, or ``--synthetic-n``): critical_time with the first
    bifurcation's basin mass and the macroscopic breaking time, how the search was seeded and what that
-   guarantees, the seconds and units of each phase of the search (``benchmarks/phases.py``), then (timed apart)
+   guarantees, the seconds and units of each phase of the search (``theory.profile.phases``), then (timed apart)
    the order parameter m(t) on ``--curve-times`` times from t_c down past the macroscopic time.
 4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
@@ -46,8 +46,8 @@ from scipy.optimize import fsolve
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.phases import phases  # noqa: E402
 from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time, order_parameter  # noqa: E402
+from theory.profile import phases  # noqa: E402
 
 
 def unit_seconds(X, repeats=3, device=None):

@@ -321,7 +321,7 @@ def benchmarks() -> str:
         names = ["scan", "births", "centre", "basin mass", "macroscopic", "lock-step Newton", "descents"]
         body = [[r["data"], r.get("device", "-")] + [num(r["phases"].get(n, {}).get("units"), ".0f") for n in names]
                 for r in profiled]  # fmt: skip
-        out += "**Where the time goes** (units per phase of the search, `benchmarks/phases.py`; the last two columns "
+        out += "**Where the time goes** (units per phase of the search, `theory.profile.phases`; the last two columns "
         out += "cut across the phases)\n\n" + _table(["data", "device"] + names, body) + "\n"
     if "scaling" in res:
         fit = res["scaling"]["fit"]

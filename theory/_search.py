@@ -27,8 +27,9 @@ def use_float32(field) -> bool:
 def polish(field, X, t):
     """Newton from each row of X; rows that do not end on a stable point retry by saddle-free Newton.
 
-    On a finite data set every row first runs Newton in lock-step (``theory._lockstep``: one pass over the data
-    for all rows); the rows it leaves (near a saddle, -H not positive definite) run Newton by MINRES alone."""
+    On a finite data set in many dimensions every row first runs Newton in lock-step (``theory._lockstep``: one
+    pass over the data for all rows); the rows it leaves (near a saddle, -H not positive definite) run Newton by
+    MINRES alone."""
     X = np.atleast_2d(X)
     if len(X) > 1 and _lockstep.supported(field):
         Xn, ok = _lockstep.newton_many(field, X, t, n_iter=30)

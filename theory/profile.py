@@ -1,7 +1,10 @@
-"""Where critical_time spends its time: wall seconds per phase of the search, from wrappers set for one call.
+"""Where ``critical_time`` spends its time: wall seconds per phase of the search (``benchmarks/critical_time.py``).
+
+    from theory import DeltaMixture, VPLinear, critical_time
+    from theory.profile import phases
 
     with phases() as spent:
-        critical_time(data, schedule)
+        critical_time(DeltaMixture(X), VPLinear())
     spent  # {"scan": s, "births": s, "centre": s, "basin mass": s, "macroscopic": s, ...}
 
 A phase's time includes what it calls; the phases do not nest (the scan's attractors at the grid times, the
@@ -17,9 +20,13 @@ import functools
 import time
 from collections import Counter
 
+__all__ = ["phases"]
+
 
 @contextlib.contextmanager
 def phases():
+    """Time the phases of the ``critical_time`` calls made inside the block: yields a Counter, phase -> seconds,
+    filled as they run (the wrappers are removed on exit)."""
     import theory._critical as critical
     import theory._field as field
     import theory._lockstep as lockstep
