@@ -294,14 +294,17 @@ def benchmarks() -> str:
         return "-" if v is None else (f"{v:{fmt}}" if isinstance(v, float) else str(v))
 
     out = "From `benchmarks/results.json`:\n\n"
-    rows = [r for k in ("digits", "mnist", "fashion", "synthetic") if isinstance(r := res.get(k), dict)]
+    keys = [k + sfx for k in ("digits", "mnist", "fashion", "synthetic") for sfx in ("", "-gpu")]  # --suffix -gpu
+    rows = [r for k in keys if isinstance(r := res.get(k), dict)]
     for key in ("vs_N", "vs_d"):
         rows += res.get("scaling", {}).get(key, [])
     if rows:
-        head = ["data", "N", "d", "seconds", "units", "kind", "$t_c$", "$\\theta_c$", "basin mass", "macroscopic $t$"]
+        head = ["data", "device", "N", "d", "seconds", "units", "kind", "$t_c$", "$\\theta_c$", "basin mass",
+                "macroscopic $t$"]  # fmt: skip
         body = [
             [
                 r["data"],
+                r.get("device", "-"),
                 r["N"],
                 r["d"],
                 num(r["seconds"], ".1f"),
