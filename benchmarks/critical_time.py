@@ -209,7 +209,10 @@ def synthetic(n, d=3072, k=10, seed=0):
     comp = rng.integers(k, size=n)
     basis = rng.normal(size=(k, 32, d)) / math.sqrt(d)
     z = rng.normal(scale=3.0, size=(n, 32))
-    return means[comp] + np.einsum("nr,nrd->nd", z, basis[comp]) + 0.05 * rng.normal(size=(n, d))
+    X = means[comp] + 0.05 * rng.normal(size=(n, d))
+    for j in range(k):  # one component at a time: basis[comp] would take n x 32 x d floats
+        X[comp == j] += z[comp == j] @ basis[j]
+    return X
 
 
 SCALING_N = (1000, 2000, 5000, 10000)

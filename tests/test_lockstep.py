@@ -6,6 +6,7 @@ import pytest
 from theory import DeltaMixture, VPLinear
 from theory._field import MixtureField
 from theory._lockstep import carry_many, cov_top, newton_many
+from theory._search import stable_points
 
 
 def _cov(Y, r):
@@ -93,3 +94,20 @@ def test_carry_many_ends_the_lighter_attractor_at_its_fold():
     reached, _, t_end = carry_many(f, X, t0, t1, 8)
     assert reached.tolist() == [False, True]
     assert t_end[0] < t_fold <= t_end[0] + (t1 - t0) / 8 + 1e-12
+
+
+def test_descent_stops_in_certified_balls_at_the_plain_descents_limits():
+    """Draws that enter an attractor's certified ball stop there; they end where the plain descent ends."""
+    rng = np.random.default_rng(0)
+    corners = (np.full(8, 1.0), np.full(8, -1.0), np.r_[np.ones(4), -np.ones(4)])
+    f = MixtureField(
+        DeltaMixture(np.concatenate([0.3 * rng.normal(size=(20, 8)) + c for c in corners])), VPLinear(), 1.0
+    )
+    t = 0.3
+    A = stable_points(f, t, 60)
+    assert len(A) == 3 and all(f.contraction_radius(a, t) > 0.1 for a in A)
+    S = f.sample(t, 200, 1)
+    plain, _ = f.descend(S, t)
+    balls, res = f.descend(S, t, attractors=A)
+    assert np.all(res == 0.0)  # every draw was stopped by a ball
+    assert np.max(np.linalg.norm(plain - balls, axis=1)) < 1e-6 * (1.0 + f.scale)

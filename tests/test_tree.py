@@ -89,8 +89,12 @@ def test_truncation_and_bad_inputs():
     s = VPLinear()
     Y = np.random.default_rng(1).normal(size=(6, 3))
     tree = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, max_nodes=2)
-    assert "max_nodes" in tree.truncated and len(tree.nodes) <= 2 + 6
-    exact = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01)
+    assert "max_nodes" in tree.truncated and len(tree.nodes) <= 2
+    exact = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, max_nodes=None)
+    # Truncated: the exact tree down to the grid time where it stopped.
+    assert len(exact.nodes) > 2 and tree.t_min > exact.t_min
+    np.testing.assert_allclose(tree.births(), exact.births()[exact.births() >= tree.t_min], atol=1e-8)
+    assert tree.n_attractors(tree.t_min) == exact.n_attractors(tree.t_min)
     heavy = bifurcation_tree(DeltaMixture(Y), s, n_grid=12, t_min=0.01, min_mass=0.3)
     assert "min_mass" in heavy.truncated and 1 < len(heavy.nodes) < len(exact.nodes)
     assert all(n.share >= 0.3 for n in heavy.nodes)

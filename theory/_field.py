@@ -36,6 +36,7 @@ LOG_CUT = 60.0  # posterior weights below e^-60 of the largest are dropped from 
 LOCAL_MIN_WORK = 2e6  # N d below which point-local sums use every point (fewer compiled shapes)
 EIG_CACHE = 1024  # top eigenpairs memoised (matrix-free): a scan's candidates are tested, then carried up
 DESCENT_CHUNK = 64  # descent iterations between two removals of the converged rows from the batch
+BALLS_MAX = 64  # attractors whose certified balls a descent tests (k d a row and step, against the step's N d)
 DESCENT_CHUNK0 = 8  # the first chunk: most rows converge in a few steps, and a chunk runs every row to its end
 
 
@@ -338,13 +339,14 @@ class MixtureField:
         return R, H, R_t, lam, v, lam_x, lam_t
 
     # --- descent and posteriors -----------------------------------------------------------------
-    def descend(self, X, t, max_iter=5000, tol=None, float32=False, centre=None):
+    def descend(self, X, t, max_iter=5000, tol=None, float32=False, attractors=None):
         """Carry each row of X towards its attractor by majorise-minimise steps; returns (X, step sizes).
 
         L = 1/(theta^2 lam_min + sigma^2) + c bounds the top eigenvalue of -H (Cov[y|x] >= 0); for a
         finite data set the step is then the fixed-point map x <- kappa E[y | x], fast at high noise.
-        ``centre``: a stable fixed point; a row that enters its certified ball (``contraction_radius``) is set
-        to it and stops there (the steps converge slowly near a centre that is about to lose stability).
+        ``attractors`` (k, d): stable fixed points at t; a row that enters the certified ball of one
+        (``contraction_radius``) is set to it and stops there (the steps converge slowly near an attractor that
+        is about to lose stability). Not above ``BALLS_MAX`` of them: the test costs k d a row and step.
         """
         th, s2, c = self.coeffs(t)
         L = 1.0 / (th**2 * self.lam_min + s2) + c
@@ -355,14 +357,19 @@ class MixtureField:
         p, dt = (self.params32(), jnp.float32) if float32 else (self.p, jnp.float64)
         if float32:  # float32 resolves |x| to ~1e-7 relative
             tol = max(tol, 1e-6 * (1.0 + self.scale))
-        radius = 0.0 if centre is None else self.contraction_radius(centre, t)
-        centre = jnp.asarray(np.zeros(self.d) if centre is None else centre, dtype=dt)
+        if attractors is not None and not 0 < len(attractors) <= BALLS_MAX:
+            attractors = None
+        C = np.zeros((1, self.d)) if attractors is None else np.atleast_2d(attractors)
+        radii = np.zeros(1) if attractors is None else np.array([self.contraction_radius(a, t) for a in C])
+        n_c = 1 << int(len(C) - 1).bit_length()  # padded with radius-0 copies of C[0]: few compiled shapes
+        C = np.concatenate([C, np.repeat(C[:1], n_c - len(C), axis=0)])
+        C, radii = jnp.asarray(C, dtype=dt), jnp.asarray(np.pad(radii, (0, n_c - len(radii))), dtype=dt)
         X, res = np.array(X, dtype=np.float64), np.full(len(X), np.inf)
         active, done, chunk = np.arange(len(X)), 0, DESCENT_CHUNK0
         while len(active) and done < max_iter:  # in chunks: the rows that have converged leave the batch
             k, chunk = min(chunk, max_iter - done), min(2 * chunk, DESCENT_CHUNK)
             Xb = jnp.asarray(_pad_batch(X[active]), dtype=dt)
-            Xa, ra = self.k["descend"](p, Xb, th, s2, c, L, tol, k, r_max, centre, radius)
+            Xa, ra = self.k["descend"](p, Xb, th, s2, c, L, tol, k, r_max, C, radii)
             X[active] = np.asarray(Xa, dtype=np.float64)[: len(active)]
             res[active] = np.asarray(ra, dtype=np.float64)[: len(active)]
             active, done = active[res[active] > tol], done + k

@@ -23,10 +23,11 @@ def _kernels(score, hess, hvp, resp):
     def quad(p, x, v, th, s2, c):  # v^T H(x) v
         return v @ hvp(*p, x, v, th, s2) - c * (v @ v)
 
-    def descend(p, X, th, s2, c, L, tol, max_iter, r_max, centre, radius):
+    def descend(p, X, th, s2, c, L, tol, max_iter, r_max, C, radii):
         """Majorise-minimise steps x <- x + R(x) / L (L >= the top eigenvalue of -H): u never increases.
-        A row that comes within ``radius`` of ``centre`` (a ball the steps map into itself and contract: its
-        attractor is the centre) is set to the centre and stops."""
+        A row that comes within ``radii[i]`` of the attractor ``C[i]`` (a ball the steps map into itself and
+        contract: its limit is C[i]) is set to C[i] and stops."""
+        c_sq = jnp.sum(C * C, axis=1)
 
         def cond(state):
             _, res, it = state
@@ -38,8 +39,9 @@ def _kernels(score, hess, hvp, resp):
             Xn = X + Rx / L
             Xn = jnp.where(jnp.linalg.norm(Xn, axis=1, keepdims=True) > r_max, X, Xn)  # freeze runaways
             res = jnp.linalg.norm(Rx, axis=1) / L
-            inside = jnp.linalg.norm(Xn - centre[None, :], axis=1) <= radius
-            return jnp.where(inside[:, None], centre[None, :], Xn), jnp.where(inside, 0.0, res), it + 1
+            near = jnp.argmin(c_sq[None, :] - 2.0 * Xn @ C.T, axis=1)  # the nearest attractor, then its exact distance
+            inside = jnp.linalg.norm(Xn - C[near], axis=1) <= radii[near]
+            return jnp.where(inside[:, None], C[near], Xn), jnp.where(inside, 0.0, res), it + 1
 
         X, res, _ = jax.lax.while_loop(cond, body, (X, jnp.full(X.shape[0], jnp.inf, X.dtype), 0))
         return X, res

@@ -30,7 +30,8 @@ def central_share(field, t, centre, n_samples, seed):
     (its contraction rate tends to 1), so draws left unconverged next to the centre are polished by Newton, which
     converges there at once."""
     f32 = use_float32(field)
-    X, res = field.descend(field.sample(t, n_samples, seed), t, max_iter=DESCENT_ITER, float32=f32, centre=centre)
+    draws = field.sample(t, n_samples, seed)
+    X, res = field.descend(draws, t, max_iter=DESCENT_ITER, float32=f32, attractors=centre[None])
     radius = 1e-3 * (1.0 + field.scale)
     dist = np.linalg.norm(X - centre, axis=1)
     at = dist <= radius

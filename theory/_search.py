@@ -45,14 +45,15 @@ def polish(field, X, t):
     return Xn, ok
 
 
-def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=1000):
-    """All attractors reached from the seeds (and the rows of ``extra``), polished and deduplicated, (n, d)."""
+def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=1000, known=None):
+    """All attractors reached from the seeds (and the rows of ``extra``), polished and deduplicated, (n, d).
+    ``known``: attractors at t already found; a seed that enters one's certified ball stops there."""
     parts = [field.seeds(t, n_seeds)]
     if extra is not None and len(extra):
         parts.append(np.atleast_2d(extra))
     if samples:
         parts.append(field.sample(t, samples, seed))
-    X, _ = field.descend(np.concatenate(parts), t, max_iter=max_iter, float32=use_float32(field))
+    X, _ = field.descend(np.concatenate(parts), t, max_iter=max_iter, float32=use_float32(field), attractors=known)
     X = dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4 * (1.0 + field.scale))  # merge before the costly polish
     Xp, ok = polish(field, X, t)
     X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))

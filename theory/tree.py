@@ -25,9 +25,10 @@ How the scan runs, and what it guarantees (the same seeding as ``theory.critical
    attractor reachable from a seed at a grid time, and every attractor continuously connected to one, is a
    node. An attractor born and dead between two grid times with no seed in its basin can be missed.
 
-Truncation for large sets (``max_nodes``, ``min_mass``): the scan stops at the first grid time with more
-than ``max_nodes`` nodes (``truncated`` says where), and a new attractor holding less than ``min_mass`` of
-the data (below) is not made a node. The composition of a node's basin is that of the data points whose
+Truncation for large sets (``max_nodes``, default 128, and ``min_mass``): where the attractors found at a grid
+time would make more than ``max_nodes`` nodes, none of them is traced and the scan ends at the grid time above
+(``truncated`` says where): the tree is then exact down to that time. A new attractor holding less than
+``min_mass`` of the data (below) is not made a node. The composition of a node's basin is that of the data points whose
 diffused mean theta(t) y_j the frozen-time flow carries to it, at the first grid time after its birth: the
 share of p_t's components that the basin holds at their centres (``members``, ``share``, ``composition``).
 """
@@ -214,14 +215,13 @@ class _Scan:
         for i in range(1, len(self.ts)):
             self.advance(i)
             new = self.discover(i)
+            if new is None:  # more than max_nodes: the tree is the exact one down to the time above
+                self.stop_above(i)
+                break
             self.assign(i, new)
             if bar is not None:
                 bar.set_postfix_str(f"t={self.ts[i]:.4g} nodes={len(self.nodes)} live={len(self.live)}", refresh=False)
                 bar.update()
-            if self.max_nodes is not None and len(self.nodes) > self.max_nodes:
-                self.truncated = f"more than max_nodes={self.max_nodes} nodes at t={self.ts[i]:.6g}; scan stopped there"
-                self.ts = self.ts[: i + 1]
-                break
         if bar is not None:
             bar.close()
         t_last = float(self.ts[-1])
@@ -249,14 +249,34 @@ class _Scan:
                     n.path.append((float(end.t), end.x))
         self.live = still
 
+    def stop_above(self, i):
+        """End the scan at ts[i - 1]: the nodes alive there live to the end; what they did below is dropped."""
+        self.truncated = (
+            f"more than max_nodes={self.max_nodes} nodes by t={self.ts[i]:.6g}: the scan stopped at the grid time "
+            f"above, t={self.ts[i - 1]:.6g}"
+        )
+        self.ts = self.ts[:i]
+        t_last = float(self.ts[-1])
+        for n in self.nodes:
+            n.path = [p for p in n.path if p[0] >= t_last]
+            if n.t_end < t_last:
+                n.t_end, n.end = math.nan, ""
+        self.live = [k for k, n in enumerate(self.nodes) if n.alive_at(t_last)]
+
     def discover(self, i):
-        """New attractors at ts[i]: each traced up to its birth, then made a node with its parent."""
+        """New attractors at ts[i]: each traced up to its birth, then made a node with its parent (None: they
+        would make more than max_nodes nodes; none is traced)."""
         t = self.ts[i]
         live_x = np.array([self.nodes[k].path[-1][1] for k in self.live]).reshape(-1, self.f.d)
-        cur = stable_points(self.f, t, self.n_seeds, extra=live_x if len(live_x) else None)
+        if len(live_x) == 1 and self.f.one_attractor(t):  # F contracts R^d: the live node is the only attractor
+            return []
+        known = live_x if len(live_x) else None
+        cur = stable_points(self.f, t, self.n_seeds, extra=known, known=known)
         new = [x for x in cur if not len(live_x) or np.min(np.linalg.norm(live_x - x, axis=1)) > self.near]
         if not new:
             return []
+        if self.max_nodes is not None and len(self.nodes) + len(new) > self.max_nodes:
+            return None
         if self.min_mass > 0:
             owner = self.flow_means(t, np.concatenate([live_x, np.array(new)]))
             share = np.bincount(owner[owner >= 0], minlength=len(live_x) + len(new))[len(live_x) :] / len(self.Y)
@@ -320,21 +340,19 @@ class _Scan:
         """The node whose basin holds xb just above tb (the frozen-time flow from xb at tb + 1% of a cell)."""
         t_up = min(tb + 0.01 * (self.ts[j - 1] - self.ts[j]), float(self.ts[j - 1]))
         cand = [k for k, n in enumerate(self.nodes) if n.alive_at(t_up) and n.t_birth > t_up]
-        if not cand:
-            return None
-        a, _ = self.f.descend(np.asarray(xb)[None], t_up, max_iter=20000)
-        a, ok = polish(self.f, a, t_up)
         pos = [(k, self.at(k, t_up)) for k in cand]
         pos = [(k, y) for k, y in pos if y is not None]
         if not pos:
             return None
+        a, _ = self.f.descend(np.asarray(xb)[None], t_up, max_iter=20000, attractors=np.array([y for _, y in pos]))
+        a, ok = polish(self.f, a, t_up)
         return min(pos, key=lambda q: np.linalg.norm(q[1] - a[0]))[0]
 
     def flow_means(self, t, A):
         """For each data point, the index of the attractor in A (n, d) its diffused mean theta(t) y_j flows to
         at t (-1: none within 1e-3 (1 + scale))."""
         th = self.f.coeffs(t)[0]
-        X, _ = self.f.descend(th * self.Y, t, max_iter=20000)
+        X, _ = self.f.descend(th * self.Y, t, max_iter=20000, attractors=A)
         D = np.linalg.norm(X[:, None, :] - A[None, :, :], axis=2)
         return np.where(D.min(axis=1) <= self.near, D.argmin(axis=1), -1)
 
@@ -394,7 +412,7 @@ def bifurcation_tree(
     t_min: float | None = None,
     n_grid: int = 64,
     labels=None,
-    max_nodes: int | None = None,
+    max_nodes: int | None = 128,
     min_mass: float = 0.0,
     n_seeds: int | None = None,
     tol_t: float = 1e-10,
@@ -404,9 +422,12 @@ def bifurcation_tree(
 
     ``data``: a DeltaMixture or GaussianMixture; ``t_min`` (default 1e-3 T) in (0, T); ``n_grid`` >= 3 grid times
     uniform in log-SNR; ``labels`` (N,), one per data point, for the basin compositions; ``n_seeds`` data
-    attractors seeded at each grid time (default: all N, the exact tree); ``max_nodes`` and ``min_mass`` in
-    [0, 1] truncate large sets. Births are located to ``tol_t`` in t. ``progress``: a bar over the grid times
-    (tqdm, if installed; None: when stderr is a terminal, as on the 1,797 digits, a minute or more).
+    attractors seeded at each grid time (default: all N, the exact tree). ``max_nodes`` (default 128; None: no
+    limit) stops the scan at the last grid time above the one where the tree would grow past it: a set of N points
+    has about N attractors near t = 0, and each birth costs a continuation and a descent (the 1,797 digits'
+    whole tree takes hours), while the first ~100 are the top of the tree. ``min_mass`` in [0, 1] leaves out the
+    attractors holding less of the data. Both say what they did in ``truncated``. Births are located to ``tol_t``
+    in t. ``progress``: a bar over the grid times (tqdm, if installed; None: when stderr is a terminal).
 
     Examples:
         >>> from theory import DeltaMixture, VPLinear, bifurcation_tree
