@@ -215,3 +215,19 @@ def test_matrix_free_escape_from_a_saddle_reaches_an_attractor(monkeypatch):
     X, ok = f.minimise(np.zeros((1, 8)), t)
     assert ok[0] and f.stable(X[0], t)
     assert min(abs(X[0, 0] - x) for x in one_d) < 1e-9 and np.max(np.abs(X[0, 1:])) < 1e-9
+
+
+def test_long_searches_show_their_progress(capsys):
+    """progress=True draws a tqdm bar on stderr naming the search and its phase; False draws nothing."""
+    from theory import bifurcation_tree, collapse_time, critical_time, order_parameter
+
+    data = DeltaMixture([[-1.0], [1.0]])
+    critical_time(data, VPLinear(), progress=True)
+    order_parameter(data, VPLinear(), [0.5, 0.2], n_samples=8, progress=True)
+    collapse_time(data, VPLinear(), n_grid=8, progress=True)
+    bifurcation_tree(data, VPLinear(), n_grid=8, progress=True)
+    err = capsys.readouterr().err
+    for name in ("critical time", "macroscopic: m=", "order parameter", "collapse time", "bifurcation tree"):
+        assert name in err
+    critical_time(data, VPLinear(), progress=False)
+    assert capsys.readouterr().err == ""

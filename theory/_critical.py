@@ -39,6 +39,7 @@ from theory._continuation import (
     log_snr_grid,
     log_snr_shift,
 )
+from theory._engine import progress_bar
 from theory._krylov import fold_bounds_many
 from theory._order import macroscopic_search
 from theory._search import attractors_at, basin_masses, descend_samples, polish, stable_points
@@ -59,6 +60,7 @@ class _Run:
         self.scanned = ()  # the grid times at which the attractors were collected
         self._centre = {}  # t -> the centre branch at t (centre_at)
         self.sep = 1e-6 * (1.0 + field.scale)
+        self.bar = progress_bar(0, "", False)  # where the search shows its progress
 
     # --- the centre branch ------------------------------------------------------------------------
     def centre_branch(self, x_start, last=None):
@@ -261,21 +263,34 @@ def _close(a, b, rel):
 
 
 def first_bifurcations(
-    field, schedule, *, t_min, n_grid, n_seeds, tol_t, threshold, n_mass, extra_cells=2, seed=0, centre="full"
-):
+    field, schedule, *, t_min, n_grid, n_seeds, tol_t, threshold, n_mass, extra_cells=2, seed=0, centre="full",
+    progress=None,
+):  # fmt: skip
     """The search of ``theory.critical_time``; returns a dict of what it found (see that function).
 
     ``centre="search"`` carries the centre branch only down to the lowest grid time the search visits (its
     loss of stability below that cannot be the first bifurcation); ``"full"``: down to t_min. The macroscopic
-    search carries it further where it needs the centre."""
+    search carries it further where it needs the centre. ``progress``: a bar over the scanned grid times, its
+    postfix the phase after them (``theory._engine.progress_bar``)."""
     run = _Run(field, schedule, t_min, n_grid, n_seeds, tol_t, n_mass, seed)
-    ts = run.ts
+    run.bar = bar = progress_bar(len(run.ts), "critical time", progress)
+    try:
+        return _search(run, threshold, extra_cells, centre)
+    finally:
+        bar.close()
+
+
+def _search(run, threshold, extra_cells, centre):
+    field, ts, n_seeds, bar = run.f, run.ts, run.n_seeds, run.bar
     start = attractors_at(field, ts[0], n_seeds)
+    bar.update()
     if len(start) >= 2:
         return {"none": _why_none_at_start(field, ts[0], len(start)), "run": run}
     prev = start
     for i in range(1, len(ts)):
         cur = attractors_at(field, ts[i], n_seeds, extra=prev)
+        bar.set_postfix_str(f"scan t={ts[i]:.4g} attractors={len(cur)}", refresh=False)
+        bar.update()
         if len(cur) >= 2:
             break
         prev = cur
@@ -284,16 +299,21 @@ def first_bifurcations(
             run.centre_branch(start[0])
         return {"none": f"at most one stable fixed point on the whole grid down to t_min = {ts[-1]}", "run": run}
     if len(start) == 1:
+        bar.set_postfix_str("centre branch")
         run.centre_branch(start[0], None if centre == "full" else min(i + extra_cells, len(ts) - 1))
     found = [(i, x) for x in cur]
     for j in range(i + 1, min(i + 1 + extra_cells, len(ts))):
         cur = stable_points(field, ts[j], n_seeds, extra=cur)
         found += [(j, x) for x in cur]
+        bar.set_postfix_str(f"scan t={ts[j]:.4g} attractors={len(cur)}", refresh=False)
+        bar.update()
     run.scanned = tuple(float(v) for v in ts[i : i + 1 + extra_cells])
+    bar.set_postfix_str(f"births of {len(found)} attractors")
     births = run.births_from(found)
     kind, t, x = run.classify(births, ts[i])
+    bar.set_postfix_str(f"basin mass ({kind} at t={t:.6g})")
     first = {"kind": kind, "t": t, "x": x, "mass": run.mass_below(kind, t, x)}
     out = {"first": first, "run": run, "births": births}
-    if n_mass and len(start) == 1:
-        out["macroscopic"], out["order"] = macroscopic_search(run, t, threshold, n_mass, seed)
+    if run.n_mass and len(start) == 1:
+        out["macroscopic"], out["order"] = macroscopic_search(run, t, threshold, run.n_mass, run.seed)
     return out

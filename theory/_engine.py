@@ -1,4 +1,5 @@
-"""What every public search of the fixed-point engine does first: one BLAS thread, the checked field, the grid span.
+"""What every public search of the fixed-point engine does first: one BLAS thread, the checked field, the grid span,
+a progress bar.
 
 ``critical_time``, ``bifurcation_tree``, ``collapse_time`` and the frozen-time functions of
 ``theory.bifurcations`` build their field here, so the checks and their messages are written once.
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 from threadpoolctl import threadpool_limits
 
@@ -53,3 +55,28 @@ def grid_search_setup(data, schedule, eta, t_low, t_low_default, n_grid, tol_t, 
     t_low = t_low_default * T if t_low is None else float(t_low)
     check_in_range(low_name, t_low, 0.0, T, open_lo=True, open_hi=True)
     return f, eta, t_low, check_int("n_grid", n_grid, 3), check_tolerance("tol_t", tol_t)
+
+
+class _Silent:
+    """The progress bar's stand-in where none is shown."""
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, s, refresh=True):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(total, desc, progress):
+    """A tqdm bar of ``total`` steps (the grid times of a scan), or a silent stand-in: ``progress`` None shows it
+    when stderr is a terminal. tqdm is optional (the ``empirical`` extra installs it)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Silent()
+    return tqdm(total=total, desc=desc, unit="time", dynamic_ncols=True) if progress else _Silent()

@@ -68,6 +68,7 @@ def macroscopic_search(run, t_c, threshold, n_samples, seed):
         t = float(run.ts[j])
         run.extend_centre(j)  # with centre="search" the branch may stop above t
         m, se = share_at(run, t, n_samples, seed)
+        run.bar.set_postfix_str(f"macroscopic: m={m:.4f} at t={t:.6g}")
         rows.append((t, m, se))
         if 1.0 - m > threshold:
             break
@@ -82,6 +83,7 @@ def macroscopic_search(run, t_c, threshold, n_samples, seed):
         if not lo < mid < hi:  # the bracket is at round-off
             break
         m, se = share_at(run, mid, n_samples, seed)
+        run.bar.set_postfix_str(f"macroscopic: m={m:.4f} at t={mid:.6g}, bracket {hi - lo:.2g}")
         if 1.0 - m > threshold:
             lo, below = mid, (m, se)
         else:

@@ -27,7 +27,7 @@ import numpy as np
 from theory._checks import check_eta, check_finite_array, check_in_range, check_int, check_tolerance
 from theory._continuation import continue_branch, log_snr_grid
 from theory._critical import _Run, first_bifurcations
-from theory._engine import exact_field, grid_search_setup, one_blas_thread
+from theory._engine import exact_field, grid_search_setup, one_blas_thread, progress_bar
 from theory._order import share_at
 from theory._results import (
     Bifurcation,
@@ -150,6 +150,7 @@ def critical_time(
     seed: int = 0,
     devices=None,
     centre: str = "full",
+    progress: bool | None = None,
 ) -> CriticalTime:
     """The first bifurcation of the fixed-point set in the generative direction (DESIGN.md).
 
@@ -179,6 +180,8 @@ def critical_time(
       central attractor; ``macroscopic`` is the largest t at which 1 - m(t) exceeds ``threshold`` (located
       by bisection; ``order``: m at the grid times sampled). 0: neither. Fewer draws give coarser shares.
     - ``devices``: jax devices to shard the data over (default: all local devices).
+    - ``progress``: a bar over the scanned grid times, then the phase of the search (tqdm, if installed; None:
+      shown when stderr is a terminal).
 
     Examples:
         >>> import numpy as np
@@ -193,7 +196,7 @@ def critical_time(
     if centre not in ("full", "search"):
         raise ValueError(f"centre must be 'full' or 'search'; got {centre!r}")
     opts = {"t_min": t_min, "n_grid": n_grid, "n_seeds": n_seeds, "tol_t": tol_t, "n_mass": n_mass, "seed": seed}
-    res = first_bifurcations(f, schedule, threshold=float(threshold), centre=centre, **opts)
+    res = first_bifurcations(f, schedule, threshold=float(threshold), centre=centre, progress=progress, **opts)
     run, nan = res["run"], math.nan
     seeding = Seeding(f.n_components, min(n_seeds, f.n_components), n_grid, t_min, run.scanned, centre, n_mass)
     if "none" in res:
@@ -214,7 +217,15 @@ def critical_time(
 
 @one_blas_thread
 def order_parameter(
-    data, schedule: Schedule, times, eta: float = 1.0, *, n_samples: int = 256, seed: int = 0, devices=None
+    data,
+    schedule: Schedule,
+    times,
+    eta: float = 1.0,
+    *,
+    n_samples: int = 256,
+    seed: int = 0,
+    devices=None,
+    progress: bool | None = None,
 ) -> OrderParameter:
     """The order parameter m(t): the share of p_t that flows under the frozen drift to the central attractor.
 
@@ -223,7 +234,8 @@ def order_parameter(
     (seeded: the same data indices and noises at every time) descend the potential; m is the share that ends
     at the centre, with standard error sqrt(m (1 - m) / n). ``macroscopic_time(threshold)`` of the result is
     the largest of these times at which 1 - m exceeds the threshold (DESIGN.md: the macroscopic breaking
-    time; ``critical_time`` locates it by bisection).
+    time; ``critical_time`` locates it by bisection). ``progress``: a bar over the times (tqdm, if installed;
+    None: shown when stderr is a terminal).
 
     Examples:
         >>> from theory import DeltaMixture, VPLinear, order_parameter
@@ -245,7 +257,13 @@ def order_parameter(
             f"(eta = {eta}; see critical_time's message for this data set)"
         )
     run.centre_branch(start[0], int(np.searchsorted(-run.ts, -ts[-1])))
-    rows = np.array([share_at(run, float(t), n, seed) for t in ts]).reshape(-1, 2)
+    bar, rows = progress_bar(len(ts), "order parameter", progress), []
+    for t in ts:
+        rows.append(share_at(run, float(t), n, seed))
+        bar.set_postfix_str(f"t={t:.6g} m={rows[-1][0]:.4f}", refresh=False)
+        bar.update()
+    bar.close()
+    rows = np.array(rows).reshape(-1, 2)
     return OrderParameter(ts, rows[:, 0], rows[:, 1], n, run.centre_t)
 
 

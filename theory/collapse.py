@@ -34,7 +34,7 @@ from scipy.special import logsumexp
 
 from theory._checks import check_finite_array, check_int, check_positive, check_schedule
 from theory._continuation import BranchEnd, continue_branch, log_snr_grid
-from theory._engine import grid_search_setup, one_blas_thread
+from theory._engine import grid_search_setup, one_blas_thread, progress_bar
 from theory.schedules import Schedule
 from theory.tree import locate_end
 
@@ -184,12 +184,14 @@ def collapse_time(
     tol_t: float = 1e-10,
     n_draws: int = 4,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> CollapseTime:
     """The largest t at which every data point owns a stable attractor (module docstring), located to ``tol_t``.
 
     ``t_lo`` (default 1e-4 T): where the branches start (every point must own an attractor there);
     ``n_grid`` grid times uniform in log-SNR from t_lo to T carry the branches up in lock-step.
-    ``n_draws``, ``seed``: the Monte Carlo of Biroli et al.'s excess entropy (``biroli_times``).
+    ``n_draws``, ``seed``: the Monte Carlo of Biroli et al.'s excess entropy (``biroli_times``). ``progress``: a
+    bar over the grid times (tqdm, if installed; None: when stderr is a terminal).
 
     Examples:
         >>> from theory import DeltaMixture, VPLinear
@@ -208,6 +210,7 @@ def collapse_time(
     ts = log_snr_grid(schedule, t_lo, T, n_grid)[::-1]  # increasing
     lipschitz = 1e3 * (1.0 + f.scale) / T
     live = list(branches)
+    bar = progress_bar(len(ts) - 1, "collapse time", progress)
     for i in range(1, len(ts)):
         for b in live:
             _carry(f, b, live, ts[i - 1], ts[i], tol_t, lipschitz)
@@ -218,8 +221,11 @@ def collapse_time(
                 if b.how == "halved":
                     b.end, b.how = _refine(f, b, ts[i - 1], ts[i], tol_t)
         live = [b for b in live if not b.how]
+        bar.set_postfix_str(f"t={ts[i]:.4g} branches={len(live)}", refresh=False)
+        bar.update()
         if not live:
             break
+    bar.close()
     for b in live:  # own attractors at T: the branch never ended
         b.end, b.how = T, "T"
     t_own = np.array([b.end for b in branches])

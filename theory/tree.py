@@ -42,7 +42,7 @@ import numpy as np
 
 from theory._checks import check_in_range, check_int
 from theory._continuation import BranchEnd, continue_branch, locate_fold, log_snr_grid
-from theory._engine import grid_search_setup, one_blas_thread
+from theory._engine import grid_search_setup, one_blas_thread, progress_bar
 from theory._search import polish, stable_points
 from theory.schedules import Schedule
 
@@ -211,7 +211,7 @@ class _Scan:
             self.nodes.append(_Node(None, "root", self.ts[0], x, "root"))
         self.live = list(range(len(self.nodes)))
         self.assign(0, self.live)
-        bar = _progress_bar(len(self.ts) - 1, progress)
+        bar = progress_bar(len(self.ts) - 1, "bifurcation tree", progress)
         for i in range(1, len(self.ts)):
             self.advance(i)
             new = self.discover(i)
@@ -219,11 +219,9 @@ class _Scan:
                 self.stop_above(i)
                 break
             self.assign(i, new)
-            if bar is not None:
-                bar.set_postfix_str(f"t={self.ts[i]:.4g} nodes={len(self.nodes)} live={len(self.live)}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
+            bar.set_postfix_str(f"t={self.ts[i]:.4g} nodes={len(self.nodes)} live={len(self.live)}", refresh=False)
+            bar.update()
+        bar.close()
         t_last = float(self.ts[-1])
         for k in self.live:
             self.nodes[k].t_end, self.nodes[k].end = t_last, "t_min"
@@ -364,20 +362,6 @@ class _Scan:
         owner = self.flow_means(self.ts[i], A)
         for k in new:
             self.nodes[k].members = np.nonzero(owner == self.live.index(k))[0]
-
-
-def _progress_bar(total, progress):
-    """A tqdm bar over the grid times, or None: ``progress`` None shows it when stderr is a terminal (tqdm is
-    optional: the ``empirical`` extra installs it)."""
-    import sys
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="bifurcation tree", unit="time", dynamic_ncols=True) if progress else None
 
 
 def scan_tree(field, schedule, *, t_min, n_grid, n_seeds, tol_t, min_mass, max_nodes, labels, progress=None):
