@@ -111,3 +111,34 @@ def test_descent_stops_in_certified_balls_at_the_plain_descents_limits():
     balls, res = f.descend(S, t, attractors=A)
     assert np.all(res == 0.0)  # every draw was stopped by a ball
     assert np.max(np.linalg.norm(plain - balls, axis=1)) < 1e-6 * (1.0 + f.scale)
+
+
+def test_certified_stable_rows_have_negative_dense_eigenvalues(cluster_field):
+    """Rows that certified_stable passes have lam_max(H) < 0 by numpy's dense eigenvalues; near the data points the
+    trace bound passes rows that the contraction bound cannot."""
+    from theory._certify import certified_stable
+
+    f, Y = cluster_field
+    rng = np.random.default_rng(3)
+    for t in (0.1, 0.3, 0.6):
+        kappa = f.kappa(t)
+        X = np.concatenate([kappa * Y + 0.02 * rng.normal(size=Y.shape), rng.normal(size=(40, 5))])
+        ok = certified_stable(f, X, t)
+        top = np.array([np.linalg.eigvalsh(f.hessian(x, t))[-1] for x in X])
+        assert np.all(top[ok] < 0), t
+        if t == 0.1:
+            assert np.sum(ok & ~(f.contraction_bounds(X, t) < 0.9)) >= 10
+
+
+def test_cov_bound_bounds_the_dense_covariance(cluster_field):
+    """cov_bound's values bound lam_max(Cov[y | x]) from above, and its stable mask is the dense Hessian's."""
+    from theory._lockstep import cov_bound
+
+    f, Y = cluster_field
+    for t in (0.1, 0.3):
+        X, _ = f.newton(f.kappa(t) * Y[::5], t, n_iter=30)
+        cov, stable = cov_bound(f, X, t)
+        th, s2, _ = f.coeffs(t)
+        for x, cv, st in zip(X, cov, stable, strict=True):
+            assert cv >= np.linalg.eigvalsh(_cov(Y, _posterior(Y, x, th, s2)))[-1] * (1 - 1e-9)
+            assert st == (np.linalg.eigvalsh(f.hessian(x, t))[-1] < 0)

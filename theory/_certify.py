@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from theory._placement import PAD_LOGW, _pad_rows
 
 
 def _data_moments(field):
@@ -26,6 +30,37 @@ def _data_moments(field):
     return field._moments
 
 
+@jax.jit
+def _posterior_moments(Y, logw, ysq, X, th, s2):
+    """At the rows of X: max_j log(r_j / w_j) over the real points (not the padding), m = E[y | x], and
+    tr Cov[y | x] = E[|y|^2 | x] - |m|^2 with a bound on the cancellation's round-off added."""
+    log_r = jax.nn.log_softmax(logw[None, :] + (th * (X @ Y.T) - 0.5 * th**2 * ysq[None, :]) / s2, axis=1)
+    r = jnp.exp(log_r)
+    m, ey2 = r @ Y, r @ ysq
+    log_rho = jnp.max(jnp.where(logw[None, :] > 0.5 * PAD_LOGW, log_r - logw[None, :], -jnp.inf), axis=1)
+    return log_rho, m, ey2 - jnp.sum(m * m, axis=1) + 1e-12 * ey2
+
+
+def posterior_moments(field, X, t):
+    """(max_j log(r_j / w_j), E[y | x], tr Cov[y | x] bound) at the rows of X (k, d) of a finite data set: one
+    pass over the data for all rows."""
+    th, s2, _ = field.coeffs(t)
+    out = _posterior_moments(*field.p, jnp.asarray(_pad_rows(np.atleast_2d(X))), th, s2)
+    return tuple(np.array(a)[: len(X)] for a in out)
+
+
+def certified_stable(field, X, t):
+    """Rows of X (k, d) that are stable fixed points' neighbourhoods by a bound, with no Hessian: the contraction
+    bound below 0.9, or the trace bound lam_max(Cov[y | x]) <= tr Cov[y | x], stable where
+    1 + c sigma^2 - theta^2 tr / sigma^2 > 1e-12 (``MixtureField.margin``'s test). Near a data point, where the
+    posterior holds a few points, the trace is small: the attractors of outlying data pass without Lanczos."""
+    if not field.finite:
+        return np.zeros(len(X), dtype=bool)
+    th, s2, c = field.coeffs(t)
+    log_rho, m, tr = posterior_moments(field, X, t)
+    return (_contraction(field, t, log_rho, m) < 0.9) | (1.0 + c * s2 - th**2 * tr / s2 > 1e-12)
+
+
 def contraction_bounds(field, X, t):
     """An upper bound of F's contraction rate near each row of X (k, d) (inf for a Gaussian mixture).
 
@@ -35,11 +70,15 @@ def contraction_bounds(field, X, t):
     point is a stable fixed point's neighbourhood: -lam_max(H) sigma^2 >= (1 + c sigma^2)(1 - b)."""
     if not field.finite:
         return np.full(len(X), math.inf)
+    log_rho, m, _ = posterior_moments(field, X, t)
+    return _contraction(field, t, log_rho, m)
+
+
+def _contraction(field, t, log_rho, m):
     lam, mu, _ = _data_moments(field)
     th, s2, _ = field.coeffs(t)
-    r = field.responsibilities(X, t)
-    m = r @ field._host[0]
-    rho = np.max(r / np.exp(field._host[1]), axis=1)
+    with np.errstate(over="ignore"):  # a posterior far from the prior: no bound (inf)
+        rho = np.exp(log_rho)
     return field.kappa(t) * th * rho * (lam + np.sum((mu - m) ** 2, axis=1)) / s2
 
 

@@ -205,17 +205,18 @@ class MixtureField:
         return _certify.contraction_radius(self, x, t)
 
     def stable_many(self, X, t):
-        """``stable`` at every row of X (k, d): the contraction bound, then the top eigenvalues of the rest at once
-        (matrix-free, finite data: Lanczos runs in lock-step, ``theory._krylov.top_eigpairs_many``), memoised."""
+        """``stable`` at every row of X (k, d): the bounds of ``theory._certify.certified_stable``, then the top
+        eigenvalues of the rest at once (matrix-free, finite data: Lanczos runs in lock-step,
+        ``theory._krylov.top_eigpairs_many``), memoised."""
         X = np.atleast_2d(X)
-        b = self.contraction_bounds(X, t)
-        out = b < 0.9  # certified: margin (1 + c sigma^2)(1 - b) > 0
+        out = _certify.certified_stable(self, X, t)
         rest = [i for i in np.nonzero(~out)[0] if self._eig_key(X[i], t) not in self._ecache]
         if self.matrix_free and self.k_post is not None and len(rest) > 1:
             lams, vecs, ok = _krylov.top_eigpairs_many(self, X[rest], t)
             for i, lam, v in zip(np.asarray(rest)[ok], lams[ok], vecs[ok], strict=True):
                 self._remember(self._eig_key(X[i], t), (float(lam), v))
-        return np.array([o or self.stable(x, t) for o, x in zip(out, X, strict=True)], dtype=bool)
+        s2 = self.coeffs(t)[1]  # ``margin`` where the bound is inconclusive, without computing the bound again
+        return np.array([o or -self.top_eig(x, t)[0] * s2 > 1e-12 for o, x in zip(out, X, strict=True)], dtype=bool)
 
     def _iterate_map(self, x, t, n_iter, tol):
         """x <- kappa E[y | x] (one posterior pass a step) while |R| > tol."""

@@ -11,7 +11,7 @@ carry every branch of a cell on the same substeps:
 * stability from a certificate where it holds, else Lanczos in lock-step. With rho = max_j r'_j / r_j for the
   posteriors r at the last point and r' at the next, lam_max(Cov_r') <= rho lam_max(Cov_r) (``theory._certify``),
   and H = -(1/sigma^2 + c) I + theta^2 / sigma^4 Cov: a bound on the top eigenvalue of H at the next point costs
-  one posterior pass, and no Lanczos where it is negative.
+  one posterior pass, and no Lanczos where it is negative; nor where lam_max(Cov) <= tr Cov decides it.
 
 Each branch steps as ``theory._continuation.continue_branch`` does (the whole way first, doubled after a success,
 halved after a failure: Newton diverges or its residual grows, the limit jumps, lands on ``reject`` or is not
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import _certify
 from theory._krylov import _cg_many, _posteriors, _products, top_eigpairs_many
 from theory._placement import _pad_rows
 
@@ -105,9 +106,22 @@ def cov_top(field, X, t):
     return (lam + 1.0 / s2 + c) * s2**2 / th**2, lam * s2 < -1e-12
 
 
+def cov_bound(field, X, t):
+    """Upper bounds of lam_max(Cov[y | x]) at the rows of X (k, d) and the stable mask: the trace of the covariance
+    where it shows H's top eigenvalue negative (near data points, where the posterior holds a few of them), else
+    ``cov_top``."""
+    th, s2, c = field.coeffs(t)
+    cov = _certify.posterior_moments(field, X, t)[2]
+    stable = (-(1.0 / s2 + c) + th**2 / s2**2 * cov) * s2 < -1e-12
+    rest = np.nonzero(~stable)[0]
+    if len(rest):
+        cov[rest], stable[rest] = cov_top(field, X[rest], t)
+    return cov, stable
+
+
 def _stable(field, X0, t0, cov0, X1, t1):
     """Stability of the rows of X1 at t1 (each near the row of X0 at t0, where lam_max(Cov) <= cov0): the
-    certificate rho cov0 where it decides, Lanczos for the rest. Returns (stable mask, lam_max(Cov) bounds)."""
+    certificate rho cov0 where it decides, ``cov_bound`` for the rest. Returns (stable mask, lam_max(Cov) bounds)."""
     Y, logw, ysq = field.p
     th0, s20, _ = field.coeffs(t0)
     th1, s21, c1 = field.coeffs(t1)
@@ -118,7 +132,7 @@ def _stable(field, X0, t0, cov0, X1, t1):
     stable = (-(1.0 / s21 + c1) + th1**2 / s21**2 * cov) * s21 < -1e-12
     rest = np.nonzero(~stable)[0]
     if len(rest):
-        cov[rest], stable[rest] = cov_top(field, X1[rest], t1)
+        cov[rest], stable[rest] = cov_bound(field, X1[rest], t1)
     return stable, cov
 
 
@@ -149,7 +163,7 @@ def carry_many(field, X, t0, t1, n_sub=8, reject=None):
     k, full = len(X), 8 * n_sub  # positions on the grid of 1/full of the way: t = t0 + pos / full (t1 - t0)
     pos, h = np.zeros(k, dtype=int), np.full(k, full)
     Xp, tp = X.copy(), np.full(k, np.nan)
-    cov, active = cov_top(field, X, float(t0))  # a row that is not stable at t0 ends there
+    cov, active = cov_bound(field, X, float(t0))  # a row that is not stable at t0 ends there
     reached = np.zeros(k, dtype=bool)
 
     def time(p):

@@ -18,12 +18,12 @@ import numpy as np
 from theory._continuation import log_snr_mid
 from theory._search import use_float32
 
-BISECT_TOL = 1e-4  # bracket of the macroscopic time, relative to T: each halving costs a descent of the draws
+BISECT_TOL = 1e-4  # bracket of the macroscopic time, relative to T: each halving descends the draws that change
 DESCENT_ITER = 3000
 
 
-def central_share(field, t, centre, n_samples, seed):
-    """(m, standard error) at t: the share of ``n_samples`` seeded draws of p_t whose descent ends at ``centre``.
+def at_centre(field, t, centre, n_samples, seed, rows=None):
+    """Which of ``n_samples`` seeded draws of p_t (only the indices ``rows``, if given) descend to ``centre``, (n,).
 
     A draw that enters the ball around the centre that the descent provably maps into itself and contracts
     (``MixtureField.contraction_radius``) counts at once. Near a loss of stability of the centre the descent slows
@@ -31,6 +31,7 @@ def central_share(field, t, centre, n_samples, seed):
     converges there at once."""
     f32 = use_float32(field)
     draws = field.sample(t, n_samples, seed)
+    draws = draws if rows is None else draws[rows]
     X, res = field.descend(draws, t, max_iter=DESCENT_ITER, float32=f32, attractors=centre[None])
     radius = 1e-3 * (1.0 + field.scale)
     dist = np.linalg.norm(X - centre, axis=1)
@@ -40,18 +41,29 @@ def central_share(field, t, centre, n_samples, seed):
     if slow.any():
         Xn, ok = field.newton(X[slow], t, n_iter=30)
         at[np.nonzero(slow)[0]] = ok & (np.linalg.norm(Xn - centre, axis=1) <= radius)
-    m = float(at.mean())
-    return m, math.sqrt(m * (1.0 - m) / n_samples)
+    return at
 
 
-def share_at(run, t, n_samples, seed):
-    """(m, standard error) at t for a search ``run`` (``theory._critical._Run``): 0 below the centre's end."""
+def share(at):
+    """(m, standard error) of the draws' flags ``at``."""
+    m = float(np.mean(at))
+    return m, math.sqrt(m * (1.0 - m) / len(at))
+
+
+def at_centre_of(run, t, n_samples, seed, rows=None):
+    """``at_centre`` at t for a search ``run`` (``theory._critical._Run``): none below the centre's end."""
+    n = n_samples if rows is None else len(rows)
     if np.isfinite(run.centre_t) and t < run.centre_t:
-        return 0.0, 0.0  # no central attractor: it has lost stability or ceased to exist
+        return np.zeros(n, dtype=bool)  # no central attractor: it has lost stability or ceased to exist
     c = run.centre_at(t)
     if c is None:  # Newton did not converge on the centre: its nearest recorded point stands in
         c = min(run.path, key=lambda p: abs(p[0] - t))[1]
-    return central_share(run.f, t, c, n_samples, seed)
+    return at_centre(run.f, t, c, n_samples, seed, rows)
+
+
+def share_at(run, t, n_samples, seed):
+    """(m, standard error) at t for a search ``run``."""
+    return share(at_centre_of(run, t, n_samples, seed))
 
 
 def macroscopic_search(run, t_c, threshold, n_samples, seed):
@@ -63,29 +75,58 @@ def macroscopic_search(run, t_c, threshold, n_samples, seed):
     below its end, so the time is at least ``centre_t`` (a pitchfork's macroscopic time is t_c itself).
     Returns ((t, m, se) or None, [(t, m, se) at the grid times sampled]).
     """
-    rows, hi = [], float(t_c)
+    rows, hi, at_hi = [], float(t_c), None
     for j in np.nonzero(run.ts < t_c)[0]:
         t = float(run.ts[j])
         run.extend_centre(j)  # with centre="search" the branch may stop above t
-        m, se = share_at(run, t, n_samples, seed)
+        at = at_centre_of(run, t, n_samples, seed)
+        m, se = share(at)
         run.bar.set_postfix_str(f"macroscopic: m={m:.4f} at t={t:.6g}")
         rows.append((t, m, se))
         if 1.0 - m > threshold:
             break
-        hi = t
+        hi, at_hi = t, at
     else:
         return None, rows
-    lo, below = t, (m, se)
+    lo, at_lo = t, at
     if np.isfinite(run.centre_t) and lo < run.centre_t <= hi:
-        lo, below = float(run.centre_t), (0.0, 0.0)
+        lo, at_lo = float(run.centre_t), np.zeros(n_samples, dtype=bool)
+    found = _bisect(run, lo, at_lo, hi, at_hi, threshold, n_samples, seed, changed_only=True)
+    if found is None:  # the draws' fates were not monotone in t: every halving on every draw
+        found = _bisect(run, lo, at_lo, hi, at_hi, threshold, n_samples, seed, changed_only=False)
+    lo, at_lo = found
+    return (lo, *share(at_lo)), rows
+
+
+def _bisect(run, lo, at_lo, hi, at_hi, threshold, n_samples, seed, changed_only):
+    """(t, flags) of the low end of a bracket [lo, hi] of the threshold crossing narrowed to ``BISECT_TOL``.
+
+    ``changed_only``: each halving descends only the draws whose fate differs between the bracket's ends (all of
+    them while an end has no flags: t_c), the others keeping the fate they share; the final bracket is then
+    verified on every draw, and None returned where it is not one (a draw whose fate is not monotone in t)."""
+    full_lo, full_hi = True, at_hi is not None
     while hi - lo > BISECT_TOL * run.T:
         mid = log_snr_mid(run.s, lo, hi)
         if not lo < mid < hi:  # the bracket is at round-off
             break
-        m, se = share_at(run, mid, n_samples, seed)
+        if changed_only and at_hi is not None:
+            idx = np.nonzero(at_lo != at_hi)[0]
+            at = at_lo.copy()
+            at[idx] = at_centre_of(run, mid, n_samples, seed, idx) if len(idx) else at[idx]
+            full = False
+        else:
+            at, full = at_centre_of(run, mid, n_samples, seed), True
+        m = float(np.mean(at))
         run.bar.set_postfix_str(f"macroscopic: m={m:.4f} at t={mid:.6g}, bracket {hi - lo:.2g}")
         if 1.0 - m > threshold:
-            lo, below = mid, (m, se)
+            lo, at_lo, full_lo = mid, at, full
         else:
-            hi = mid
-    return (lo, *below), rows
+            hi, at_hi, full_hi = mid, at, full
+    if not full_lo:
+        at_lo = at_centre_of(run, lo, n_samples, seed)
+        if not 1.0 - np.mean(at_lo) > threshold:
+            return None
+    if not full_hi and at_hi is not None:
+        if not 1.0 - np.mean(at_centre_of(run, hi, n_samples, seed)) <= threshold:
+            return None
+    return lo, at_lo

@@ -19,10 +19,15 @@ def farthest_points(P, n, seed):
     """Deterministic farthest-point subset of the rows of P (the first one chosen by ``seed``)."""
     rng = np.random.default_rng(seed)
     idx = [int(rng.integers(len(P)))]
-    dist = np.linalg.norm(P - P[idx[0]], axis=1)
+    sq = np.einsum("ij,ij->i", P, P)  # squared distances by |p|^2 - 2 p.q + |q|^2: a product, no N x d difference
+
+    def dist2(j):
+        return sq - 2.0 * (P @ P[j]) + sq[j]
+
+    d2 = dist2(idx[0])
     for _ in range(n - 1):
-        idx.append(int(np.argmax(dist)))
-        dist = np.minimum(dist, np.linalg.norm(P - P[idx[-1]], axis=1))
+        idx.append(int(np.argmax(d2)))
+        d2 = np.minimum(d2, dist2(idx[-1]))
     return np.array(idx)
 
 
