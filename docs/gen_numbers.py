@@ -337,6 +337,7 @@ def benchmarks() -> str:
         ("paper", "The paper's $\\pm 1$ deltas"),
         ("diagram", "1D bifurcation diagram vs fsolve"),
         ("devices", "One and two jax devices (XLA host-platform devices, in subprocesses)"),
+        ("tree", "`bifurcation_tree` of all 1,797 digits with its defaults"),
     ):
         if key in res:
             flat = {k: v for k, v in res[key].items() if not isinstance(v, (list, dict))}
