@@ -55,11 +55,11 @@ def newton_many(field, X, t, n_iter=8, loose=False):
     ``field.tol_res`` (a polish), or with ``loose`` at ``tol_res`` (a branch carried on: its end is polished)."""
     th, s2, c = field.coeffs(t)
     tol = (1.0 if loose else 1e-3) * field.tol_res(t)
-    X = np.array(X, dtype=np.float64)
-    ok, last, act = np.zeros(len(X), dtype=bool), np.full(len(X), np.inf), np.arange(len(X))
+    n = len(X)
+    X = np.array(_pad_rows(np.asarray(X, dtype=np.float64)))  # one compiled shape for the whole solve
+    ok, last, act = np.zeros(len(X), dtype=bool), np.full(len(X), np.inf), np.arange(n)
     for _ in range(n_iter):
-        # the active rows only, padded to a power of two (few compiled shapes): the others cost nothing
-        R = np.asarray(field.k["R"](field.p, jnp.asarray(_pad_rows(X[act])), th, s2, c))[: len(act)]
+        R = np.asarray(field.k["R"](field.p, jnp.asarray(X), th, s2, c))[act]
         norm = np.linalg.norm(R, axis=1)
         ok[act[norm <= tol]] = True
         keep = np.isfinite(norm) & (norm > tol) & (norm <= last[act])
@@ -72,20 +72,20 @@ def newton_many(field, X, t, n_iter=8, loose=False):
         rtol = np.clip(np.maximum(ew, 0.1 * tol / norm), 1e-12, 1e-2)
         # A solve to rtol >= 1e-4 needs no more than float32 products (errors ~1e-6): half the memory traffic
         p, dt = (field.params32(), jnp.float32) if rtol.min() >= F32_RTOL else (field.p, jnp.float64)
-        P, M = _posteriors(*p, jnp.asarray(_pad_rows(X[act]), dtype=dt), th, s2)
+        P, M = _posteriors(*p, jnp.asarray(X, dtype=dt), th, s2)
 
-        def mv(V, rows, P=P, M=M, p=p, dt=dt):  # -H v for the listed rows (of act): two GEMMs over those rows
-            sel = _pad_rows(rows)
-            full = np.zeros((len(sel), X.shape[1]))
-            full[: len(rows)] = V
-            HV = _products(p[0], P[sel], M[sel], jnp.asarray(full, dtype=dt), th, s2, c)
-            return -np.asarray(HV, dtype=np.float64)[: len(rows)]
+        def mv(V, rows, P=P, M=M, act=act, p=p, dt=dt):  # -H v for the listed rows: two GEMMs over every row
+            full = np.zeros(X.shape)
+            full[act[rows]] = V
+            HV = _products(p[0], P, M, jnp.asarray(full, dtype=dt), th, s2, c)
+            return -np.asarray(HV, dtype=np.float64)[act[rows]]
 
         Z, bad = _cg_many(mv, R, rtol)
         good = np.ones(len(act), dtype=bool)
         good[bad] = False
         X[act[good]] += Z[good]
         act = act[good]
+    X, ok = X[:n], ok[:n]
     return X, ok
 
 
