@@ -91,7 +91,7 @@ def test_carry_many_ends_the_lighter_attractor_at_its_fold():
     t0, t1 = t_fold - 0.03, t_fold + 0.05
     X, ok = f.newton(np.array([[-0.9], [0.9]]) * f.kappa(t0), t0, n_iter=30)
     assert ok.all() and X[0, 0] < 0 < X[1, 0]
-    reached, _, t_end = carry_many(f, X, t0, t1, 8)
+    reached, _, t_end, _ = carry_many(f, X, t0, t1, 8)
     assert reached.tolist() == [False, True]
     assert t_end[0] < t_fold <= t_end[0] + (t1 - t0) / 8 + 1e-12
 
@@ -142,3 +142,23 @@ def test_cov_bound_bounds_the_dense_covariance(cluster_field):
         for x, cv, st in zip(X, cov, stable, strict=True):
             assert cv >= np.linalg.eigvalsh(_cov(Y, _posterior(Y, x, th, s2)))[-1] * (1 - 1e-9)
             assert st == (np.linalg.eigvalsh(f.hessian(x, t))[-1] < 0)
+
+
+def test_the_centre_carried_in_lock_step_loses_stability_at_the_closed_form(monkeypatch):
+    """Deltas at +-1 in 3 dimensions with products only (the lock-step path): the centre branch is carried across
+    the grid's cells by ``carry_many``, and its loss of stability, located from its last stable point, is the
+    pitchfork of ``TwoDeltas`` in closed form."""
+    import theory._critical as critical
+    import theory._krylov
+    from theory import critical_time
+    from theory.systems import TwoDeltas
+
+    monkeypatch.setattr(theory._krylov, "MATRIX_FREE_D", 1)
+    carried, carry = [], critical._Run.carry_centre
+    monkeypatch.setattr(critical._Run, "carry_centre", lambda run, i: carried.append(carry(run, i)) or carried[-1])
+    Y = np.zeros((2, 3))
+    Y[:, 0] = [-1.0, 1.0]
+    ct = critical_time(DeltaMixture(Y), VPLinear(), n_mass=0)
+    t_c = TwoDeltas(1.0).centre_t_c(VPLinear(), 1.0)
+    assert ct.kind == "pitchfork" and abs(ct.centre_t - t_c) < 1e-9 and abs(ct.t - t_c) < 1e-9
+    assert sum(carried) >= 3 and carried[-1] is False  # carried across cells, then the cell where it ends

@@ -59,6 +59,7 @@ class _Run:
         self.centre_to = 0  # the grid index the centre branch has reached
         self.scanned = ()  # the grid times at which the attractors were collected
         self._centre = {}  # t -> the centre branch at t (centre_at)
+        self._centre_cov = None  # a bound on lam_max(Cov[y | x]) at the centre's last point (carry_centre)
         self.sep = 1e-6 * (1.0 + field.scale)
         self.bar = progress_bar(0, "", False)  # where the search shows its progress
 
@@ -73,8 +74,10 @@ class _Run:
         lipschitz = 1e3 * (1.0 + self.f.scale) / self.T
         while not self.centre_how and self.centre_to < last:
             i = self.centre_to + 1
+            if self.carry_centre(i):
+                continue
             end = continue_branch(
-                self.f, self.path[-1][1], self.ts[i - 1], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
+                self.f, self.path[-1][1], self.path[-1][0], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
             )
             if not end.reached:
                 self.centre_t, self.centre_how = end.t, end.how
@@ -82,6 +85,22 @@ class _Run:
                     self.path.append((end.t, end.x))
                 return
             self.centre_to = i
+
+    def carry_centre(self, i):
+        """The centre carried across the cell (ts[i-1], ts[i]) as the births' branches are (``theory._lockstep``):
+        stability from a bound on lam_max(Cov[y | x]) chained from step to step (one posterior pass a step), Lanczos
+        only where the bound cannot decide, steps down to 1/64 of the cell. True where it got through; otherwise
+        ``continue_branch`` goes on from its last stable point and locates where it ends (a crossing or a fold)."""
+        if not _lockstep.supported(self.f):
+            return False
+        x, t = self.path[-1][1], self.ts[i - 1]
+        reached, xe, te, cov = _lockstep.carry_many(self.f, x[None], t, self.ts[i], 64, cov=self._centre_cov)
+        self._centre_cov = cov if reached[0] else None
+        if te[0] != t:  # its last stable point: where it ends is looked for from there
+            self.path.append((float(te[0]), xe[0]))
+        if reached[0]:
+            self.centre_to = i
+        return bool(reached[0])
 
     def centre_at(self, t):
         """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""
@@ -128,7 +147,7 @@ class _Run:
                 alive = [x for x, b in zip(alive, self.fold_bounds(alive, self.ts[j]), strict=True) if b >= floor]
             nxt = []
             if alive and _lockstep.supported(self.f):  # every branch on the same substeps: one data pass for all
-                reached, xe, te = _lockstep.carry_many(
+                reached, xe, te, _ = _lockstep.carry_many(
                     self.f, np.array(alive), self.ts[j], self.ts[j - 1], coarse_cells, reject=self.on_centre
                 )
                 nxt = list(xe[reached])

@@ -151,19 +151,23 @@ def _step(field, X, Xp, tp, t, s, cov, reject):
     return ok, Xn, cov_n
 
 
-def carry_many(field, X, t0, t1, n_sub=8, reject=None):
+def carry_many(field, X, t0, t1, n_sub=8, reject=None, cov=None):
     """Carry the stable points X (k, d) at t0 towards t1, every branch with its own adaptive step, in lock-step.
 
     The steps of ``theory._continuation.continue_branch``: the whole way first, a step doubled after a success and
     halved after a failure, down to 1/``n_sub`` of the way. Times are kept on a dyadic grid of the interval, so the
     branches that try the same step at a round share one pass over the data. Returns (reached mask (k,), last good
-    points (k, d), their times (k,)): a branch that did not reach t1 ended less than 1/``n_sub`` of the way above
-    its last time."""
+    points (k, d), their times (k,), upper bounds of lam_max(Cov[y | x]) there (k,)): a branch that did not reach t1
+    ended less than 1/``n_sub`` of the way above its last time. ``cov``: such bounds at X and t0, where known (a
+    branch carried on from an earlier call); else they are computed."""
     X = np.array(np.atleast_2d(X), dtype=np.float64)
     k, full = len(X), 8 * n_sub  # positions on the grid of 1/full of the way: t = t0 + pos / full (t1 - t0)
     pos, h = np.zeros(k, dtype=int), np.full(k, full)
     Xp, tp = X.copy(), np.full(k, np.nan)
-    cov, active = cov_bound(field, X, float(t0))  # a row that is not stable at t0 ends there
+    if cov is None:
+        cov, active = cov_bound(field, X, float(t0))  # a row that is not stable at t0 ends there
+    else:
+        cov, active = np.array(cov, dtype=np.float64), np.ones(k, dtype=bool)
     reached = np.zeros(k, dtype=bool)
 
     def time(p):
@@ -181,4 +185,4 @@ def carry_many(field, X, t0, t1, n_sub=8, reject=None):
             reached[good[pos[good] == full]] = True
             h[bad] //= 2
         active &= ~reached & (h >= full // n_sub)
-    return reached, X, np.array([time(p) for p in pos])
+    return reached, X, np.array([time(p) for p in pos]), cov
