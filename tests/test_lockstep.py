@@ -144,10 +144,29 @@ def test_cov_bound_bounds_the_dense_covariance(cluster_field):
             assert st == (np.linalg.eigvalsh(f.hessian(x, t))[-1] < 0)
 
 
+def test_chained_margin_has_the_sign_of_the_dense_margin_and_bounds_it(cluster_field):
+    """Along Newton points from the data's mean at times from 0.9 down to 0.2 (through the loss of stability of
+    the centre of two clusters), ChainedMargin has the sign of -lam_max(H) sigma^2 from the dense Hessian (numpy)
+    and never exceeds it: where the chain certifies stability its value is a lower bound."""
+    from theory._lockstep import ChainedMargin
+
+    f, Y = cluster_field
+    chained = ChainedMargin(f)
+    signs = set()
+    for t in np.linspace(0.9, 0.2, 36):
+        x, ok = f.newton(f.kappa(t) * Y.mean(axis=0)[None], t, n_iter=30)
+        assert ok[0]
+        exact = -np.linalg.eigvalsh(np.asarray(f.hessian(x[0], t)))[-1] * f.coeffs(t)[1]
+        m = chained(x[0], t)
+        assert (m > 0) == (exact > 0) and m <= exact + 1e-9 * abs(exact) + 1e-12, (t, m, exact)
+        signs.add(bool(exact > 0))
+    assert signs == {True, False}  # both sides of the crossing were visited
+
+
 def test_the_centre_carried_in_lock_step_loses_stability_at_the_closed_form(monkeypatch):
     """Deltas at +-1 in 3 dimensions with products only (the lock-step path): the centre branch is carried across
-    the grid's cells by ``carry_many``, and its loss of stability, located from its last stable point, is the
-    pitchfork of ``TwoDeltas`` in closed form."""
+    the grid's cells by ``carry_many`` (each cell checked by carrying back), and its loss of stability, located
+    by ``continue_branch`` in the cell where the carry stops, is the pitchfork of ``TwoDeltas`` in closed form."""
     import theory._critical as critical
     import theory._krylov
     from theory import critical_time

@@ -103,6 +103,7 @@ def continue_branch(
     reject=None,
     fold_tries=2,
     crossings=None,
+    margin=None,
 ):
     """Carry the stable fixed point x0 at t0 towards t1 while it stays a stable fixed point.
 
@@ -113,9 +114,11 @@ def continue_branch(
     ``path`` (a list) receives every accepted (t, x). ``fold_tries``: extended-system solves before
     falling back to halving (0: no fold location, e.g. to find only the cell where a branch ends).
     ``crossings`` (a list): carry the branch on through losses of stability (it then ends only where it
-    ceases to exist), appending each crossing's (t, x), located by Brent's method.
+    ceases to exist), appending each crossing's (t, x), located by Brent's method. ``margin``: a function with
+    the sign of ``field.margin`` along this branch (e.g. ``theory._lockstep.ChainedMargin``; default field.margin).
     Returns a BranchEnd.
     """
+    margin_of = field.margin if margin is None else margin
     x, t, h = np.asarray(x0, dtype=np.float64), float(t0), float(t1) - float(t0)
     polish_fold = fold_tries > 0 and hasattr(field, "fold_system")
     if h0 is not None:  # a first step smaller than the whole way saves failed Newton solves
@@ -132,9 +135,9 @@ def continue_branch(
         dx = np.linalg.norm(xn[0] - x)
         near = ok[0] and dx <= jump and (lipschitz is None or dx <= lipschitz * abs(t_try - t))
         near = near and (reject is None or not reject(xn[0], t_try))
-        margin = field.margin(xn[0], t_try) if near else -1.0
-        if near and crossings is not None and (margin > 0) != (field.margin(x, t) > 0):
-            end = locate_crossing(field, x, t, t_try, tol_t)
+        margin = margin_of(xn[0], t_try) if near else -1.0
+        if near and crossings is not None and (margin > 0) != (margin_of(x, t) > 0):
+            end = locate_crossing(field, x, t, t_try, tol_t, margin_of)
             if end is None:  # no continuous crossing in this step: a jump; a smaller step decides
                 h *= 0.5
                 continue
@@ -148,7 +151,7 @@ def continue_branch(
             h *= 2.0
             continue
         if near and track_crossing:  # still a fixed point, no longer stable: a continuous crossing?
-            end = locate_crossing(field, x, t, t_try, tol_t)
+            end = locate_crossing(field, x, t, t_try, tol_t, margin_of)
             if end is not None:
                 return BranchEnd(end[0], end[1], False, "crossing")
         failed += 1  # a fold is looked for once a halved step has failed too: most failed steps were only too long
@@ -189,14 +192,16 @@ def _may_fold(field, x, t, t_try):
     return True if math.isnan(ratio) else 0.0 < ratio <= 4.0
 
 
-def locate_crossing(field, x, t_in, t_out, tol_t):
-    """Root of the margin along the branch through x between t_in and t_out (opposite signs), or None."""
+def locate_crossing(field, x, t_in, t_out, tol_t, margin=None):
+    """Root of the margin (``margin``, default ``field.margin``) along the branch through x between t_in and t_out
+    (opposite signs), or None."""
+    margin = field.margin if margin is None else margin
 
     def f(s):
         xs, ok = field.newton(x[None], s)
         if not ok[0]:
             raise ArithmeticError
-        return field.margin(xs[0], s)
+        return margin(xs[0], s)
 
     try:
         root = brentq(f, t_in, t_out, xtol=tol_t, rtol=4 * np.finfo(float).eps)

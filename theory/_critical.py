@@ -60,6 +60,8 @@ class _Run:
         self.scanned = ()  # the grid times at which the attractors were collected
         self._centre = {}  # t -> the centre branch at t (centre_at)
         self._centre_cov = None  # a bound on lam_max(Cov[y | x]) at the centre's last point (carry_centre)
+        # where continue_branch carries the centre: the same chained bound, Lanczos only where it cannot decide
+        self._centre_margin = _lockstep.ChainedMargin(field) if _lockstep.supported(field) else None
         self.sep = 1e-6 * (1.0 + field.scale)
         self.bar = progress_bar(0, "", False)  # where the search shows its progress
 
@@ -77,7 +79,14 @@ class _Run:
             if self.carry_centre(i):
                 continue
             end = continue_branch(
-                self.f, self.path[-1][1], self.path[-1][0], self.ts[i], self.tol_t, lipschitz=lipschitz, path=self.path
+                self.f,
+                self.path[-1][1],
+                self.path[-1][0],
+                self.ts[i],
+                self.tol_t,
+                lipschitz=lipschitz,
+                path=self.path,
+                margin=self._centre_margin,
             )
             if not end.reached:
                 self.centre_t, self.centre_how = end.t, end.how
@@ -88,19 +97,24 @@ class _Run:
 
     def carry_centre(self, i):
         """The centre carried across the cell (ts[i-1], ts[i]) as the births' branches are (``theory._lockstep``):
-        stability from a bound on lam_max(Cov[y | x]) chained from step to step (one posterior pass a step), Lanczos
-        only where the bound cannot decide, steps down to 1/64 of the cell. True where it got through; otherwise
-        ``continue_branch`` goes on from its last stable point and locates where it ends (a crossing or a fold)."""
+        Newton on float32 products where that suffices, stability from a bound on lam_max(Cov[y | x]) chained from
+        step to step (Lanczos only where it cannot decide), steps down to 1/64 of the cell. Past a fold of the centre
+        that Newton can land on another attractor nearby, so the point reached is carried back down the cell: it
+        must come back to where the centre started. True where the centre got through; otherwise the cell is left
+        to ``continue_branch``, which locates where it ends (a crossing or a fold)."""
         if not _lockstep.supported(self.f):
             return False
-        x, t = self.path[-1][1], self.ts[i - 1]
-        reached, xe, te, cov = _lockstep.carry_many(self.f, x[None], t, self.ts[i], 64, cov=self._centre_cov)
-        self._centre_cov = cov if reached[0] else None
-        if te[0] != t:  # its last stable point: where it ends is looked for from there
-            self.path.append((float(te[0]), xe[0]))
+        x, t0, t1 = self.path[-1][1], self.ts[i - 1], self.ts[i]
+        reached, xe, _, cov = _lockstep.carry_many(self.f, x[None], t0, t1, 64, cov=self._centre_cov)
         if reached[0]:
-            self.centre_to = i
-        return bool(reached[0])
+            back, xb, _, _ = _lockstep.carry_many(self.f, xe, t1, t0, 64, cov=cov)
+            reached = back & _close(xb[0], x, 1e-4)
+        self._centre_cov = cov if reached[0] else None
+        if not reached[0]:
+            return False
+        self.path.append((t1, xe[0]))
+        self.centre_to = i
+        return True
 
     def centre_at(self, t):
         """The centre branch at t (stable or not): Newton from its recorded point nearest in t."""

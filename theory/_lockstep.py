@@ -136,6 +136,27 @@ def _stable(field, X0, t0, cov0, X1, t1):
     return stable, cov
 
 
+class ChainedMargin:
+    """``field.margin`` along one branch (its sign, and its value where stability is not certified), with the
+    certificate of ``_stable``: from a bound cov0 on lam_max(Cov[y | x0]) at the last point x0 evaluated, the next
+    point's lam_max(Cov) <= rho cov0 (one posterior pass); where that does not show H's top eigenvalue negative,
+    ``cov_bound`` (the trace, else Lanczos) restarts the chain. The value where certified is a lower bound of the
+    margin, so a crossing of zero lies where ``field.margin`` crosses it."""
+
+    def __init__(self, field):
+        self.f, self.last = field, None  # (x, t, a bound on lam_max(Cov[y | x])) where the chain stands
+
+    def __call__(self, x, t):
+        x, t = np.asarray(x, dtype=np.float64), float(t)
+        th, s2, c = self.f.coeffs(t)
+        if self.last is not None:
+            stable, cov = _stable(self.f, self.last[0][None], self.last[1], np.array([self.last[2]]), x[None], t)
+        else:
+            cov, stable = cov_bound(self.f, x[None], t)
+        self.last = (x, t, float(cov[0]))
+        return (1.0 / s2 + c - th**2 / s2**2 * float(cov[0])) * s2
+
+
 def _step(field, X, Xp, tp, t, s, cov, reject):
     """One substep of the rows of X at t (previous points Xp at tp, or tp nan) to s; returns (ok, X at s, cov)."""
     with np.errstate(invalid="ignore", divide="ignore"):
