@@ -24,7 +24,7 @@ run: $(BIN)/.installed  ## the critical-time table of the reference problems
 test: $(BIN)/.installed $(NODE)  ## everything CI runs: lint, then the default test suite (with the site in Chromium)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile  # a worker per core; a file's tests (and its module fixtures) on one
 
 test-slow: $(BIN)/.installed $(NODE)  ## the minutes-long checks (e.g. the digits pipeline at reduced size)
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow

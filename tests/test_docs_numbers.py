@@ -515,9 +515,9 @@ CLAIMS = [
           lambda: (b := bench("synthetic"), b["N"], b["d"], b["seconds"], b["units"], b["unit_seconds"], b["t_c"],
                    b["basin_mass"], b["basin_mass_se"], b["macroscopic_t"], b["centre_t"])[1:]),
     Claim("docs/benchmarks.md", r"one\s+unit is (\d+) s of the two cores. The births \((\d+) units\), the "
-          r"macroscopic search \((\d+)\) and the scan \((\d+)\)",
+          r"centre branch \((\d+)\), the macroscopic search \((\d+)\) and the\s+scan \((\d+)\)",
           lambda: (b := bench("synthetic"), b["unit_seconds"],
-                   *(b["phases"][k]["units"] for k in ("births", "macroscopic", "scan")))[1:]),
+                   *(b["phases"][k]["units"] for k in ("births", "centre", "macroscopic", "scan")))[1:]),
     Claim("docs/benchmarks.md",
           r"`--only tree`\): (\d+) s; at the\s+grid time \$t = ([\d.]+)\$ the attractors found would make more than "
           r"`max_nodes = (\d+)` nodes, so the scan ends at\s+the grid time above, \$t = ([\d.]+)\$, with the exact "
@@ -525,6 +525,10 @@ CLAIMS = [
           lambda: (b := bench("tree"), b["seconds"], float(b["truncated"].split("by t=")[1].split(":")[0]),
                    int(b["truncated"].split("max_nodes=")[1].split()[0]), b["t_min"], b["n_nodes"],
                    b["first_birth"])[1:]),
+    Claim("docs/engine.md", r"on MNIST the centre folds at \$t = ([\d.]+)\$",
+          lambda: (bench("mnist")["centre_t"],)),
+    Claim("docs/engine.md", r"carried to \$t_\{\\min\}\$: (\d+) s of the search",
+          lambda: (bench("fashion")["phases"]["centre"]["seconds"],)),
     Claim("docs/tree.md", r"all 1,797 digits the defaults stop at \$t = ([\d.]+)\$ with (\d+) nodes, in (\d+) s",
           lambda: (bench("tree")["t_min"], bench("tree")["n_nodes"], bench("tree")["seconds"])),
 ]  # fmt: skip

@@ -21,6 +21,10 @@ import pytest
 ROOT = Path(__file__).parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 IDS = [nb.stem for nb in NOTEBOOKS]
+# The two longest whole-notebook runs (most of their time compiles searches for many data shapes) run with
+# ``make test-slow``; the default run executes the other five, and every notebook's paths in its own folder.
+SLOW = {"03_high_dimensional_data", "04_schedules_and_samplers"}
+WHOLE = [pytest.param(nb, marks=pytest.mark.slow) if nb.stem in SLOW else nb for nb in NOTEBOOKS]
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -57,7 +61,7 @@ def test_notebook_is_committed_stripped(nb):
     assert params.get("results") is None, "results (where a notebook reads them) defaults to None: docs/results"
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("nb", WHOLE, ids=IDS)
 def test_notebook_executes_from_another_folder(nb, tmp_path, figures, tmp_path_factory):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
