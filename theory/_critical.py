@@ -348,5 +348,6 @@ def _search(run, threshold, extra_cells, centre):
     first = {"kind": kind, "t": t, "x": x, "mass": run.mass_below(kind, t, x)}
     out = {"first": first, "run": run, "births": births}
     if run.n_mass and len(start) == 1:
-        out["macroscopic"], out["order"] = macroscopic_search(run, t, threshold, run.n_mass, run.seed)
+        probe = kind == "saddle-node" and first["mass"][0] > threshold  # m may jump at t_c
+        out["macroscopic"], out["order"] = macroscopic_search(run, t, threshold, run.n_mass, run.seed, probe)
     return out

@@ -66,16 +66,26 @@ def share_at(run, t, n_samples, seed):
     return share(at_centre_of(run, t, n_samples, seed))
 
 
-def macroscopic_search(run, t_c, threshold, n_samples, seed):
+def macroscopic_search(run, t_c, threshold, n_samples, seed, probe=False):
     """The macroscopic breaking time below the first bifurcation at ``t_c``, and the order parameter's curve.
 
-    Above t_c the centre is the only attractor (m = 1). The grid times below t_c are sampled down to the first
-    where 1 - m > ``threshold``; the crossing is then bisected in log-SNR between it and the time above (t_c
-    for the first cell), on the same seeded draws. Where the centre ends inside the bracket, 1 - m = 1 just
-    below its end, so the time is at least ``centre_t`` (a pitchfork's macroscopic time is t_c itself).
-    Returns ((t, m, se) or None, [(t, m, se) at the grid times sampled]).
+    Above t_c the centre is the only attractor (m = 1). With ``probe`` (a saddle-node whose new attractor holds
+    more than the threshold one grid cell below its birth: m may jump at t_c) m is sampled first half a bracket
+    below t_c, and where 1 - m exceeds the threshold there that is the time, to the bisection's bracket. Else
+    the grid times below t_c are sampled down to the first where 1 - m > ``threshold``; the crossing is then
+    bisected in log-SNR between it and the time above (t_c for the first cell), on the same seeded draws.
+    Where the centre ends inside the bracket, 1 - m = 1 just below its end, so the time is at least
+    ``centre_t`` (a pitchfork's macroscopic time is t_c itself).
+    Returns ((t, m, se) or None, [(t, m, se) at the times sampled]).
     """
     rows, hi, at_hi = [], float(t_c), None
+    if probe:
+        t = float(t_c) - 0.5 * BISECT_TOL * run.T
+        at = at_centre_of(run, t, n_samples, seed)
+        rows.append((t, *share(at)))
+        if 1.0 - np.mean(at) > threshold:
+            return rows[-1], rows
+        hi, at_hi = t, at
     for j in np.nonzero(run.ts < t_c)[0]:
         t = float(run.ts[j])
         run.extend_centre(j)  # with centre="search" the branch may stop above t
