@@ -42,7 +42,7 @@ from theory._continuation import (
 from theory._engine import progress_bar
 from theory._krylov import fold_bounds_many
 from theory._order import macroscopic_search
-from theory._search import attractors_at, basin_masses, descend_samples, polish, stable_points
+from theory._search import attractors_at, basin_masses, descend_samples, polish
 
 
 class _Run:
@@ -265,11 +265,13 @@ class _Run:
         tb = log_snr_shift(self.s, t, self.dlog)
         if kind == "pitchfork":  # the children: Newton from the centre pushed along its soft direction
             v = self.f.top_eig(x, t)[1] * 0.1 * (1.0 + self.f.scale) * math.sqrt(self.dlog)
-            new, _ = polish(self.f, np.stack([x + v, x - v]), tb)
+            new, ok = polish(self.f, np.stack([x + v, x - v]), tb)
         else:
-            new, _ = polish(self.f, x[None], tb)
-        # Only the draws that end at the new attractor count: the others' attractors need no polish.
-        m = basin_masses(self.f, tb, new, limits=descend_samples(self.f, tb, self.n_mass, self.seed))
+            new, ok = polish(self.f, x[None], tb)
+        # Only the draws that end at the new attractor count: the others' attractors need no polish. A draw that
+        # enters the certified ball of a new attractor ends there.
+        limits = descend_samples(self.f, tb, self.n_mass, self.seed, attractors=new[ok] if ok.any() else None)
+        m = basin_masses(self.f, tb, new, limits=limits)
         i = int(np.argmax(m.mass))
         return float(m.mass[i]), float(m.se[i])
 
@@ -336,7 +338,7 @@ def _search(run, threshold, extra_cells, centre):
         run.centre_branch(start[0], None if centre == "full" else min(i + extra_cells, len(ts) - 1))
     found = [(i, x) for x in cur]
     for j in range(i + 1, min(i + 1 + extra_cells, len(ts))):
-        cur = stable_points(field, ts[j], n_seeds, extra=cur)
+        cur = attractors_at(field, ts[j], n_seeds, extra=cur)
         found += [(j, x) for x in cur]
         bar.set_postfix_str(f"scan t={ts[j]:.4g} attractors={len(cur)}", refresh=False)
         bar.update()

@@ -71,12 +71,22 @@ def stable_mask(field, X, t):
 
 def attractors_at(field, t, n_seeds, extra=None):
     """``stable_points`` from the seeds, or where the field certifies a single attractor (``one_attractor``:
-    the fixed-point map contracts everywhere) that attractor alone, by Newton from the centre seed."""
+    the fixed-point map contracts everywhere) that attractor alone, by Newton from the centre seed.
+    ``extra``: the attractors at a neighbouring time; those Newton carries to stable points at t are ``known``
+    there (a seed that enters one's certified ball stops: most seeds of a scan end at the attractors of the time
+    before)."""
     if getattr(field, "one_attractor", None) is not None and field.one_attractor(t):
         x, ok = field.newton(field.kappa(t) * np.asarray(field.data.mean())[None], t, n_iter=30)
         if ok[0]:
             return x
-    return stable_points(field, t, n_seeds, extra=extra)
+    known = None
+    if extra is not None and len(extra) and getattr(field, "finite", False):
+        extra = np.atleast_2d(extra)
+        X, ok = _lockstep.newton_many(field, extra, t) if _lockstep.supported(field) else field.newton(extra, t)
+        ok &= np.all(np.isfinite(X), axis=1)
+        ok[ok] = stable_mask(field, X[ok], t)
+        known = X[ok] if ok.any() else None
+    return stable_points(field, t, n_seeds, extra=extra, known=known)
 
 
 @dataclass(frozen=True)
@@ -91,9 +101,12 @@ class BasinMasses:
     unassigned: float
 
 
-def descend_samples(field, t, n_samples, seed=0, max_iter=3000):
-    """Where ``n_samples`` draws of p_t (seeded) end under descent of the potential, (n, d)."""
-    X, _ = field.descend(field.sample(t, n_samples, seed), t, max_iter=max_iter, float32=use_float32(field))
+def descend_samples(field, t, n_samples, seed=0, max_iter=3000, attractors=None):
+    """Where ``n_samples`` draws of p_t (seeded) end under descent of the potential, (n, d). ``attractors``: stable
+    points at t; a draw that enters one's certified ball ends there."""
+    X, _ = field.descend(
+        field.sample(t, n_samples, seed), t, max_iter=max_iter, float32=use_float32(field), attractors=attractors
+    )
     return X
 
 
