@@ -17,6 +17,8 @@ import numpy as np
 from theory import _lockstep
 from theory._continuation import dedup
 
+KNOWN_MAX = 8  # attractors of the time before carried to t as known balls: past a few, their Newton solves and top
+# eigenvalues cost more than the seeds' steps they save (MNIST's 44 and 190 attractors below its first birth)
 FLOAT32_MIN_WORK = 1e6  # N d above which the descent runs in float32 (it only chooses candidates): 3x faster
 
 
@@ -72,15 +74,15 @@ def stable_mask(field, X, t):
 def attractors_at(field, t, n_seeds, extra=None):
     """``stable_points`` from the seeds, or where the field certifies a single attractor (``one_attractor``:
     the fixed-point map contracts everywhere) that attractor alone, by Newton from the centre seed.
-    ``extra``: the attractors at a neighbouring time; those Newton carries to stable points at t are ``known``
-    there (a seed that enters one's certified ball stops: most seeds of a scan end at the attractors of the time
+    ``extra``: the attractors at a neighbouring time; where they are few, those Newton carries to stable points at
+    t are ``known`` there (a seed that enters one's certified ball stops: most seeds of a scan end at the attractors of the time
     before)."""
     if getattr(field, "one_attractor", None) is not None and field.one_attractor(t):
         x, ok = field.newton(field.kappa(t) * np.asarray(field.data.mean())[None], t, n_iter=30)
         if ok[0]:
             return x
     known = None
-    if extra is not None and len(extra) and getattr(field, "finite", False):
+    if extra is not None and 0 < len(extra) <= KNOWN_MAX and getattr(field, "finite", False):
         extra = np.atleast_2d(extra)
         X, ok = _lockstep.newton_many(field, extra, t) if _lockstep.supported(field) else field.newton(extra, t)
         ok &= np.all(np.isfinite(X), axis=1)

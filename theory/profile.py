@@ -52,7 +52,6 @@ def phases():
         undo.append((owner, name, fn))
 
     wrap(critical, "attractors_at", "scan")
-    wrap(critical, "stable_points", "scan")
     wrap(critical._Run, "births_from", "births")
     wrap(critical._Run, "extend_centre", "centre")
     wrap(critical._Run, "mass_below", "basin mass")
