@@ -31,6 +31,35 @@ def test_covariance_bound_by_the_posterior_ratio():
         assert np.linalg.eigvalsh(_cov(Y, r2))[-1] <= np.max(r2 / r) * top * (1 + 1e-12)
 
 
+def test_split_bound_bounds_the_covariance_and_beats_the_ratio():
+    """_split_bound from a bound at x0 (the exact lam_max(Cov), numpy) bounds lam_max(Cov[y | x1]) (numpy
+    eigenvalues) for random points and moves, never exceeds the max-ratio bound, and is below it by 10x or more for
+    some long moves (where a few far points' weights grow a lot but stay small)."""
+    import jax.numpy as jnp
+
+    from theory._lockstep import _split_bound
+
+    rng = np.random.default_rng(2)
+    Y = rng.normal(size=(200, 8))
+    logw, ysq = np.full(200, -np.log(200.0)), np.sum(Y**2, axis=1)
+    th, s2 = 0.8, 0.36
+    gains = []
+    for scale in (0.05, 0.3, 1.0):
+        X0 = rng.normal(size=(16, 8)) * 0.5
+        X1 = X0 + scale * rng.normal(size=(16, 8))
+        r0 = [_posterior(Y, x, th, s2) for x in X0]
+        r1 = [_posterior(Y, x, th, s2) for x in X1]
+        cov0 = np.array([np.linalg.eigvalsh(_cov(Y, r))[-1] for r in r0])
+        args = (Y, logw, ysq, X0, th, s2, X1, th, s2, cov0)
+        split = np.asarray(_split_bound(*(jnp.asarray(a) for a in args)))
+        for b, a, q, c0 in zip(split, r0, r1, cov0, strict=True):
+            assert b >= np.linalg.eigvalsh(_cov(Y, q))[-1] * (1 - 1e-9)
+            ratio = np.max(q / a) * c0
+            assert b <= ratio * (1 + 1e-9)
+            gains.append(ratio / b)
+    assert max(gains) > 10.0
+
+
 @pytest.fixture(scope="module")
 def cluster_field():
     rng = np.random.default_rng(0)

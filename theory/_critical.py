@@ -99,15 +99,15 @@ class _Run:
         """The centre carried across the cell (ts[i-1], ts[i]) as the births' branches are (``theory._lockstep``):
         Newton on float32 products where that suffices, stability from a bound on lam_max(Cov[y | x]) chained from
         step to step (Lanczos only where it cannot decide), steps down to 1/64 of the cell. Past a fold of the centre
-        that Newton can land on another attractor nearby, so the point reached is carried back down the cell: it
-        must come back to where the centre started. True where the centre got through; otherwise the cell is left
+        that Newton can land on another attractor nearby, so Newton from the point reached at t0 must come back to where
+        the centre started. True where the centre got through; otherwise the cell is left
         to ``continue_branch``, which locates where it ends (a crossing or a fold)."""
         if not _lockstep.supported(self.f):
             return False
         x, t0, t1 = self.path[-1][1], self.ts[i - 1], self.ts[i]
         reached, xe, _, cov = _lockstep.carry_many(self.f, x[None], t0, t1, 64, cov=self._centre_cov)
-        if reached[0]:
-            back, xb, _, _ = _lockstep.carry_many(self.f, xe, t1, t0, 64, cov=cov)
+        if reached[0]:  # the way back needs no stability test: x is stable at t0
+            xb, back = _lockstep.newton_many(self.f, xe, t0, loose=True)
             reached = back & _close(xb[0], x, 1e-4)
         self._centre_cov = cov if reached[0] else None
         if not reached[0]:

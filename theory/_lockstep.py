@@ -47,6 +47,30 @@ def _max_log_ratio(Y, logw, ysq, X0, th0, s20, X1, th1, s21):
     return jnp.max(log_post(X1, th1, s21) - log_post(X0, th0, s20), axis=1)
 
 
+@jax.jit
+def _split_bound(Y, logw, ysq, X0, th0, s20, X1, th1, s21, cov0):
+    """Upper bounds of lam_max(Cov_r1) at the rows of X1 from bounds cov0 of lam_max(Cov_r0) at the rows of X0.
+
+    For any split of the points into S and its complement, with m = E_r0[y],
+    Cov_r1 <= sum_j r1_j (y_j - m)(y_j - m)^T <= max_{j in S}(r1_j / r0_j) Cov_r0 + sum_{j not in S} r1_j (y_j - m)(y_j - m)^T,
+    and the last term's top eigenvalue is at most its trace. S = the points of the smallest ratios, for each cut in
+    their order: a few points whose weight grows a lot, but stays small, no longer spoil the bound."""
+
+    def log_post(X, th, s2):
+        return jax.nn.log_softmax(logw[None, :] + (th * (X @ Y.T) - 0.5 * th**2 * ysq[None, :]) / s2, axis=1)
+
+    lp0, lp1 = log_post(X0, th0, s20), log_post(X1, th1, s21)
+    m = jnp.exp(lp0) @ Y
+    d2 = jnp.maximum(ysq[None, :] - 2.0 * (m @ Y.T) + jnp.sum(m * m, axis=1, keepdims=True), 0.0)
+    lr = lp1 - lp0
+    order = jnp.argsort(-lr, axis=1)  # largest ratio first: cut i leaves points 0..i-1 out of S
+    lr_s = jnp.take_along_axis(lr, order, axis=1)
+    out = jnp.take_along_axis(jnp.exp(lp1) * d2, order, axis=1)
+    tail = jnp.cumsum(out, axis=1) - out  # trace of the points before the cut
+    cuts = jnp.exp(jnp.minimum(lr_s, 700.0)) * cov0[:, None] + tail
+    return jnp.minimum(jnp.min(cuts, axis=1), jnp.sum(out, axis=1)) * (1.0 + 1e-12)
+
+
 def newton_many(field, X, t, n_iter=8, loose=False):
     """Newton on R = 0 at t from every row of X (k, d); returns (X, converged mask).
 
@@ -129,8 +153,18 @@ def _stable(field, X0, t0, cov0, X1, t1):
         _max_log_ratio(Y, logw, ysq, jnp.asarray(_pad_rows(X0)), th0, s20, jnp.asarray(_pad_rows(X1)), th1, s21)
     )
     cov = np.exp(np.minimum(log_rho[: len(X1)], 700.0)) * cov0  # far apart: no certificate (inf), Lanczos
-    stable = (-(1.0 / s21 + c1) + th1**2 / s21**2 * cov) * s21 < -1e-12
+
+    def stable_by(cov):
+        return (-(1.0 / s21 + c1) + th1**2 / s21**2 * cov) * s21 < -1e-12
+
+    stable = stable_by(cov)
     rest = np.nonzero(~stable)[0]
+    if len(rest):  # the split bound: two more passes over the data for these rows
+        args = (_pad_rows(X0[rest]), th0, s20, _pad_rows(X1[rest]), th1, s21, _pad_rows(cov0[rest, None])[:, 0])
+        split = np.asarray(_split_bound(Y, logw, ysq, *(jnp.asarray(a) for a in args)))[: len(rest)]
+        cov[rest] = np.minimum(cov[rest], split)
+        stable[rest] = stable_by(cov[rest])
+        rest = rest[~stable[rest]]
     if len(rest):
         cov[rest], stable[rest] = cov_bound(field, X1[rest], t1)
     return stable, cov
