@@ -52,7 +52,8 @@ def _split_bound(Y, logw, ysq, X0, th0, s20, X1, th1, s21, cov0):
     """Upper bounds of lam_max(Cov_r1) at the rows of X1 from bounds cov0 of lam_max(Cov_r0) at the rows of X0.
 
     For any split of the points into S and its complement, with m = E_r0[y],
-    Cov_r1 <= sum_j r1_j (y_j - m)(y_j - m)^T <= max_{j in S}(r1_j / r0_j) Cov_r0 + sum_{j not in S} r1_j (y_j - m)(y_j - m)^T,
+    Cov_r1 <= sum_j r1_j (y_j - m)(y_j - m)^T
+           <= max_{j in S}(r1_j / r0_j) Cov_r0 + sum_{j not in S} r1_j (y_j - m)(y_j - m)^T,
     and the last term's top eigenvalue is at most its trace. S = the points of the smallest ratios, for each cut in
     their order: a few points whose weight grows a lot, but stays small, no longer spoil the bound."""
 

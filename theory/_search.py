@@ -75,8 +75,8 @@ def attractors_at(field, t, n_seeds, extra=None):
     """``stable_points`` from the seeds, or where the field certifies a single attractor (``one_attractor``:
     the fixed-point map contracts everywhere) that attractor alone, by Newton from the centre seed.
     ``extra``: the attractors at a neighbouring time; where they are few, those Newton carries to stable points at
-    t are ``known`` there (a seed that enters one's certified ball stops: most seeds of a scan end at the attractors of the time
-    before)."""
+    t are ``known`` there (a seed that enters one's certified ball stops: most seeds of a scan end at the attractors
+    of the time before)."""
     if getattr(field, "one_attractor", None) is not None and field.one_attractor(t):
         x, ok = field.newton(field.kappa(t) * np.asarray(field.data.mean())[None], t, n_iter=30)
         if ok[0]:
