@@ -80,11 +80,12 @@ def newton_many(field, X, t, n_iter=8, loose=False):
     ``field.tol_res`` (a polish), or with ``loose`` at ``tol_res`` (a branch carried on: its end is polished)."""
     th, s2, c = field.coeffs(t)
     tol = (1.0 if loose else 1e-3) * field.tol_res(t)
-    n = len(X)
-    X = np.array(_pad_rows(np.asarray(X, dtype=np.float64)))  # one compiled shape for the whole solve
-    ok, last, act = np.zeros(len(X), dtype=bool), np.full(len(X), np.inf), np.arange(n)
-    for _ in range(n_iter):
-        R = np.asarray(field.k["R"](field.p, jnp.asarray(X), th, s2, c))[act]
+    X = np.array(X, dtype=np.float64)
+    ok, last, act = np.zeros(len(X), dtype=bool), np.full(len(X), np.inf), np.arange(len(X))
+    for _ in range(n_iter):  # every pass over the data serves only the rows still iterating
+        if not len(act):
+            break
+        R = np.asarray(field.k["R"](field.p, jnp.asarray(X[_pow2(act)]), th, s2, c))[: len(act)]
         norm = np.linalg.norm(R, axis=1)
         ok[act[norm <= tol]] = True
         keep = np.isfinite(norm) & (norm > tol) & (norm <= last[act])
@@ -97,21 +98,26 @@ def newton_many(field, X, t, n_iter=8, loose=False):
         rtol = np.clip(np.maximum(ew, 0.1 * tol / norm), 1e-12, 1e-2)
         # A solve to rtol >= 1e-4 needs no more than float32 products (errors ~1e-6): half the memory traffic
         p, dt = (field.params32(), jnp.float32) if rtol.min() >= F32_RTOL else (field.p, jnp.float64)
-        P, M = _posteriors(*p, jnp.asarray(X, dtype=dt), th, s2)
+        P, M = _posteriors(*p, jnp.asarray(X[_pow2(act)], dtype=dt), th, s2)  # row i: the point act[i]
 
-        def mv(V, rows, P=P, M=M, act=act, p=p, dt=dt):  # -H v for the listed rows: two GEMMs over every row
-            full = np.zeros(X.shape)
-            full[act[rows]] = V
+        def mv(V, rows, P=P, M=M, p=p, dt=dt):  # -H v for the rows (indices into act) still in CG: two GEMMs
+            full = np.zeros((P.shape[0], V.shape[1]))
+            full[rows] = V
             HV = _products(p[0], P, M, jnp.asarray(full, dtype=dt), th, s2, c)
-            return -np.asarray(HV, dtype=np.float64)[act[rows]]
+            return -np.asarray(HV, dtype=np.float64)[rows]
 
         Z, bad = _cg_many(mv, R, rtol)
         good = np.ones(len(act), dtype=bool)
         good[bad] = False
         X[act[good]] += Z[good]
         act = act[good]
-    X, ok = X[:n], ok[:n]
     return X, ok
+
+
+def _pow2(idx):
+    """idx padded to a power-of-two length with copies of its first entry: few compiled shapes."""
+    m = 1 << max(0, int(len(idx) - 1).bit_length())
+    return np.concatenate([idx, np.full(m - len(idx), idx[0])])
 
 
 def cov_top(field, X, t):
