@@ -49,7 +49,7 @@ def polish(field, X, t):
 
 def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=1000, known=None):
     """All attractors reached from the seeds (and the rows of ``extra``), polished and deduplicated, (n, d).
-    ``known``: attractors at t already found; a seed that enters one's certified ball stops there."""
+    ``known``: stable fixed points at t already found; a seed that enters one's certified ball stops there."""
     parts = [field.seeds(t, n_seeds)]
     if extra is not None and len(extra):
         parts.append(np.atleast_2d(extra))
@@ -58,6 +58,8 @@ def stable_points(field, t, n_seeds, extra=None, samples=0, seed=0, max_iter=100
     X, _ = field.descend(np.concatenate(parts), t, max_iter=max_iter, float32=use_float32(field), attractors=known)
     X = dedup(X[np.all(np.isfinite(X), axis=1)], 1e-4 * (1.0 + field.scale))  # merge before the costly polish
     Xp, ok = polish(field, X, t)
+    if known is not None:  # first: the seeds polished onto a known attractor merge into it (its stability is known)
+        Xp, ok = np.concatenate([np.atleast_2d(known), Xp]), np.concatenate([np.ones(len(known), dtype=bool), ok])
     X = dedup(Xp[ok], 1e-7 * (1.0 + field.scale))
     return X[stable_mask(field, X, t)].reshape(-1, field.d)
 
