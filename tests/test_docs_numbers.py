@@ -536,6 +536,19 @@ CLAIMS = [
           lambda: (bench("fashion")["phases"]["centre"]["seconds"],)),
     Claim("docs/tree.md", r"all 1,797 digits the defaults stop at \$t = ([\d.]+)\$ with (\d+) nodes, in (\d+) s",
           lambda: (bench("tree")["t_min"], bench("tree")["n_nodes"], bench("tree")["seconds"])),
+    Claim("docs/appendix/breaking_time_28.md",
+          r"`critical_time`'s defaults\) is a saddle-node at \$t_c = ([\d.]+)\$ whose\s+new attractor holds "
+          r"\$([\d.]+) \\pm ([\d.]+)\$",
+          lambda: (b := bench("fashion-1-8"), b["t_c"], b["basin_mass"], b["basin_mass_se"])[1:]),
+    Claim("docs/appendix/breaking_time_28.md", r"lies \$(\d) \\times 10\^\{-5\}\$ below it \(the order parameter \$m = ([\d.]+)\$",
+          lambda: (b := bench("fashion-1-8"), 1e5 * (b["t_c"] - b["macroscopic_t"]), b["macroscopic_m"])[1:]),
+    Claim("docs/appendix/breaking_time_28.md", r"exact\s+new attractor holds ([\d.]+) of the mass one grid cell below",
+          lambda: (bench("fashion")["basin_mass"],)),
+    Claim("docs/appendix/breaking_time_28.md", r"holds ([\d.]+) of the mass\s+one grid cell below \$t_c\$ \(ten "
+          r"classes\) and ([\d.]+) \(two classes\)",
+          lambda: (bench("fashion")["basin_mass"], bench("fashion-1-8")["basin_mass"])),
+    Claim("docs/appendix/breaking_time_28.md", r"--only fashion-1-8   # the exact prediction \((\d+) s\)",
+          lambda: (bench("fashion-1-8")["seconds"],)),
 ]  # fmt: skip
 
 FACTS = {
