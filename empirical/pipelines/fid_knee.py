@@ -26,8 +26,8 @@ knees of the bootstrap curves, each held to the point curve's tolerance (a resam
 from its repeated rows, which cancels in the paired difference but not in a tolerance taken from its own FID(1)).
 It is reported in forward time t of VP linear (the networks' schedule) beside the predictions from the training
 images: the exact first bifurcation and macroscopic breaking time (a benchmark entry of ``benchmarks/results.json``;
-Fashion-MNIST's is a reduced search, flagged by ``reduced_search``), the equal-norm closed form and Biroli et al.'s
-1/2 ln Lambda (``stages.cheap_predictions``).
+one computed with other options than ``critical_time``'s defaults is flagged by ``reduced_search``), the equal-norm
+closed form and Biroli et al.'s 1/2 ln Lambda (``stages.cheap_predictions``).
 
 Rows are written to ``out`` as each t_start finishes (atomically, under the file's lock); a rerun with the same
 sampling options skips the finished t_start values (other options start the data set afresh). The figure
