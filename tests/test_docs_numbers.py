@@ -540,7 +540,8 @@ CLAIMS = [
           r"`critical_time`'s defaults\) is a saddle-node at \$t_c = ([\d.]+)\$ whose\s+new attractor holds "
           r"\$([\d.]+) \\pm ([\d.]+)\$",
           lambda: (b := bench("fashion-1-8"), b["t_c"], b["basin_mass"], b["basin_mass_se"])[1:]),
-    Claim("docs/appendix/breaking_time_28.md", r"lies \$(\d) \\times 10\^\{-5\}\$ below it \(the order parameter \$m = ([\d.]+)\$",
+    Claim("docs/appendix/breaking_time_28.md",
+          r"lies \$(\d) \\times 10\^\{-5\}\$ below it \(the order parameter \$m = ([\d.]+)\$",
           lambda: (b := bench("fashion-1-8"), 1e5 * (b["t_c"] - b["macroscopic_t"]), b["macroscopic_m"])[1:]),
     Claim("docs/appendix/breaking_time_28.md", r"exact\s+new attractor holds ([\d.]+) of the mass one grid cell below",
           lambda: (bench("fashion")["basin_mass"],)),
