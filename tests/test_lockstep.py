@@ -107,10 +107,12 @@ def test_cov_top_against_the_dense_hessian(cluster_field):
         assert st == (np.linalg.eigvalsh(f.hessian(x, t))[-1] < 0)
 
 
-def test_carry_many_ends_the_lighter_attractor_at_its_fold():
+@pytest.mark.parametrize("step", [None, [0.125, 0.125], [0.5, 0.25]])
+def test_carry_many_ends_the_lighter_attractor_at_its_fold(step):
     """Deltas at +-1 weighted 0.3 / 0.7 (VP, eta = 1): carried up across the lighter point's fold, solved
     independently in numpy (test_engine), the heavier point's attractor reaches the end and the lighter one's ends
-    at the fold, to the resolution of the steps (1/8 of the way)."""
+    at the fold, to the resolution of the steps (1/8 of the way), whatever the first steps; the last successful
+    steps are powers of two of the way, no longer than the way made."""
     from test_engine import _weighted_fold_theta
 
     from theory.systems import TwoDeltas
@@ -120,9 +122,11 @@ def test_carry_many_ends_the_lighter_attractor_at_its_fold():
     t0, t1 = t_fold - 0.03, t_fold + 0.05
     X, ok = f.newton(np.array([[-0.9], [0.9]]) * f.kappa(t0), t0, n_iter=30)
     assert ok.all() and X[0, 0] < 0 < X[1, 0]
-    reached, _, t_end, _ = carry_many(f, X, t0, t1, 8)
+    reached, _, t_end, _, last = carry_many(f, X, t0, t1, 8, step=step)
     assert reached.tolist() == [False, True]
     assert t_end[0] < t_fold <= t_end[0] + (t1 - t0) / 8 + 1e-12
+    made = (t_end - t0) / (t1 - t0)
+    assert np.all(np.log2(last) == np.round(np.log2(last))) and np.all((last >= 1 / 8) & (last <= made + 1e-12))
 
 
 def test_descent_stops_in_certified_balls_at_the_plain_descents_limits():

@@ -57,19 +57,26 @@ def log_snr_mid(schedule, t_a: float, t_b: float) -> float:
     return float(schedule.t_from_snr(math.exp(mid)))
 
 
-def group(X, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """(representatives, counts): each row of X joins the first kept row closer than tol, or is kept."""
+def first_of_groups(X, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the kept rows, counts): each row of X joins the first kept row closer than tol, or is kept."""
     X = np.atleast_2d(X)
     kept, counts = [], []
-    for x in X:
-        for k, y in enumerate(kept):
-            if np.linalg.norm(x - y) <= tol:
+    for i, x in enumerate(X):
+        for k, j in enumerate(kept):
+            if np.linalg.norm(x - X[j]) <= tol:
                 counts[k] += 1
                 break
         else:
-            kept.append(x)
+            kept.append(i)
             counts.append(1)
-    return np.array(kept).reshape(-1, X.shape[1]), np.array(counts, dtype=int)
+    return np.array(kept, dtype=int), np.array(counts, dtype=int)
+
+
+def group(X, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(representatives, counts) of ``first_of_groups``."""
+    X = np.atleast_2d(X)
+    kept, counts = first_of_groups(X, tol)
+    return X[kept].reshape(-1, X.shape[1]), counts
 
 
 def dedup(X, tol: float) -> np.ndarray:

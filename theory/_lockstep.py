@@ -213,18 +213,24 @@ def _step(field, X, Xp, tp, t, s, cov, reject):
     return ok, Xn, cov_n
 
 
-def carry_many(field, X, t0, t1, n_sub=8, reject=None, cov=None):
+def carry_many(field, X, t0, t1, n_sub=8, reject=None, cov=None, step=None):
     """Carry the stable points X (k, d) at t0 towards t1, every branch with its own adaptive step, in lock-step.
 
-    The steps of ``theory._continuation.continue_branch``: the whole way first, a step doubled after a success and
-    halved after a failure, down to 1/``n_sub`` of the way. Times are kept on a dyadic grid of the interval, so the
-    branches that try the same step at a round share one pass over the data. Returns (reached mask (k,), last good
-    points (k, d), their times (k,), upper bounds of lam_max(Cov[y | x]) there (k,)): a branch that did not reach t1
-    ended less than 1/``n_sub`` of the way above its last time. ``cov``: such bounds at X and t0, where known (a
-    branch carried on from an earlier call); else they are computed."""
+    The steps of ``theory._continuation.continue_branch``: the whole way first (or ``step``, (k,), fractions of the
+    way: the steps that last succeeded, for a branch carried on from an earlier call), a step doubled after a success
+    and halved after a failure, down to 1/``n_sub`` of the way. Times are kept on a dyadic grid of the interval, so
+    the branches that try the same step at a round share one pass over the data. Returns (reached mask (k,), last good
+    points (k, d), their times (k,), upper bounds of lam_max(Cov[y | x]) there (k,), each branch's last successful
+    step as a fraction of the way (k,), nan where none succeeded): a branch that did not reach t1 ended less than
+    1/``n_sub`` of the way above its last time. ``cov``: such bounds at X and t0, where known (a branch carried on
+    from an earlier call); else they are computed."""
     X = np.array(np.atleast_2d(X), dtype=np.float64)
     k, full = len(X), 8 * n_sub  # positions on the grid of 1/full of the way: t = t0 + pos / full (t1 - t0)
     pos, h = np.zeros(k, dtype=int), np.full(k, full)
+    if step is not None:  # the nearest power of two of 1/full, between 1/n_sub of the way and the whole way
+        halvings = np.round(-np.log2(np.clip(np.nan_to_num(np.asarray(step, dtype=float), nan=1.0), 1e-12, 1.0)))
+        h = full >> np.clip(halvings, 0, np.log2(n_sub)).astype(int)
+    last = np.full(k, np.nan)
     Xp, tp = X.copy(), np.full(k, np.nan)
     if cov is None:
         cov, active = cov_bound(field, X, float(t0))  # a row that is not stable at t0 ends there
@@ -243,8 +249,8 @@ def carry_many(field, X, t0, t1, n_sub=8, reject=None, cov=None):
             ok, Xn, cn = _step(field, X[g], Xp[g], tp[g], time(a), time(b), cov[g], reject)
             good, bad = g[ok], g[~ok]
             Xp[good], tp[good] = X[good], time(a)
-            X[good], cov[good], pos[good], h[good] = Xn[ok], cn[ok], b, 2 * h[good]
+            X[good], cov[good], pos[good], h[good], last[good] = Xn[ok], cn[ok], b, 2 * h[good], (b - a) / full
             reached[good[pos[good] == full]] = True
-            h[bad] //= 2
+            h[bad] = (b - a) // 2  # half the step tried (the end of the way may have cut it short), as continue_branch
         active &= ~reached & (h >= full // n_sub)
-    return reached, X, np.array([time(p) for p in pos]), cov
+    return reached, X, np.array([time(p) for p in pos]), cov, last
