@@ -13,9 +13,10 @@ carry every branch of a cell on the same substeps:
   and H = -(1/sigma^2 + c) I + theta^2 / sigma^4 Cov: a bound on the top eigenvalue of H at the next point costs
   one posterior pass, and no Lanczos where it is negative; nor where lam_max(Cov) <= tr Cov decides it.
 
-Each branch steps as ``theory._continuation.continue_branch`` does (the whole way first, doubled after a success,
-halved after a failure: Newton diverges or its residual grows, the limit jumps, lands on ``reject`` or is not
-stable), on a dyadic grid of the interval, so that the branches trying the same step share a pass over the data.
+Each branch steps as ``theory._continuation.continue_branch`` does (the whole way or a given step first, doubled
+after a success, halved after a failure: Newton diverges or its residual grows, the limit jumps, lands on ``reject``
+or is not stable), on a dyadic grid of the interval, so that the branches trying the same step share a pass over the
+data.
 """
 
 from __future__ import annotations
