@@ -36,105 +36,17 @@ share of p_t's components that the basin holds at their centres (``members``, ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from theory._checks import check_in_range, check_int
 from theory._continuation import BranchEnd, continue_branch, locate_fold, log_snr_grid
 from theory._engine import grid_search_setup, one_blas_thread, progress_bar
+from theory._results import BifurcationTree, TreeNode
 from theory._search import polish, stable_points
 from theory.schedules import Schedule
 
 __all__ = ["TreeNode", "BifurcationTree", "bifurcation_tree"]
-
-
-@dataclass(frozen=True)
-class TreeNode:
-    """One attractor of the tree.
-
-    Attributes:
-        index: its position in ``BifurcationTree.nodes`` (in order of discovery: grid cell by grid cell from T
-            down, earliest birth first within a cell).
-        parent: the index of its parent node (None for a root).
-        kind: "root", "saddle-node" or "pitchfork".
-        t_birth, theta_birth: forward time and theta of its birth; ``x_birth`` (d,) the birth point.
-        birth_how: how the birth was located: "fold" (the extended system), "crossing" (the parent's loss of
-            stability, Brent's method), "root", or "halved" (the steps stopped and the extended system found
-            no fold next to them: not verified).
-        t_end: where it ceases to be an attractor in generation (t_min if it lives to the end of the scan).
-        end: "fold", "crossing" (it lost stability), "t_min", or "halved".
-        times (k,), points (k, d): its position over its life, t decreasing from its birth.
-        members: indices of the data points whose diffused mean theta(t) y_j flows to it at the first grid
-            time after its birth; ``share`` = len(members) / N.
-        composition: {label: count} over ``members`` when labels were given, else None.
-    """
-
-    index: int
-    parent: int | None
-    kind: str
-    t_birth: float
-    theta_birth: float
-    x_birth: np.ndarray
-    birth_how: str
-    t_end: float
-    end: str
-    times: np.ndarray
-    points: np.ndarray
-    members: np.ndarray
-    share: float
-    composition: dict | None = None
-
-    def __repr__(self):
-        return (
-            f"TreeNode({self.index}, parent={self.parent}, kind={self.kind!r}, t_birth={self.t_birth:.10g}, "
-            f"t_end={self.t_end:.6g} ({self.end}), share={self.share:.4g})"
-        )
-
-
-@dataclass(frozen=True)
-class BifurcationTree:
-    """Every attractor from T down to ``t_min`` (``nodes``, a tuple of TreeNode), with the scan's grid ``ts``.
-
-    ``truncated`` is "" for the exact tree, else why and where the scan stopped or what it left out.
-    """
-
-    nodes: tuple
-    ts: np.ndarray
-    t_min: float
-    T: float
-    eta: float
-    truncated: str = ""
-
-    def __repr__(self):
-        kinds = {k: sum(n.kind == k for n in self.nodes) for k in ("root", "pitchfork", "saddle-node")}
-        first = self.first_bifurcation()
-        tf = "none" if first is None else f"{first.t_birth:.10g} ({first.kind})"
-        return (
-            f"BifurcationTree(n_nodes={len(self.nodes)}, roots={kinds['root']}, pitchfork={kinds['pitchfork']}, "
-            f"saddle-node={kinds['saddle-node']}, first={tf}, attractors at t_min={self.n_attractors(self.t_min)}"
-            + (f", truncated={self.truncated[:60]!r}" if self.truncated else "")
-            + ")"
-        )
-
-    def children(self, i: int) -> list[int]:
-        return [n.index for n in self.nodes if n.parent == i]
-
-    def alive(self, t: float) -> list[int]:
-        """Indices of the nodes that are attractors at forward time t (t_end < t <= t_birth, or alive at t_min)."""
-        return [n.index for n in self.nodes if n.t_birth >= t and (n.t_end < t or (n.end == "t_min" and t >= n.t_end))]
-
-    def n_attractors(self, t: float) -> int:
-        return len(self.alive(t))
-
-    def first_bifurcation(self) -> TreeNode | None:
-        """The node born first in generation (largest t_birth) that is not a root."""
-        born = [n for n in self.nodes if n.kind != "root"]
-        return max(born, key=lambda n: n.t_birth) if born else None
-
-    def births(self) -> np.ndarray:
-        """Birth times of the non-root nodes, decreasing."""
-        return np.sort([n.t_birth for n in self.nodes if n.kind != "root"])[::-1]
 
 
 def locate_end(field, end, t_far, tol_t):
